@@ -1,0 +1,196 @@
+//! In-process fan-out of committed events and control signals, fed by this
+//! process's own commits and, on Postgres, by LISTEN/NOTIFY from other processes.
+//!
+//! The bus is best effort: `subscribe` turns it into a gap-free, duplicate-free
+//! stream by numbering (`seq`) and by reading the database whenever the bus cannot
+//! prove it delivered everything.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use sea_orm::DatabaseConnection;
+use tokio::sync::broadcast;
+
+use crate::Result;
+use crate::event::{Event, EventKind};
+use crate::ids::RunId;
+use crate::store;
+
+/// One message on the bus.
+#[derive(Clone, Debug)]
+pub enum BusMessage {
+    /// Committed in this process: the event itself.
+    Event(Arc<Event>),
+    /// Committed elsewhere: the run has events up to `last_seq`.
+    Hint { run_id: RunId, last_seq: i64 },
+    /// An operator asked a run to stop (`cancel`) or pause at its next step boundary.
+    Control {
+        run_id: RunId,
+        signal: ControlSignal,
+    },
+    /// Some run became runnable.
+    Wake,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlSignal {
+    Pause,
+    Cancel,
+}
+
+impl ControlSignal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlSignal::Pause => "pause",
+            ControlSignal::Cancel => "cancel",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<BusMessage>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventBus {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(16 * 1024);
+        Self { tx }
+    }
+
+    pub fn publish(&self, msg: BusMessage) {
+        // No receiver is fine: nobody is listening right now.
+        let _ = self.tx.send(msg);
+    }
+
+    pub fn publish_events(&self, events: &[Event]) {
+        for e in events {
+            self.publish(BusMessage::Event(Arc::new(e.clone())));
+        }
+    }
+
+    pub fn receiver(&self) -> broadcast::Receiver<BusMessage> {
+        self.tx.subscribe()
+    }
+}
+
+/// Page size when catching up from the database.
+const REPLAY_PAGE: u64 = 500;
+
+fn is_final(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::RunSucceeded
+            | EventKind::RunFailed
+            | EventKind::RunCancelled
+            | EventKind::RunTimedOut
+    )
+}
+
+/// Events of `run_id` with `seq > after_seq`: first those already stored, then live
+/// ones as they commit, each exactly once and in order. The stream ends after the
+/// run's final event. `fallback_poll` bounds how long a missed notification can
+/// delay delivery.
+pub fn subscribe(
+    db: DatabaseConnection,
+    bus: &EventBus,
+    run_id: RunId,
+    after_seq: i64,
+    fallback_poll: Duration,
+) -> impl Stream<Item = Result<Event>> + Send + 'static {
+    // Subscribe before reading the database so nothing committed in between is lost.
+    let rx = bus.receiver();
+    futures::stream::unfold(
+        Subscription {
+            db,
+            rx,
+            run_id,
+            last: after_seq,
+            buffered: std::collections::VecDeque::new(),
+            done: false,
+            caught_up: false,
+            fallback_poll,
+        },
+        |mut sub| async move {
+            let item = sub.next().await?;
+            Some((item, sub))
+        },
+    )
+}
+
+struct Subscription {
+    db: DatabaseConnection,
+    rx: broadcast::Receiver<BusMessage>,
+    run_id: RunId,
+    last: i64,
+    buffered: std::collections::VecDeque<Event>,
+    done: bool,
+    caught_up: bool,
+    fallback_poll: Duration,
+}
+
+impl Subscription {
+    async fn next(&mut self) -> Option<Result<Event>> {
+        loop {
+            if let Some(e) = self.buffered.pop_front() {
+                return Some(Ok(self.emit(e)));
+            }
+            if self.done {
+                return None;
+            }
+            if !self.caught_up {
+                match self.catch_up().await {
+                    Ok(true) => continue,
+                    Ok(false) => self.caught_up = true,
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+                continue;
+            }
+            match tokio::time::timeout(self.fallback_poll, self.rx.recv()).await {
+                Ok(Ok(BusMessage::Event(e))) if e.run_id == self.run_id => {
+                    if e.seq == self.last + 1 {
+                        return Some(Ok(self.emit((*e).clone())));
+                    } else if e.seq > self.last {
+                        self.caught_up = false;
+                    }
+                }
+                Ok(Ok(BusMessage::Hint { run_id, last_seq })) if run_id == self.run_id => {
+                    if last_seq > self.last {
+                        self.caught_up = false;
+                    }
+                }
+                Ok(Ok(_)) => {}
+                // Lagged behind the bus or no news for a while: the database knows.
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => self.caught_up = false,
+                Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+            }
+        }
+    }
+
+    fn emit(&mut self, e: Event) -> Event {
+        self.last = e.seq;
+        if is_final(e.kind) {
+            self.done = true;
+            self.buffered.clear();
+        }
+        e
+    }
+
+    /// Reads one page of stored events after `last`; true when it found any.
+    async fn catch_up(&mut self) -> Result<bool> {
+        let page = store::events::list_after(&self.db, self.run_id, self.last, REPLAY_PAGE).await?;
+        let found = !page.is_empty();
+        self.buffered.extend(page);
+        Ok(found)
+    }
+}

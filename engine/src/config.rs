@@ -1,0 +1,63 @@
+//! Engine configuration: loaded once by the binary and passed down.
+
+use std::time::Duration;
+
+use crate::retry::RetryPolicy;
+
+/// Settings of the engine and its workers. Defaults follow §4.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// How long a claim is valid without a heartbeat.
+    pub lease_ttl: Duration,
+    /// How often a worker renews its leases (well under `lease_ttl`).
+    pub heartbeat_interval: Duration,
+    /// Fallback polling for runnable runs when no wake-up notification arrives.
+    pub poll_interval: Duration,
+    /// Runs one worker executes at once.
+    pub max_concurrent_runs: usize,
+    /// Retry or sleep waits longer than this release the run instead of holding a worker.
+    pub long_wait_threshold: Duration,
+    /// A step still running after this long gets its STEP_STARTED event written
+    /// eagerly; faster steps record it in the same commit as their result.
+    pub started_event_delay: Duration,
+    /// How long graceful shutdown waits for in-flight steps before releasing them.
+    pub shutdown_grace: Duration,
+    /// Default retry policy of steps.
+    pub retry: RetryPolicy,
+    /// Default run deadline.
+    pub default_run_timeout: Duration,
+    /// Longest run deadline a run may ask for.
+    pub max_run_timeout: Duration,
+    /// Default time an approval stays pending before it expires.
+    pub approval_ttl: Duration,
+    /// Default time a question stays pending before it expires.
+    pub question_ttl: Duration,
+    /// Finished runs older than this are pruned by the retention job.
+    pub retention: Duration,
+    /// How often the retention job runs.
+    pub retention_interval: Duration,
+    /// Most checkpoints committed together in one batch.
+    pub batch_max: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            max_concurrent_runs: 64,
+            long_wait_threshold: Duration::from_secs(2),
+            started_event_delay: Duration::from_millis(100),
+            shutdown_grace: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            default_run_timeout: Duration::from_secs(300),
+            max_run_timeout: Duration::from_secs(1800),
+            approval_ttl: Duration::from_secs(24 * 3600),
+            question_ttl: Duration::from_secs(24 * 3600),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            retention_interval: Duration::from_secs(3600),
+            batch_max: 256,
+        }
+    }
+}

@@ -1,0 +1,823 @@
+//! The engine handle: the one entry point the API, the CLI and workers use.
+//! Cheap to clone; every operation that changes a run goes through here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::Stream;
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use serde_json::{Value as Json, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{self, BusMessage, ControlSignal, EventBus};
+use crate::config::EngineConfig;
+use crate::event::{Event, EventKind, NewEvent};
+use crate::ids::{ApprovalId, QuestionId, RunId, TeamId};
+use crate::status::{ApprovalStatus, QuestionStatus, RunStatus, Trigger};
+use crate::store::approvals::Approval;
+use crate::store::events::{CONTROL_CHANNEL, EVENTS_CHANNEL, WAKE_CHANNEL};
+use crate::store::leases::Fence;
+use crate::store::questions::Question;
+use crate::store::runs::{NewRun, Run, RunFilter, RunPatch};
+use crate::store::steps::Step;
+use crate::store::{self, events, is_postgres, stmt};
+use crate::worker::{HumanWaitClose, Worker};
+use crate::workflow::Workflows;
+use crate::{Error, Result};
+
+struct Inner {
+    db: DatabaseConnection,
+    bus: EventBus,
+    writer: crate::writer::CheckpointWriter,
+    config: Arc<EngineConfig>,
+    workflows: Workflows,
+    /// Wakes this process's workers when a run becomes runnable.
+    work: Notify,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// A request to start a run.
+#[derive(Clone, Debug)]
+pub struct StartRun {
+    pub workflow: String,
+    pub input: Json,
+    pub trigger: Trigger,
+    pub idempotency_key: Option<String>,
+    pub team_id: Option<TeamId>,
+    pub team_version_id: Option<uuid::Uuid>,
+    /// Run deadline; defaults to the engine's (300 s), at most 1800 s.
+    pub timeout: Option<Duration>,
+}
+
+impl StartRun {
+    pub fn new(workflow: impl Into<String>, input: Json) -> Self {
+        Self {
+            workflow: workflow.into(),
+            input,
+            trigger: Trigger::Manual,
+            idempotency_key: None,
+            team_id: None,
+            team_version_id: None,
+            timeout: None,
+        }
+    }
+}
+
+enum HumanDecision<'a> {
+    Approval {
+        id: ApprovalId,
+        status: ApprovalStatus,
+        by: &'a str,
+        comment: Option<&'a str>,
+    },
+    Answer {
+        id: QuestionId,
+        answer: &'a str,
+        by: &'a str,
+    },
+}
+
+/// A person's decision on an approval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+impl Engine {
+    /// Connects to an already-migrated database and starts the checkpoint writer.
+    pub async fn connect(
+        database_url: &str,
+        config: EngineConfig,
+        workflows: Workflows,
+    ) -> Result<Self> {
+        let db = store::connect(database_url).await?;
+        Ok(Self::with_connection(db, config, workflows))
+    }
+
+    pub fn with_connection(
+        db: DatabaseConnection,
+        config: EngineConfig,
+        workflows: Workflows,
+    ) -> Self {
+        let bus = EventBus::new();
+        let writer =
+            crate::writer::CheckpointWriter::spawn(db.clone(), bus.clone(), config.batch_max);
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                bus,
+                writer,
+                config: Arc::new(config),
+                workflows,
+                work: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    pub fn bus(&self) -> &EventBus {
+        &self.inner.bus
+    }
+
+    pub fn config(&self) -> &Arc<EngineConfig> {
+        &self.inner.config
+    }
+
+    pub fn workflows(&self) -> &Workflows {
+        &self.inner.workflows
+    }
+
+    pub(crate) fn writer(&self) -> &crate::writer::CheckpointWriter {
+        &self.inner.writer
+    }
+
+    /// A worker executing runs of this engine's workflows.
+    pub fn worker(&self) -> Worker {
+        Worker::new(self.clone())
+    }
+
+    pub(crate) async fn wait_for_work(&self, poll: Duration, shutdown: &CancellationToken) {
+        tokio::select! {
+            _ = self.inner.work.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+
+    fn wake_workers(&self) {
+        self.inner.work.notify_waiters();
+        self.inner.bus.publish(BusMessage::Wake);
+    }
+
+    /// Stores a new QUEUED run. Unknown workflows and invalid inputs are refused
+    /// before anything is written; a repeated idempotency key returns the first run.
+    pub async fn start_run(&self, req: StartRun) -> Result<Run> {
+        let workflow = self.inner.workflows.get(&req.workflow).ok_or_else(|| {
+            let known: Vec<&str> = self.inner.workflows.names().collect();
+            Error::Invalid(format!(
+                "unknown workflow \"{}\" (known: {})",
+                req.workflow,
+                known.join(", ")
+            ))
+        })?;
+        workflow
+            .validate_input(&req.input)
+            .map_err(Error::Invalid)?;
+        let config = &self.inner.config;
+        let timeout = req.timeout.unwrap_or(config.default_run_timeout);
+        if timeout.is_zero() || timeout > config.max_run_timeout {
+            return Err(Error::Invalid(format!(
+                "timeout: must be between 1 ms and {} s, got {} ms",
+                config.max_run_timeout.as_secs(),
+                timeout.as_millis()
+            )));
+        }
+        if let Some(key) = &req.idempotency_key
+            && (key.is_empty() || key.len() > 200)
+        {
+            return Err(Error::Invalid(
+                "idempotency_key: must be 1 to 200 characters".into(),
+            ));
+        }
+        let txn = self.inner.db.begin().await?;
+        let (run, written, created) = store::runs::insert(
+            &txn,
+            NewRun {
+                workflow: req.workflow,
+                input: req.input,
+                trigger: req.trigger,
+                idempotency_key: req.idempotency_key,
+                team_id: req.team_id,
+                team_version_id: req.team_version_id,
+                timeout_ms: timeout.as_millis() as i64,
+            },
+            Utc::now(),
+        )
+        .await?;
+        if created {
+            events::notify(&txn, EVENTS_CHANNEL, &events::event_hint(run.id, 1)).await?;
+            events::notify(&txn, WAKE_CHANNEL, "").await?;
+        }
+        txn.commit().await?;
+        self.inner.bus.publish_events(&written);
+        if created {
+            self.wake_workers();
+        }
+        Ok(run)
+    }
+
+    pub async fn run(&self, id: RunId) -> Result<Run> {
+        store::runs::get(&self.inner.db, id)
+            .await?
+            .ok_or_else(|| Error::not_found("run", id))
+    }
+
+    pub async fn list_runs(&self, filter: &RunFilter, limit: u64) -> Result<Vec<Run>> {
+        store::runs::list(&self.inner.db, filter, limit).await
+    }
+
+    pub async fn steps(&self, id: RunId) -> Result<Vec<Step>> {
+        store::steps::list(&self.inner.db, id).await
+    }
+
+    pub async fn events(&self, id: RunId, after_seq: i64, limit: u64) -> Result<Vec<Event>> {
+        store::events::list_after(&self.inner.db, id, after_seq, limit).await
+    }
+
+    /// Replays stored events after `after_seq`, then follows live ones; see [`bus::subscribe`].
+    pub fn subscribe(
+        &self,
+        run_id: RunId,
+        after_seq: i64,
+    ) -> impl Stream<Item = Result<Event>> + Send + 'static {
+        bus::subscribe(
+            self.inner.db.clone(),
+            &self.inner.bus,
+            run_id,
+            after_seq,
+            self.inner.config.poll_interval,
+        )
+    }
+
+    /// Applies a guarded change, retrying if the run changed state underneath.
+    async fn change_run<F>(&self, id: RunId, mut plan: F) -> Result<Run>
+    where
+        F: FnMut(&Run) -> Result<Option<(RunPatch, Vec<NewEvent>, Option<ControlSignal>)>>,
+    {
+        for _ in 0..5 {
+            let run = self.run(id).await?;
+            let Some((patch, new_events, signal)) = plan(&run)? else {
+                return Ok(run);
+            };
+            if let Some(to) = patch.status {
+                run.status
+                    .check_transition(to)
+                    .map_err(|source| Error::IllegalTransition {
+                        run_id: id.to_string(),
+                        source,
+                    })?;
+            }
+            let now = Utc::now();
+            let txn = self.inner.db.begin().await?;
+            let Some(written) =
+                store::runs::apply_patch(&txn, id, run.status, &patch, &new_events, now).await?
+            else {
+                txn.rollback().await?;
+                continue;
+            };
+            if patch.status.is_some_and(RunStatus::is_terminal) {
+                let reason = format!("run ended {}", patch.status.map_or("", |s| s.as_str()));
+                store::approvals::expire_pending_of_run(&txn, id, &reason, now).await?;
+                store::questions::expire_pending_of_run(&txn, id, now).await?;
+            }
+            if let Some(signal) = signal {
+                events::notify(&txn, CONTROL_CHANNEL, &format!("{}:{id}", signal.as_str())).await?;
+            }
+            let runnable = matches!(patch.status, Some(RunStatus::Running | RunStatus::Queued));
+            if runnable {
+                events::notify(&txn, WAKE_CHANNEL, "").await?;
+            }
+            txn.commit().await?;
+            self.inner.bus.publish_events(&written);
+            if let Some(signal) = signal {
+                self.inner
+                    .bus
+                    .publish(BusMessage::Control { run_id: id, signal });
+            }
+            if runnable {
+                self.wake_workers();
+            }
+            return self.run(id).await;
+        }
+        Err(Error::Conflict(format!(
+            "run {id} kept changing; try again"
+        )))
+    }
+
+    /// Pauses a run at its next step boundary (the in-flight step completes and is
+    /// checkpointed). Idempotent.
+    pub async fn pause_run(&self, id: RunId) -> Result<Run> {
+        self.change_run(id, |run| {
+            let now = Utc::now();
+            let held = run.lease_owner.is_some() && run.lease_expires_at.is_some_and(|t| t > now);
+            let paused = |remaining: Option<i64>| RunPatch {
+                status: Some(RunStatus::Paused),
+                pause_requested: Some(false),
+                revoke_lease: true,
+                deadline_at: Some(None),
+                remaining_ms: Some(remaining),
+                ..RunPatch::default()
+            };
+            let event = |remaining: Option<i64>| {
+                vec![NewEvent::new(
+                    EventKind::RunPaused,
+                    json!({ "remaining_ms": remaining }),
+                )]
+            };
+            Ok(match run.status {
+                RunStatus::Paused => None,
+                RunStatus::Running if held && run.pause_requested => None,
+                // A worker holds it: ask it to stop at the next boundary.
+                RunStatus::Running if held => Some((
+                    RunPatch {
+                        pause_requested: Some(true),
+                        ..RunPatch::default()
+                    },
+                    Vec::new(),
+                    Some(ControlSignal::Pause),
+                )),
+                RunStatus::Running | RunStatus::RetryWait => {
+                    let remaining = run.deadline_at.map(|d| (d - now).num_milliseconds().max(0));
+                    Some((paused(remaining), event(remaining), None))
+                }
+                RunStatus::Queued => Some((paused(None), event(None), None)),
+                other => {
+                    return Err(Error::IllegalTransition {
+                        run_id: id.to_string(),
+                        source: other.check_transition(RunStatus::Paused).unwrap_err(),
+                    });
+                }
+            })
+        })
+        .await
+    }
+
+    /// Resumes a paused run (or withdraws a pause not yet taken). Idempotent.
+    pub async fn resume_run(&self, id: RunId) -> Result<Run> {
+        self.change_run(id, |run| {
+            Ok(match run.status {
+                RunStatus::Paused => {
+                    let now = Utc::now();
+                    let (status, deadline) = match (run.started_at, run.remaining_ms) {
+                        (None, _) => (RunStatus::Queued, None),
+                        (Some(_), Some(rem)) => (
+                            RunStatus::Running,
+                            Some(now + chrono::Duration::milliseconds(rem)),
+                        ),
+                        (Some(_), None) => (RunStatus::Running, None),
+                    };
+                    Some((
+                        RunPatch {
+                            status: Some(status),
+                            deadline_at: Some(deadline),
+                            remaining_ms: Some(None),
+                            wake_at: Some(None),
+                            ..RunPatch::default()
+                        },
+                        vec![NewEvent::new(
+                            EventKind::RunResumed,
+                            json!({ "from": RunStatus::Paused }),
+                        )],
+                        None,
+                    ))
+                }
+                RunStatus::Running if run.pause_requested => Some((
+                    RunPatch {
+                        pause_requested: Some(false),
+                        ..RunPatch::default()
+                    },
+                    Vec::new(),
+                    None,
+                )),
+                s if s.is_terminal() => {
+                    return Err(Error::IllegalTransition {
+                        run_id: id.to_string(),
+                        source: s.check_transition(RunStatus::Running).unwrap_err(),
+                    });
+                }
+                _ => None,
+            })
+        })
+        .await
+    }
+
+    /// Cancels a run at once: its lease is revoked so the holder cannot write again,
+    /// and the holder aborts its in-flight step. Idempotent on a cancelled run.
+    pub async fn cancel_run(&self, id: RunId) -> Result<Run> {
+        self.change_run(id, |run| {
+            Ok(match run.status {
+                RunStatus::Cancelled => None,
+                s if s.is_terminal() => {
+                    return Err(Error::IllegalTransition {
+                        run_id: id.to_string(),
+                        source: s.check_transition(RunStatus::Cancelled).unwrap_err(),
+                    });
+                }
+                _ => Some((
+                    RunPatch {
+                        status: Some(RunStatus::Cancelled),
+                        revoke_lease: true,
+                        finished: true,
+                        wake_at: Some(None),
+                        ..RunPatch::default()
+                    },
+                    vec![NewEvent::new(
+                        EventKind::RunCancelled,
+                        json!({ "from": run.status }),
+                    )],
+                    Some(ControlSignal::Cancel),
+                )),
+            })
+        })
+        .await
+    }
+
+    pub async fn approval(&self, id: ApprovalId) -> Result<Approval> {
+        store::approvals::get(&self.inner.db, id)
+            .await?
+            .ok_or_else(|| Error::not_found("approval", id))
+    }
+
+    pub async fn pending_approvals(&self, limit: u64) -> Result<Vec<Approval>> {
+        store::approvals::list_pending(&self.inner.db, limit).await
+    }
+
+    pub async fn approvals_of_run(&self, run_id: RunId) -> Result<Vec<Approval>> {
+        store::approvals::list_for_run(&self.inner.db, run_id).await
+    }
+
+    pub async fn question(&self, id: QuestionId) -> Result<Question> {
+        store::questions::get(&self.inner.db, id)
+            .await?
+            .ok_or_else(|| Error::not_found("question", id))
+    }
+
+    pub async fn pending_questions(&self, limit: u64) -> Result<Vec<Question>> {
+        store::questions::list_pending(&self.inner.db, limit).await
+    }
+
+    /// Approves or rejects a pending approval; the run continues with the decision.
+    /// Deciding one that is not pending (or has expired) fails and changes nothing.
+    pub async fn decide_approval(
+        &self,
+        id: ApprovalId,
+        decision: Decision,
+        by: &str,
+        comment: Option<&str>,
+    ) -> Result<Approval> {
+        let approval = self.approval(id).await?;
+        let status = match decision {
+            Decision::Approve => ApprovalStatus::Approved,
+            Decision::Reject => ApprovalStatus::Rejected,
+        };
+        let event = NewEvent::new(
+            EventKind::ApprovalDecided,
+            json!({ "approval_id": id, "step_key": approval.step_key, "status": status, "decided_by": by, "comment": comment }),
+        );
+        self.record_human_decision(
+            approval.run_id,
+            RunStatus::WaitingApproval,
+            event,
+            HumanDecision::Approval {
+                id,
+                status,
+                by,
+                comment,
+            },
+        )
+        .await
+        .map_err(|e| self.not_pending(e, "approval", id.to_string()))?;
+        let decided = self.approval(id).await?;
+        if decided.status != status {
+            return Err(Error::NotPending {
+                what: "approval",
+                id: id.to_string(),
+                status: decided.status.to_string(),
+            });
+        }
+        Ok(decided)
+    }
+
+    /// Answers a pending question; the run continues with the answer.
+    pub async fn answer_question(
+        &self,
+        id: QuestionId,
+        answer: &str,
+        by: &str,
+    ) -> Result<Question> {
+        let question = self.question(id).await?;
+        if answer.trim().is_empty() {
+            return Err(Error::Invalid("answer: must not be empty".into()));
+        }
+        let event = NewEvent::new(
+            EventKind::InputReceived,
+            json!({ "question_id": id, "step_key": question.step_key, "status": QuestionStatus::Answered, "answered_by": by }),
+        );
+        self.record_human_decision(
+            question.run_id,
+            RunStatus::WaitingInput,
+            event,
+            HumanDecision::Answer { id, answer, by },
+        )
+        .await
+        .map_err(|e| self.not_pending(e, "question", id.to_string()))?;
+        self.question(id).await
+    }
+
+    fn not_pending(&self, e: Error, what: &'static str, id: String) -> Error {
+        match e {
+            Error::Conflict(status) => Error::NotPending { what, id, status },
+            other => other,
+        }
+    }
+
+    /// Locks the run row, applies `decide` (which must return whether it won), and
+    /// moves a run waiting for exactly this kind of decision back to RUNNING — all
+    /// in one transaction, so a worker parking the run at the same moment either sees
+    /// the decision or is seen by it.
+    async fn record_human_decision(
+        &self,
+        run_id: RunId,
+        waiting: RunStatus,
+        event: NewEvent,
+        decision: HumanDecision<'_>,
+    ) -> Result<()> {
+        let now = Utc::now();
+        let txn = self.inner.db.begin().await?;
+        let row = txn
+            .query_one_raw(stmt(
+                &txn,
+                "UPDATE runs SET updated_at = $1 WHERE id = $2 RETURNING status, remaining_ms",
+                vec![now.into(), run_id.0.into()],
+            ))
+            .await?
+            .ok_or_else(|| Error::not_found("run", run_id))?;
+        let status: RunStatus = row.try_get_by_index::<String>(0)?.parse()?;
+        let remaining: Option<i64> = row.try_get_by_index(1)?;
+        let won = match decision {
+            HumanDecision::Approval {
+                id,
+                status,
+                by,
+                comment,
+            } => store::approvals::decide(&txn, id, status, Some(by), comment, now).await?,
+            HumanDecision::Answer { id, answer, by } => {
+                store::questions::close(&txn, id, Some(answer), Some(by), now).await?
+            }
+        };
+        if !won {
+            txn.rollback().await?;
+            return Err(Error::Conflict(
+                "no longer pending (decided or expired)".into(),
+            ));
+        }
+        let patch = if status == waiting {
+            RunPatch {
+                status: Some(RunStatus::Running),
+                deadline_at: Some(remaining.map(|r| now + chrono::Duration::milliseconds(r))),
+                remaining_ms: Some(None),
+                wake_at: Some(None),
+                ..RunPatch::default()
+            }
+        } else {
+            RunPatch::default()
+        };
+        let written = store::runs::apply_patch(&txn, run_id, status, &patch, &[event], now)
+            .await?
+            .ok_or_else(|| {
+                Error::Conflict(format!("run {run_id} changed concurrently; try again"))
+            })?;
+        let runnable = patch.status.is_some();
+        if runnable {
+            events::notify(&txn, WAKE_CHANNEL, "").await?;
+        }
+        txn.commit().await?;
+        self.inner.bus.publish_events(&written);
+        if runnable {
+            self.wake_workers();
+        }
+        Ok(())
+    }
+
+    /// After a worker parked a run for a person, a decision on one of the waits it
+    /// parked on may have landed between its claim and its park (the deciding
+    /// transaction then saw the run RUNNING and left it); if so, requeue the run.
+    pub(crate) async fn resume_if_decided(
+        &self,
+        run_id: RunId,
+        waiting: RunStatus,
+        approvals: &[ApprovalId],
+        questions: &[QuestionId],
+    ) -> Result<()> {
+        let db = &self.inner.db;
+        let mut decided = false;
+        for id in approvals {
+            decided |= store::approvals::get(db, *id)
+                .await?
+                .is_some_and(|a| a.status != ApprovalStatus::Pending);
+        }
+        for id in questions {
+            decided |= store::questions::get(db, *id)
+                .await?
+                .is_some_and(|q| q.status != QuestionStatus::Pending);
+        }
+        if !decided {
+            return Ok(());
+        }
+        let run = self.run(run_id).await?;
+        if run.status != waiting {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let txn = db.begin().await?;
+        let patch = RunPatch {
+            status: Some(RunStatus::Running),
+            deadline_at: Some(
+                run.remaining_ms
+                    .map(|r| now + chrono::Duration::milliseconds(r)),
+            ),
+            remaining_ms: Some(None),
+            wake_at: Some(None),
+            ..RunPatch::default()
+        };
+        let written = store::runs::apply_patch(
+            &txn,
+            run_id,
+            waiting,
+            &patch,
+            &[NewEvent::new(
+                EventKind::RunResumed,
+                json!({ "from": waiting }),
+            )],
+            now,
+        )
+        .await?;
+        events::notify(&txn, WAKE_CHANNEL, "").await?;
+        txn.commit().await?;
+        if let Some(written) = written {
+            self.inner.bus.publish_events(&written);
+            self.wake_workers();
+        }
+        Ok(())
+    }
+
+    /// Expires an approval or question as the lease holder, fenced, in one
+    /// transaction with its event. Loses cleanly to a decision made meanwhile.
+    pub(crate) async fn close_human_wait(&self, fence: &Fence, wait: HumanWaitClose) -> Result<()> {
+        let now = Utc::now();
+        let txn = self.inner.db.begin().await?;
+        let row = txn
+            .query_one_raw(stmt(
+                &txn,
+                "UPDATE runs SET last_seq = last_seq + 1, updated_at = $1 \
+                 WHERE id = $2 AND attempt = $3 AND lease_owner = $4 AND lease_expires_at > $1 RETURNING last_seq",
+                vec![now.into(), fence.run_id.0.into(), fence.attempt.into(), fence.owner.clone().into()],
+            ))
+            .await?;
+        let Some(row) = row else {
+            txn.rollback().await?;
+            return Err(Error::LeaseLost(fence.run_id.to_string()));
+        };
+        let last_seq: i64 = row.try_get_by_index(0)?;
+        let won = match &wait {
+            HumanWaitClose::Approval(a) => {
+                store::approvals::decide(
+                    &txn,
+                    a.id,
+                    ApprovalStatus::Expired,
+                    None,
+                    Some("expired"),
+                    now,
+                )
+                .await?
+            }
+            HumanWaitClose::Question(q) => {
+                store::questions::close(&txn, q.id, None, None, now).await?
+            }
+        };
+        if !won {
+            // Decided by a person in the meantime: keep their decision, write nothing.
+            txn.rollback().await?;
+            return Ok(());
+        }
+        let written =
+            events::insert(&txn, fence.run_id, last_seq, &[wait.expired_event()], now).await?;
+        events::notify(
+            &txn,
+            EVENTS_CHANNEL,
+            &events::event_hint(fence.run_id, last_seq),
+        )
+        .await?;
+        txn.commit().await?;
+        self.inner.bus.publish_events(&written);
+        Ok(())
+    }
+
+    /// Deletes finished runs older than the retention period; returns how many.
+    pub async fn prune(&self) -> Result<u64> {
+        let retention = chrono::Duration::from_std(self.inner.config.retention)
+            .unwrap_or(chrono::Duration::days(30));
+        store::runs::delete_finished_before(&self.inner.db, Utc::now() - retention).await
+    }
+
+    /// Runs [`Engine::prune`] periodically until `shutdown`.
+    pub async fn retention_loop(self, shutdown: CancellationToken) {
+        loop {
+            match self.prune().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(runs = n, "retention pruned finished runs"),
+                Err(e) => tracing::warn!(error = %e, "retention job failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.inner.config.retention_interval) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// On Postgres, forwards notifications from other processes to this process's
+    /// bus until `shutdown`; a no-op on SQLite. Reconnects after errors; missed
+    /// notifications are covered by polling in workers and subscribers.
+    pub async fn listen(self, shutdown: CancellationToken) {
+        if !is_postgres(&self.inner.db) {
+            return;
+        }
+        use sea_orm::sqlx::postgres::PgListener;
+        loop {
+            let pool = self.inner.db.get_postgres_connection_pool().clone();
+            let mut listener = match PgListener::connect_with(&pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN connection failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            if let Err(e) = listener
+                .listen_all([EVENTS_CHANNEL, CONTROL_CHANNEL, WAKE_CHANNEL])
+                .await
+            {
+                tracing::warn!(error = %e, "LISTEN failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            loop {
+                let n = tokio::select! {
+                    n = listener.recv() => n,
+                    _ = shutdown.cancelled() => return,
+                };
+                match n {
+                    Ok(n) => self.on_notification(n.channel(), n.payload()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                        // Anything may have been missed: let everyone re-check.
+                        self.wake_workers();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_notification(&self, channel: &str, payload: &str) {
+        match channel {
+            EVENTS_CHANNEL => {
+                for hint in payload.split(',') {
+                    if let Some((id, seq)) = hint.split_once(':')
+                        && let (Ok(run_id), Ok(last_seq)) =
+                            (id.parse::<RunId>(), seq.parse::<i64>())
+                    {
+                        self.inner
+                            .bus
+                            .publish(BusMessage::Hint { run_id, last_seq });
+                    }
+                }
+            }
+            CONTROL_CHANNEL => {
+                let parsed = payload.split_once(':').and_then(|(signal, id)| {
+                    let signal = match signal {
+                        "cancel" => ControlSignal::Cancel,
+                        "pause" => ControlSignal::Pause,
+                        _ => return None,
+                    };
+                    Some((signal, id.parse::<RunId>().ok()?))
+                });
+                if let Some((signal, run_id)) = parsed {
+                    self.inner
+                        .bus
+                        .publish(BusMessage::Control { run_id, signal });
+                }
+            }
+            WAKE_CHANNEL => self.wake_workers(),
+            _ => {}
+        }
+    }
+
+    /// Checks the database answers; used by `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        self.inner.db.execute_unprepared("SELECT 1").await?;
+        Ok(())
+    }
+}

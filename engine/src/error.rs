@@ -1,0 +1,49 @@
+//! Errors of the engine's public operations.
+
+use crate::status::{IllegalTransition, UnknownState};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("run {run_id}: {source}")]
+    IllegalTransition {
+        run_id: String,
+        source: IllegalTransition,
+    },
+    #[error("{what} {id} is {status}, not PENDING: it was already decided")]
+    NotPending {
+        what: &'static str,
+        id: String,
+        status: String,
+    },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// The worker's lease on the run is gone (expired, taken over, or the run was
+    /// cancelled): nothing it writes may land.
+    #[error("lease on run {0} was lost")]
+    LeaseLost(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(#[from] sea_orm::DbErr),
+}
+
+impl From<UnknownState> for Error {
+    fn from(e: UnknownState) -> Self {
+        Error::Corrupt(e.to_string())
+    }
+}
+
+impl Error {
+    pub(crate) fn not_found(what: &'static str, id: impl ToString) -> Self {
+        Error::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The run event log (§4): one entry per state change, numbered by `seq` without gaps.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::RunId;
+use crate::status::string_enum;
+
+string_enum!(
+    /// Event types. `LlmToken` is live only and never persisted.
+    EventKind {
+        RunQueued => "RUN_QUEUED",
+        RunStarted => "RUN_STARTED",
+        StepStarted => "STEP_STARTED",
+        StepSucceeded => "STEP_SUCCEEDED",
+        StepFailed => "STEP_FAILED",
+        StepRetryScheduled => "STEP_RETRY_SCHEDULED",
+        LlmToken => "LLM_TOKEN",
+        ToolCall => "TOOL_CALL",
+        ToolResult => "TOOL_RESULT",
+        ApprovalRequested => "APPROVAL_REQUESTED",
+        ApprovalDecided => "APPROVAL_DECIDED",
+        InputRequested => "INPUT_REQUESTED",
+        InputReceived => "INPUT_RECEIVED",
+        RunPaused => "RUN_PAUSED",
+        RunResumed => "RUN_RESUMED",
+        RunSucceeded => "RUN_SUCCEEDED",
+        RunFailed => "RUN_FAILED",
+        RunCancelled => "RUN_CANCELLED",
+        RunTimedOut => "RUN_TIMED_OUT",
+    }
+);
+
+/// A persisted event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub run_id: RunId,
+    pub seq: i64,
+    pub kind: EventKind,
+    pub payload: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An event about to be appended; its `seq` is assigned by the store in the same
+/// statement or transaction as the change it records.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub payload: Value,
+}
+
+impl NewEvent {
+    pub fn new(kind: EventKind, payload: Value) -> Self {
+        Self { kind, payload }
+    }
+}

@@ -1,0 +1,33 @@
+//! AIOps Agent Executor engine: durable runs of step-checkpointed workflows,
+//! their storage, and team topologies.
+//!
+//! See `ARCHITECTURE.md` at the repository root for the code map and invariants.
+
+pub mod bus;
+pub mod config;
+pub mod context;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod retry;
+pub mod script;
+pub mod status;
+pub mod store;
+pub mod topology;
+pub mod worker;
+pub mod workflow;
+mod writer;
+
+pub use config::EngineConfig;
+pub use context::{
+    ApprovalOutcome, ApprovalRequest, Attempt, InputOutcome, StepContext, StepError, StepOptions,
+};
+pub use engine::{Decision, Engine, StartRun};
+pub use error::{Error, Result};
+pub use event::{Event, EventKind};
+pub use ids::{ApprovalId, QuestionId, RunId, TeamId};
+pub use retry::{RetryPolicy, StepFailure};
+pub use status::{ApprovalStatus, QuestionStatus, RunStatus, StepStatus, Trigger};
+pub use worker::Worker;
+pub use workflow::{Workflow, WorkflowError, Workflows};

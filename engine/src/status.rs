@@ -1,0 +1,208 @@
+//! Run, step, approval and question states, and the legal run transitions (§4).
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::status::UnknownState;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err($crate::status::UnknownState { kind: stringify!($name), value: other.to_owned() }),
+                }
+            }
+        }
+    };
+}
+pub(crate) use string_enum;
+
+/// A state string read from the database or a client that names no known state.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown {kind} \"{value}\"")]
+pub struct UnknownState {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+string_enum!(
+    /// The state of a run.
+    RunStatus {
+        Queued => "QUEUED",
+        Running => "RUNNING",
+        Paused => "PAUSED",
+        WaitingApproval => "WAITING_APPROVAL",
+        WaitingInput => "WAITING_INPUT",
+        RetryWait => "RETRY_WAIT",
+        Succeeded => "SUCCEEDED",
+        Failed => "FAILED",
+        Cancelled => "CANCELLED",
+        TimedOut => "TIMED_OUT",
+    }
+);
+
+/// A transition the run state machine does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("run cannot go from {from} to {to}")]
+pub struct IllegalTransition {
+    pub from: RunStatus,
+    pub to: RunStatus,
+}
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled | RunStatus::TimedOut
+        )
+    }
+
+    /// States whose run is parked waiting for a person; the run deadline does not
+    /// tick there (an approval may legitimately take hours, a run deadline is minutes).
+    pub fn waits_for_human(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Paused | RunStatus::WaitingApproval | RunStatus::WaitingInput
+        )
+    }
+
+    /// The §4 state machine. A paused run that never started resumes to QUEUED.
+    pub fn check_transition(self, to: RunStatus) -> Result<(), IllegalTransition> {
+        use RunStatus::*;
+        let legal = match self {
+            Queued => matches!(to, Running | Paused | Cancelled | TimedOut),
+            Running => matches!(
+                to,
+                Paused
+                    | WaitingApproval
+                    | WaitingInput
+                    | RetryWait
+                    | Succeeded
+                    | Failed
+                    | Cancelled
+                    | TimedOut
+            ),
+            Paused => matches!(to, Running | Queued | Cancelled),
+            WaitingApproval | WaitingInput => matches!(to, Running | Cancelled | TimedOut),
+            RetryWait => matches!(to, Running | Paused | Cancelled | TimedOut),
+            Succeeded | Failed | Cancelled | TimedOut => false,
+        };
+        if legal {
+            Ok(())
+        } else {
+            Err(IllegalTransition { from: self, to })
+        }
+    }
+}
+
+string_enum!(
+    /// The state of a step record.
+    StepStatus {
+        Running => "RUNNING",
+        RetryWait => "RETRY_WAIT",
+        Sleeping => "SLEEPING",
+        Succeeded => "SUCCEEDED",
+        Failed => "FAILED",
+    }
+);
+
+string_enum!(
+    /// The state of an approval (§4).
+    ApprovalStatus {
+        Pending => "PENDING",
+        Approved => "APPROVED",
+        Rejected => "REJECTED",
+        Expired => "EXPIRED",
+        Executed => "EXECUTED",
+    }
+);
+
+string_enum!(
+    /// The state of a question to a human.
+    QuestionStatus {
+        Pending => "PENDING",
+        Answered => "ANSWERED",
+        Expired => "EXPIRED",
+    }
+);
+
+string_enum!(
+    /// What started a run.
+    Trigger {
+        Manual => "MANUAL",
+        Schedule => "SCHEDULE",
+        Alertmanager => "ALERTMANAGER",
+        Api => "API",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_states_accept_no_transition() {
+        for from in RunStatus::ALL.iter().filter(|s| s.is_terminal()) {
+            for to in RunStatus::ALL {
+                assert!(from.check_transition(*to).is_err(), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn spec_transitions_are_legal_and_others_are_not() {
+        use RunStatus::*;
+        for (from, to) in [
+            (Queued, Running),
+            (Running, Paused),
+            (Paused, Running),
+            (Running, WaitingApproval),
+            (WaitingApproval, Running),
+            (Running, WaitingInput),
+            (WaitingInput, Running),
+            (Running, RetryWait),
+            (RetryWait, Running),
+            (Running, Succeeded),
+            (Running, TimedOut),
+        ] {
+            assert_eq!(from.check_transition(to), Ok(()), "{from} -> {to}");
+        }
+        let err = Queued.check_transition(Succeeded).unwrap_err();
+        assert_eq!(err.to_string(), "run cannot go from QUEUED to SUCCEEDED");
+        assert!(WaitingApproval.check_transition(Succeeded).is_err());
+        assert!(Paused.check_transition(WaitingInput).is_err());
+    }
+
+    #[test]
+    fn states_round_trip_through_text() {
+        for s in RunStatus::ALL {
+            assert_eq!(s.as_str().parse::<RunStatus>().unwrap(), *s);
+        }
+        assert_eq!(
+            "DONE".parse::<RunStatus>().unwrap_err().to_string(),
+            "unknown RunStatus \"DONE\""
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! The `approvals` table: pending decisions on risky tool calls (§4).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value,
+};
+use serde_json::Value as Json;
+
+use super::entity::approval;
+use super::stmt;
+use crate::Result;
+use crate::ids::{ApprovalId, RunId};
+use crate::status::ApprovalStatus;
+
+/// An approval as stored; kept with its run for as long as the run exists.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Approval {
+    pub id: ApprovalId,
+    pub run_id: RunId,
+    pub step_key: String,
+    pub tool: String,
+    pub args: Json,
+    pub risk_note: Option<String>,
+    pub status: ApprovalStatus,
+    pub requested_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub comment: Option<String>,
+}
+
+fn from_model(m: approval::Model) -> Result<Approval> {
+    Ok(Approval {
+        id: ApprovalId(m.id),
+        run_id: RunId(m.run_id),
+        step_key: m.step_key,
+        tool: m.tool,
+        args: m.args,
+        risk_note: m.risk_note,
+        status: m.status.parse()?,
+        requested_at: m.requested_at,
+        expires_at: m.expires_at,
+        decided_by: m.decided_by,
+        decided_at: m.decided_at,
+        comment: m.comment,
+    })
+}
+
+pub async fn get(db: &impl ConnectionTrait, id: ApprovalId) -> Result<Option<Approval>> {
+    approval::Entity::find_by_id(id.0)
+        .one(db)
+        .await?
+        .map(from_model)
+        .transpose()
+}
+
+pub async fn list_for_run(db: &impl ConnectionTrait, run_id: RunId) -> Result<Vec<Approval>> {
+    approval::Entity::find()
+        .filter(approval::Column::RunId.eq(run_id.0))
+        .order_by_asc(approval::Column::RequestedAt)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_model)
+        .collect()
+}
+
+/// Pending approvals, oldest first.
+pub async fn list_pending(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<Approval>> {
+    approval::Entity::find()
+        .filter(approval::Column::Status.eq(ApprovalStatus::Pending.as_str()))
+        .order_by_asc(approval::Column::RequestedAt)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_model)
+        .collect()
+}
+
+/// Records a decision on a pending approval. Only one decision can ever win: the
+/// update is guarded by `status = 'PENDING'`, and approving also requires the
+/// approval not to have expired. Returns whether this call decided it.
+pub async fn decide(
+    db: &impl ConnectionTrait,
+    id: ApprovalId,
+    status: ApprovalStatus,
+    by: Option<&str>,
+    comment: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let mut sql = String::from(
+        "UPDATE approvals SET status = $1, decided_by = $2, decided_at = $3, comment = $4, updated_at = $3 \
+         WHERE id = $5 AND status = 'PENDING'",
+    );
+    if status != ApprovalStatus::Expired {
+        sql.push_str(" AND expires_at > $3");
+    }
+    let values: Vec<Value> = vec![
+        status.as_str().into(),
+        by.map(str::to_owned).into(),
+        now.into(),
+        comment.map(str::to_owned).into(),
+        id.0.into(),
+    ];
+    Ok(db
+        .execute_raw(stmt(db, &sql, values))
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+/// Closes every pending approval of a run that ended, so none dangles in the inbox.
+pub async fn expire_pending_of_run(
+    db: &impl ConnectionTrait,
+    run_id: RunId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let res = db
+        .execute_raw(stmt(
+            db,
+            "UPDATE approvals SET status = 'EXPIRED', decided_at = $1, comment = $2, updated_at = $1 \
+             WHERE run_id = $3 AND status = 'PENDING'",
+            vec![now.into(), reason.into(), run_id.0.into()],
+        ))
+        .await?;
+    Ok(res.rows_affected())
+}

@@ -1,0 +1,453 @@
+//! Fenced checkpoint writes, batched across runs.
+//!
+//! A checkpoint is everything one worker step boundary must make durable at once:
+//! step rows, events, a run state change, new approvals and questions. Every
+//! checkpoint presents its run's [`Fence`]; one whose lease is gone writes nothing
+//! and reports [`Outcome::LeaseLost`].
+//!
+//! Many runs' checkpoints commit together: on Postgres a whole batch is a single
+//! statement (data-modifying CTEs over `jsonb_to_recordset`), so the cost of a commit
+//! is shared by every run in it. A batch holds at most one checkpoint per run, which
+//! keeps each run's writes in submission order.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sea_orm::{ConnectionTrait, TransactionSession, TransactionTrait, Value};
+use serde_json::{Value as Json, json};
+use uuid::Uuid;
+
+use super::leases::Fence;
+use super::{events, is_postgres, stmt};
+use crate::Result;
+use crate::event::{Event, NewEvent};
+use crate::ids::{ApprovalId, QuestionId};
+use crate::status::{RunStatus, StepStatus};
+
+/// The durable record of one step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepRecord {
+    pub key: String,
+    pub status: StepStatus,
+    pub input: Option<Json>,
+    pub output: Option<Json>,
+    pub usage: Option<Json>,
+    pub error: Option<String>,
+    pub attempts: i32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// A run state change made by the lease holder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunChange {
+    pub status: RunStatus,
+    pub output: Option<Json>,
+    pub error: Option<String>,
+    /// When a parked run becomes claimable again by itself.
+    pub wake_at: Option<DateTime<Utc>>,
+    /// Give the lease back (every state change but a plain heartbeat does).
+    pub release: bool,
+    /// Parking for a person: keep this much of the deadline for later and stop the clock.
+    pub park_remaining_ms: Option<i64>,
+    pub finished: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewApproval {
+    pub id: ApprovalId,
+    pub step_key: String,
+    pub tool: String,
+    pub args: Json,
+    pub risk_note: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewQuestion {
+    pub id: QuestionId,
+    pub step_key: String,
+    pub question: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Everything one step boundary of one run makes durable.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub fence: Fence,
+    pub steps: Vec<StepRecord>,
+    pub events: Vec<NewEvent>,
+    pub run: Option<RunChange>,
+    pub approvals: Vec<NewApproval>,
+    pub questions: Vec<NewQuestion>,
+}
+
+impl Checkpoint {
+    pub fn new(fence: Fence) -> Self {
+        Self {
+            fence,
+            steps: Vec::new(),
+            events: Vec::new(),
+            run: None,
+            approvals: Vec::new(),
+            questions: Vec::new(),
+        }
+    }
+}
+
+/// The fate of one checkpoint of a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Committed(Vec<Event>),
+    LeaseLost,
+}
+
+/// Commits a batch of checkpoints of distinct runs. The batch either commits as a
+/// whole or fails as a whole with a database error; fencing failures are per
+/// checkpoint and leave the others unaffected.
+pub async fn commit(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    batch: &[Checkpoint],
+    now: DateTime<Utc>,
+) -> Result<Vec<Outcome>> {
+    debug_assert!(
+        {
+            let mut ids: Vec<_> = batch.iter().map(|c| c.fence.run_id).collect();
+            ids.sort();
+            ids.windows(2).all(|w| w[0] != w[1])
+        },
+        "a batch holds at most one checkpoint per run"
+    );
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    if is_postgres(db) {
+        commit_postgres(db, batch, now).await
+    } else {
+        let txn = db.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for cp in batch {
+            out.push(commit_one(&txn, cp, now).await?);
+        }
+        txn.commit().await?;
+        Ok(out)
+    }
+}
+
+fn ts(t: Option<DateTime<Utc>>) -> Json {
+    t.map_or(Json::Null, |t| {
+        Json::String(t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    })
+}
+
+const PG_BATCH: &str = "\
+WITH ops AS (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS o(
+    run_id uuid, owner text, attempt bigint, n_events bigint, status text,
+    has_output boolean, output jsonb, error text, set_wake boolean, wake_at timestamptz,
+    release boolean, park boolean, remaining_ms bigint, finished boolean)
+),
+fenced AS (
+  UPDATE runs r SET
+    last_seq = r.last_seq + o.n_events,
+    updated_at = $2,
+    status = COALESCE(o.status, r.status),
+    output = CASE WHEN o.has_output THEN o.output ELSE r.output END,
+    error = COALESCE(o.error, r.error),
+    wake_at = CASE WHEN o.set_wake THEN o.wake_at ELSE r.wake_at END,
+    lease_owner = CASE WHEN o.release THEN NULL ELSE r.lease_owner END,
+    lease_expires_at = CASE WHEN o.release THEN NULL ELSE r.lease_expires_at END,
+    remaining_ms = CASE WHEN o.park THEN o.remaining_ms ELSE r.remaining_ms END,
+    deadline_at = CASE WHEN o.park THEN NULL ELSE r.deadline_at END,
+    pause_requested = CASE WHEN o.status = 'PAUSED' THEN false ELSE r.pause_requested END,
+    finished_at = CASE WHEN o.finished THEN $2 ELSE r.finished_at END
+  FROM ops o
+  WHERE r.id = o.run_id AND r.attempt = o.attempt AND r.lease_owner = o.owner AND r.lease_expires_at > $2
+  RETURNING r.id, r.last_seq
+),
+step_rows AS (
+  INSERT INTO steps (id, run_id, step_key, status, input, output, usage, error, attempts,
+                     started_at, finished_at, next_attempt_at, created_at, updated_at)
+  SELECT s.id, s.run_id, s.step_key, s.status, s.input, s.output, s.usage, s.error, s.attempts,
+         s.started_at, s.finished_at, s.next_attempt_at, $2, $2
+  FROM jsonb_to_recordset($3::jsonb) AS s(
+    id uuid, run_id uuid, step_key text, status text, input jsonb, output jsonb, usage jsonb, error text,
+    attempts int, started_at timestamptz, finished_at timestamptz, next_attempt_at timestamptz)
+  JOIN fenced f ON f.id = s.run_id
+  ON CONFLICT (run_id, step_key) DO UPDATE SET
+    status = EXCLUDED.status,
+    input = COALESCE(EXCLUDED.input, steps.input),
+    output = EXCLUDED.output,
+    usage = COALESCE(EXCLUDED.usage, steps.usage),
+    error = EXCLUDED.error,
+    attempts = EXCLUDED.attempts,
+    started_at = COALESCE(steps.started_at, EXCLUDED.started_at),
+    finished_at = EXCLUDED.finished_at,
+    next_attempt_at = EXCLUDED.next_attempt_at,
+    updated_at = EXCLUDED.updated_at
+  RETURNING 1
+),
+event_rows AS (
+  INSERT INTO events (id, run_id, seq, kind, payload, created_at)
+  SELECT e.id, e.run_id, f.last_seq - e.rev, e.kind, e.payload, $2
+  FROM jsonb_to_recordset($4::jsonb) AS e(id uuid, run_id uuid, rev bigint, kind text, payload jsonb)
+  JOIN fenced f ON f.id = e.run_id
+  RETURNING 1
+),
+approval_rows AS (
+  INSERT INTO approvals (id, run_id, step_key, tool, args, risk_note, status, requested_at, expires_at,
+                         created_at, updated_at)
+  SELECT a.id, a.run_id, a.step_key, a.tool, a.args, a.risk_note, 'PENDING', $2, a.expires_at, $2, $2
+  FROM jsonb_to_recordset($5::jsonb) AS a(id uuid, run_id uuid, step_key text, tool text, args jsonb,
+                                          risk_note text, expires_at timestamptz)
+  JOIN fenced f ON f.id = a.run_id
+  RETURNING 1
+),
+question_rows AS (
+  INSERT INTO questions (id, run_id, step_key, question, status, expires_at, created_at, updated_at)
+  SELECT q.id, q.run_id, q.step_key, q.question, 'PENDING', q.expires_at, $2, $2
+  FROM jsonb_to_recordset($6::jsonb) AS q(id uuid, run_id uuid, step_key text, question text,
+                                          expires_at timestamptz)
+  JOIN fenced f ON f.id = q.run_id
+  RETURNING 1
+),
+notified AS (
+  SELECT pg_notify('aiops_events', x.hints)
+  FROM (SELECT string_agg(f.id::text || ':' || f.last_seq::text, ',') AS hints FROM fenced f) x
+  WHERE x.hints IS NOT NULL
+)
+SELECT f.id, f.last_seq, (SELECT count(*) FROM notified) AS notified FROM fenced f";
+
+async fn commit_postgres(
+    db: &impl ConnectionTrait,
+    batch: &[Checkpoint],
+    now: DateTime<Utc>,
+) -> Result<Vec<Outcome>> {
+    let mut ops = Vec::with_capacity(batch.len());
+    let mut steps = Vec::new();
+    let mut evs = Vec::new();
+    let mut approvals = Vec::new();
+    let mut questions = Vec::new();
+    for cp in batch {
+        let run_id = cp.fence.run_id.0;
+        let change = cp.run.as_ref();
+        ops.push(json!({
+            "run_id": run_id,
+            "owner": cp.fence.owner,
+            "attempt": cp.fence.attempt,
+            "n_events": cp.events.len(),
+            "status": change.map(|c| c.status.as_str()),
+            "has_output": change.is_some_and(|c| c.output.is_some()),
+            "output": change.and_then(|c| c.output.clone()),
+            "error": change.and_then(|c| c.error.clone()),
+            "set_wake": change.is_some(),
+            "wake_at": ts(change.and_then(|c| c.wake_at)),
+            "release": change.is_some_and(|c| c.release),
+            "park": change.is_some_and(|c| c.park_remaining_ms.is_some()),
+            "remaining_ms": change.and_then(|c| c.park_remaining_ms),
+            "finished": change.is_some_and(|c| c.finished),
+        }));
+        for s in &cp.steps {
+            steps.push(json!({
+                "id": Uuid::now_v7(),
+                "run_id": run_id,
+                "step_key": s.key,
+                "status": s.status.as_str(),
+                "input": s.input,
+                "output": s.output,
+                "usage": s.usage,
+                "error": s.error,
+                "attempts": s.attempts,
+                "started_at": ts(s.started_at),
+                "finished_at": ts(s.finished_at),
+                "next_attempt_at": ts(s.next_attempt_at),
+            }));
+        }
+        let n = cp.events.len();
+        for (i, e) in cp.events.iter().enumerate() {
+            evs.push(json!({
+                "id": Uuid::now_v7(),
+                "run_id": run_id,
+                "rev": n - 1 - i,
+                "kind": e.kind.as_str(),
+                "payload": e.payload,
+            }));
+        }
+        for a in &cp.approvals {
+            approvals.push(json!({
+                "id": a.id.0, "run_id": run_id, "step_key": a.step_key, "tool": a.tool,
+                "args": a.args, "risk_note": a.risk_note, "expires_at": ts(Some(a.expires_at)),
+            }));
+        }
+        for q in &cp.questions {
+            questions.push(json!({
+                "id": q.id.0, "run_id": run_id, "step_key": q.step_key, "question": q.question,
+                "expires_at": ts(Some(q.expires_at)),
+            }));
+        }
+    }
+    let values: Vec<Value> = vec![
+        Json::Array(ops).into(),
+        now.into(),
+        Json::Array(steps).into(),
+        Json::Array(evs).into(),
+        Json::Array(approvals).into(),
+        Json::Array(questions).into(),
+    ];
+    let rows = db.query_all_raw(stmt(db, PG_BATCH, values)).await?;
+    let mut committed = std::collections::HashMap::with_capacity(rows.len());
+    for row in rows {
+        let id: Uuid = row.try_get_by_index(0)?;
+        let last_seq: i64 = row.try_get_by_index(1)?;
+        committed.insert(id, last_seq);
+    }
+    Ok(batch
+        .iter()
+        .map(|cp| match committed.get(&cp.fence.run_id.0) {
+            Some(last_seq) => Outcome::Committed(numbered(cp, *last_seq, now)),
+            None => Outcome::LeaseLost,
+        })
+        .collect())
+}
+
+fn numbered(cp: &Checkpoint, last_seq: i64, now: DateTime<Utc>) -> Vec<Event> {
+    let first = last_seq - cp.events.len() as i64 + 1;
+    cp.events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Event {
+            run_id: cp.fence.run_id,
+            seq: first + i as i64,
+            kind: e.kind,
+            payload: e.payload.clone(),
+            created_at: now,
+        })
+        .collect()
+}
+
+// The per-checkpoint path used on SQLite, inside the batch's transaction.
+async fn commit_one(
+    db: &impl ConnectionTrait,
+    cp: &Checkpoint,
+    now: DateTime<Utc>,
+) -> Result<Outcome> {
+    let mut sets = vec![
+        "last_seq = last_seq + $1".to_owned(),
+        "updated_at = $2".to_owned(),
+    ];
+    let mut values: Vec<Value> = vec![(cp.events.len() as i64).into(), now.into()];
+    if let Some(c) = &cp.run {
+        let mut push = |col: &str, v: Value| {
+            values.push(v);
+            sets.push(format!("{col} = ${}", values.len()));
+        };
+        push("status", c.status.as_str().into());
+        if let Some(out) = &c.output {
+            push("output", out.clone().into());
+        }
+        if let Some(err) = &c.error {
+            push("error", err.clone().into());
+        }
+        push("wake_at", c.wake_at.into());
+        if let Some(rem) = c.park_remaining_ms {
+            push("remaining_ms", rem.into());
+            sets.push("deadline_at = NULL".into());
+        }
+        if c.finished {
+            sets.push("finished_at = $2".into());
+        }
+        if c.release {
+            sets.push("lease_owner = NULL".into());
+            sets.push("lease_expires_at = NULL".into());
+        }
+        if c.status == RunStatus::Paused {
+            sets.push("pause_requested = false".into());
+        }
+    }
+    let n = values.len();
+    values.extend([
+        cp.fence.run_id.0.into(),
+        cp.fence.attempt.into(),
+        cp.fence.owner.clone().into(),
+    ]);
+    let sql = format!(
+        "UPDATE runs SET {} WHERE id = ${} AND attempt = ${} AND lease_owner = ${} AND lease_expires_at > $2 \
+         RETURNING last_seq",
+        sets.join(", "),
+        n + 1,
+        n + 2,
+        n + 3
+    );
+    let Some(row) = db.query_one_raw(stmt(db, &sql, values)).await? else {
+        return Ok(Outcome::LeaseLost);
+    };
+    let last_seq: i64 = row.try_get_by_index(0)?;
+    for s in &cp.steps {
+        db.execute_raw(stmt(
+            db,
+            "INSERT INTO steps (id, run_id, step_key, status, input, output, usage, error, attempts, \
+                                started_at, finished_at, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
+             ON CONFLICT (run_id, step_key) DO UPDATE SET status = excluded.status, \
+               input = COALESCE(excluded.input, steps.input), output = excluded.output, \
+               usage = COALESCE(excluded.usage, steps.usage), error = excluded.error, \
+               attempts = excluded.attempts, started_at = COALESCE(steps.started_at, excluded.started_at), \
+               finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at, \
+               updated_at = excluded.updated_at",
+            vec![
+                Uuid::now_v7().into(),
+                cp.fence.run_id.0.into(),
+                s.key.clone().into(),
+                s.status.as_str().into(),
+                s.input.clone().into(),
+                s.output.clone().into(),
+                s.usage.clone().into(),
+                s.error.clone().into(),
+                s.attempts.into(),
+                s.started_at.into(),
+                s.finished_at.into(),
+                s.next_attempt_at.into(),
+                now.into(),
+            ],
+        ))
+        .await?;
+    }
+    for a in &cp.approvals {
+        db.execute_raw(stmt(
+            db,
+            "INSERT INTO approvals (id, run_id, step_key, tool, args, risk_note, status, requested_at, expires_at, \
+                                    created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8, $7, $7)",
+            vec![
+                a.id.0.into(),
+                cp.fence.run_id.0.into(),
+                a.step_key.clone().into(),
+                a.tool.clone().into(),
+                a.args.clone().into(),
+                a.risk_note.clone().into(),
+                now.into(),
+                a.expires_at.into(),
+            ],
+        ))
+        .await?;
+    }
+    for q in &cp.questions {
+        db.execute_raw(stmt(
+            db,
+            "INSERT INTO questions (id, run_id, step_key, question, status, expires_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'PENDING', $5, $6, $6)",
+            vec![
+                q.id.0.into(),
+                cp.fence.run_id.0.into(),
+                q.step_key.clone().into(),
+                q.question.clone().into(),
+                q.expires_at.into(),
+                now.into(),
+            ],
+        ))
+        .await?;
+    }
+    let first = last_seq - cp.events.len() as i64 + 1;
+    Ok(Outcome::Committed(
+        events::insert(db, cp.fence.run_id, first, &cp.events, now).await?,
+    ))
+}

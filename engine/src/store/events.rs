@@ -1,0 +1,117 @@
+//! The append-only event log and the notifications that announce it.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value,
+};
+use uuid::Uuid;
+
+use super::entity::event;
+use super::{is_postgres, stmt};
+use crate::Result;
+use crate::event::{Event, NewEvent};
+use crate::ids::RunId;
+
+/// Postgres channel carrying `run_id:last_seq,…` after events commit.
+pub const EVENTS_CHANNEL: &str = "aiops_events";
+/// Postgres channel carrying `cancel:run_id` / `pause:run_id` to workers.
+pub const CONTROL_CHANNEL: &str = "aiops_control";
+/// Postgres channel that wakes idle workers when a run becomes runnable.
+pub const WAKE_CHANNEL: &str = "aiops_wake";
+
+/// Inserts `events` numbered `first_seq..`; the caller has already reserved those
+/// numbers by raising `runs.last_seq` in the same transaction.
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    run_id: RunId,
+    first_seq: i64,
+    events: &[NewEvent],
+    now: DateTime<Utc>,
+) -> Result<Vec<Event>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql =
+        String::from("INSERT INTO events (id, run_id, seq, kind, payload, created_at) VALUES ");
+    let mut values: Vec<Value> = Vec::with_capacity(events.len() * 6);
+    let mut out = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        let base = i * 6;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${})",
+            base + 1,
+            base + 2,
+            base + 3,
+            base + 4,
+            base + 5,
+            base + 6
+        ));
+        let seq = first_seq + i as i64;
+        values.extend([
+            Uuid::now_v7().into(),
+            run_id.0.into(),
+            seq.into(),
+            e.kind.as_str().into(),
+            e.payload.clone().into(),
+            now.into(),
+        ]);
+        out.push(Event {
+            run_id,
+            seq,
+            kind: e.kind,
+            payload: e.payload.clone(),
+            created_at: now,
+        });
+    }
+    db.execute_raw(stmt(db, &sql, values)).await?;
+    Ok(out)
+}
+
+/// Events of a run with `seq > after_seq`, oldest first, at most `limit`.
+pub async fn list_after(
+    db: &impl ConnectionTrait,
+    run_id: RunId,
+    after_seq: i64,
+    limit: u64,
+) -> Result<Vec<Event>> {
+    let rows = event::Entity::find()
+        .filter(event::Column::RunId.eq(run_id.0))
+        .filter(event::Column::Seq.gt(after_seq))
+        .order_by_asc(event::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await?;
+    rows.into_iter().map(from_model).collect()
+}
+
+fn from_model(m: event::Model) -> Result<Event> {
+    Ok(Event {
+        run_id: RunId(m.run_id),
+        seq: m.seq,
+        kind: m.kind.parse()?,
+        payload: m.payload,
+        created_at: m.created_at,
+    })
+}
+
+/// Queues a Postgres notification, delivered when the transaction commits. A no-op
+/// on SQLite, where one process serves and in-process channels carry the news.
+pub async fn notify(db: &impl ConnectionTrait, channel: &str, payload: &str) -> Result<()> {
+    if is_postgres(db) {
+        db.execute_raw(stmt(
+            db,
+            "SELECT pg_notify($1, $2)",
+            vec![channel.into(), payload.into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// The payload announcing that `run_id` has events up to `last_seq`.
+pub fn event_hint(run_id: RunId, last_seq: i64) -> String {
+    format!("{run_id}:{last_seq}")
+}

@@ -1,0 +1,263 @@
+//! Claiming runs with a lease, renewing leases, and giving them back.
+//!
+//! A claim bumps `runs.attempt`; that number plus `lease_owner` is the fencing token
+//! every later write of the claimant must present (see `checkpoint`).
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use sea_orm::{ConnectionTrait, QueryResult, TransactionSession, TransactionTrait, Value};
+use serde_json::{Value as Json, json};
+
+use super::{events, is_postgres, placeholders, stmt};
+use crate::Result;
+use crate::event::{Event, EventKind, NewEvent};
+use crate::ids::RunId;
+use crate::status::RunStatus;
+
+/// Proof of a claim: who holds the run and under which attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub run_id: RunId,
+    pub owner: String,
+    pub attempt: i64,
+}
+
+/// A run this worker now holds.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub fence: Fence,
+    pub previous: RunStatus,
+    pub workflow: String,
+    pub input: Json,
+    pub deadline_at: DateTime<Utc>,
+    pub pause_requested: bool,
+    /// RUN_STARTED or RUN_RESUMED, written in the claim's transaction.
+    pub events: Vec<Event>,
+}
+
+const CLAIMABLE: &str = "status IN ('QUEUED','RUNNING','RETRY_WAIT','WAITING_APPROVAL','WAITING_INPUT') AND ( \
+       status = 'QUEUED' \
+    OR (status = 'RUNNING' AND (lease_expires_at IS NULL OR lease_expires_at <= $1) \
+        AND (wake_at IS NULL OR wake_at <= $1 OR deadline_at <= $1)) \
+    OR (status IN ('RETRY_WAIT','WAITING_APPROVAL','WAITING_INPUT') AND (wake_at <= $1 OR deadline_at <= $1)))";
+
+fn claim_event(previous: RunStatus, attempt: i64, owner: &str) -> Option<NewEvent> {
+    let payload = json!({ "from": previous, "attempt": attempt, "worker": owner });
+    match previous {
+        RunStatus::Queued => Some(NewEvent::new(EventKind::RunStarted, payload)),
+        RunStatus::Running => None,
+        _ => Some(NewEvent::new(EventKind::RunResumed, payload)),
+    }
+}
+
+/// Claims up to `limit` runnable runs: queued ones, ones whose lease expired, and
+/// parked ones whose wake-up time or deadline has come.
+pub async fn claim(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    owner: &str,
+    limit: usize,
+    lease_ttl: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<Vec<Claim>> {
+    let lease_until =
+        now + ChronoDuration::from_std(lease_ttl).unwrap_or(ChronoDuration::seconds(30));
+    if is_postgres(db) {
+        claim_postgres(db, owner, limit, lease_until, now).await
+    } else {
+        claim_sqlite(db, owner, limit, lease_until, now).await
+    }
+}
+
+async fn claim_postgres(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    owner: &str,
+    limit: usize,
+    lease_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Claim>> {
+    let sql = format!(
+        "WITH c AS (SELECT id, status AS prev FROM runs WHERE {CLAIMABLE} \
+                    ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         UPDATE runs r SET status = 'RUNNING', attempt = r.attempt + 1, lease_owner = $3, lease_expires_at = $4, \
+             started_at = COALESCE(r.started_at, $1), \
+             deadline_at = COALESCE(r.deadline_at, $1 + COALESCE(r.remaining_ms, r.timeout_ms) * interval '1 millisecond'), \
+             remaining_ms = NULL, wake_at = NULL, \
+             last_seq = r.last_seq + CASE WHEN c.prev = 'RUNNING' THEN 0 ELSE 1 END, updated_at = $1 \
+         FROM c WHERE r.id = c.id \
+         RETURNING r.id, c.prev, r.workflow, r.input, r.attempt, r.last_seq, r.deadline_at, r.pause_requested"
+    );
+    let txn = db.begin().await?;
+    let rows = txn
+        .query_all_raw(stmt(
+            &txn,
+            &sql,
+            vec![
+                now.into(),
+                (limit as i64).into(),
+                owner.into(),
+                lease_until.into(),
+            ],
+        ))
+        .await?;
+    let mut claims = Vec::with_capacity(rows.len());
+    let mut hints = Vec::new();
+    for row in rows {
+        let (mut claim, last_seq) = claim_from_row(&row, owner)?;
+        if let Some(e) = claim_event(claim.previous, claim.fence.attempt, owner) {
+            claim.events = events::insert(&txn, claim.fence.run_id, last_seq, &[e], now).await?;
+            hints.push(events::event_hint(claim.fence.run_id, last_seq));
+        }
+        claims.push(claim);
+    }
+    if !hints.is_empty() {
+        events::notify(&txn, events::EVENTS_CHANNEL, &hints.join(",")).await?;
+    }
+    txn.commit().await?;
+    Ok(claims)
+}
+
+fn claim_from_row(row: &QueryResult, owner: &str) -> Result<(Claim, i64)> {
+    let prev: String = row.try_get_by_index(1)?;
+    Ok((
+        Claim {
+            fence: Fence {
+                run_id: RunId(row.try_get_by_index(0)?),
+                owner: owner.to_owned(),
+                attempt: row.try_get_by_index(4)?,
+            },
+            previous: prev.parse()?,
+            workflow: row.try_get_by_index(2)?,
+            input: row.try_get_by_index(3)?,
+            deadline_at: row.try_get_by_index(6)?,
+            pause_requested: row.try_get_by_index(7)?,
+            events: Vec::new(),
+        },
+        row.try_get_by_index(5)?,
+    ))
+}
+
+// SQLite has no SKIP LOCKED; each candidate is taken with a conditional update
+// guarded by the attempt it was read with, so two processes never both win.
+async fn claim_sqlite(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    owner: &str,
+    limit: usize,
+    lease_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Claim>> {
+    let candidates = db
+        .query_all_raw(stmt(
+            db,
+            &format!(
+                "SELECT id, status, attempt, deadline_at, remaining_ms, timeout_ms FROM runs WHERE {CLAIMABLE} \
+                 ORDER BY created_at LIMIT $2"
+            ),
+            vec![now.into(), (limit as i64).into()],
+        ))
+        .await?;
+    let mut claims = Vec::new();
+    for cand in candidates {
+        let id: uuid::Uuid = cand.try_get_by_index(0)?;
+        let prev: String = cand.try_get_by_index(1)?;
+        let attempt: i64 = cand.try_get_by_index(2)?;
+        let deadline: Option<DateTime<Utc>> = cand.try_get_by_index(3)?;
+        let remaining: Option<i64> = cand.try_get_by_index(4)?;
+        let timeout: i64 = cand.try_get_by_index(5)?;
+        let previous: RunStatus = prev.parse()?;
+        let deadline =
+            deadline.unwrap_or(now + ChronoDuration::milliseconds(remaining.unwrap_or(timeout)));
+        let inc = i64::from(previous != RunStatus::Running);
+        let txn = db.begin().await?;
+        let row = txn
+            .query_one_raw(stmt(
+                &txn,
+                "UPDATE runs SET status = 'RUNNING', attempt = attempt + 1, lease_owner = $1, lease_expires_at = $2, \
+                     started_at = COALESCE(started_at, $3), deadline_at = $4, remaining_ms = NULL, wake_at = NULL, \
+                     last_seq = last_seq + $5, updated_at = $3 \
+                 WHERE id = $6 AND attempt = $7 AND status = $8 \
+                 RETURNING id, status, workflow, input, attempt, last_seq, deadline_at, pause_requested",
+                vec![
+                    owner.into(),
+                    lease_until.into(),
+                    now.into(),
+                    deadline.into(),
+                    inc.into(),
+                    id.into(),
+                    attempt.into(),
+                    prev.clone().into(),
+                ],
+            ))
+            .await?;
+        let Some(row) = row else {
+            txn.rollback().await?;
+            continue;
+        };
+        let (mut claim, last_seq) = claim_from_row(&row, owner)?;
+        claim.previous = previous;
+        if let Some(e) = claim_event(previous, claim.fence.attempt, owner) {
+            claim.events = events::insert(&txn, claim.fence.run_id, last_seq, &[e], now).await?;
+        }
+        txn.commit().await?;
+        claims.push(claim);
+    }
+    Ok(claims)
+}
+
+/// What a heartbeat learned about one held run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Renewed {
+    pub run_id: RunId,
+    pub attempt: i64,
+    pub pause_requested: bool,
+}
+
+/// Extends the leases `owner` still validly holds on `runs`; runs missing from the
+/// answer were lost (expired, taken over or cancelled).
+pub async fn heartbeat(
+    db: &impl ConnectionTrait,
+    owner: &str,
+    runs: &[RunId],
+    lease_ttl: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<Vec<Renewed>> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lease_until =
+        now + ChronoDuration::from_std(lease_ttl).unwrap_or(ChronoDuration::seconds(30));
+    let sql = format!(
+        "UPDATE runs SET lease_expires_at = $1 WHERE lease_owner = $2 AND lease_expires_at > $3 AND id IN ({}) \
+         RETURNING id, attempt, pause_requested",
+        placeholders(4, runs.len())
+    );
+    let mut values: Vec<Value> = vec![lease_until.into(), owner.into(), now.into()];
+    values.extend(runs.iter().map(|r| Value::from(r.0)));
+    let rows = db.query_all_raw(stmt(db, &sql, values)).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Renewed {
+                run_id: RunId(row.try_get_by_index(0)?),
+                attempt: row.try_get_by_index(1)?,
+                pause_requested: row.try_get_by_index(2)?,
+            })
+        })
+        .collect()
+}
+
+/// Gives a held run back without changing its state, so any worker can claim it at
+/// once (graceful shutdown, or a worker giving up after a database error).
+pub async fn release(db: &impl ConnectionTrait, fence: &Fence, now: DateTime<Utc>) -> Result<bool> {
+    let res = db
+        .execute_raw(stmt(
+            db,
+            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+             WHERE id = $2 AND attempt = $3 AND lease_owner = $4",
+            vec![
+                now.into(),
+                fence.run_id.0.into(),
+                fence.attempt.into(),
+                fence.owner.clone().into(),
+            ],
+        ))
+        .await?;
+    Ok(res.rows_affected() == 1)
+}

@@ -1,0 +1,120 @@
+//! The `questions` table: what `ask_human` asked and what the operator answered.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value,
+};
+
+use super::entity::question;
+use super::stmt;
+use crate::Result;
+use crate::ids::{QuestionId, RunId};
+use crate::status::QuestionStatus;
+
+/// A question as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Question {
+    pub id: QuestionId,
+    pub run_id: RunId,
+    pub step_key: String,
+    pub question: String,
+    pub status: QuestionStatus,
+    pub answer: Option<String>,
+    pub answered_by: Option<String>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+fn from_model(m: question::Model) -> Result<Question> {
+    Ok(Question {
+        id: QuestionId(m.id),
+        run_id: RunId(m.run_id),
+        step_key: m.step_key,
+        question: m.question,
+        status: m.status.parse()?,
+        answer: m.answer,
+        answered_by: m.answered_by,
+        answered_at: m.answered_at,
+        expires_at: m.expires_at,
+        created_at: m.created_at,
+    })
+}
+
+pub async fn get(db: &impl ConnectionTrait, id: QuestionId) -> Result<Option<Question>> {
+    question::Entity::find_by_id(id.0)
+        .one(db)
+        .await?
+        .map(from_model)
+        .transpose()
+}
+
+pub async fn list_for_run(db: &impl ConnectionTrait, run_id: RunId) -> Result<Vec<Question>> {
+    question::Entity::find()
+        .filter(question::Column::RunId.eq(run_id.0))
+        .order_by_asc(question::Column::CreatedAt)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_model)
+        .collect()
+}
+
+pub async fn list_pending(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<Question>> {
+    question::Entity::find()
+        .filter(question::Column::Status.eq(QuestionStatus::Pending.as_str()))
+        .order_by_asc(question::Column::CreatedAt)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_model)
+        .collect()
+}
+
+/// Answers (or expires, with `answer = None`) a pending question; guarded so only
+/// one outcome wins. Returns whether this call decided it.
+pub async fn close(
+    db: &impl ConnectionTrait,
+    id: QuestionId,
+    answer: Option<&str>,
+    by: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let (status, guard) = match answer {
+        Some(_) => (QuestionStatus::Answered, " AND expires_at > $3"),
+        None => (QuestionStatus::Expired, ""),
+    };
+    let sql = format!(
+        "UPDATE questions SET status = $1, answered_by = $2, answered_at = $3, answer = $4, updated_at = $3 \
+         WHERE id = $5 AND status = 'PENDING'{guard}"
+    );
+    let values: Vec<Value> = vec![
+        status.as_str().into(),
+        by.map(str::to_owned).into(),
+        now.into(),
+        answer.map(str::to_owned).into(),
+        id.0.into(),
+    ];
+    Ok(db
+        .execute_raw(stmt(db, &sql, values))
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+pub async fn expire_pending_of_run(
+    db: &impl ConnectionTrait,
+    run_id: RunId,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let res = db
+        .execute_raw(stmt(
+            db,
+            "UPDATE questions SET status = 'EXPIRED', answered_at = $1, updated_at = $1 \
+             WHERE run_id = $2 AND status = 'PENDING'",
+            vec![now.into(), run_id.0.into()],
+        ))
+        .await?;
+    Ok(res.rows_affected())
+}

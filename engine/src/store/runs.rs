@@ -1,0 +1,341 @@
+//! The `runs` table: creation, reads, listing and state changes made outside a
+//! worker's lease (pause, resume, cancel, human decisions).
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
+    QueryOrder, QuerySelect, SqlErr, Value,
+};
+use serde_json::Value as Json;
+
+use super::entity::run;
+use super::{events, stmt};
+use crate::event::{Event, NewEvent};
+use crate::ids::{RunId, TeamId};
+use crate::status::{RunStatus, Trigger};
+use crate::{Error, Result};
+
+/// A run as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    pub id: RunId,
+    pub team_id: Option<TeamId>,
+    pub team_version_id: Option<uuid::Uuid>,
+    pub workflow: String,
+    pub trigger: Trigger,
+    pub idempotency_key: Option<String>,
+    pub input: Json,
+    pub status: RunStatus,
+    pub output: Option<Json>,
+    pub error: Option<String>,
+    pub attempt: i64,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub wake_at: Option<DateTime<Utc>>,
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub timeout_ms: i64,
+    pub remaining_ms: Option<i64>,
+    pub pause_requested: bool,
+    pub last_seq: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<run::Model> for Run {
+    type Error = Error;
+    fn try_from(m: run::Model) -> Result<Self> {
+        Ok(Run {
+            id: RunId(m.id),
+            team_id: m.team_id.map(TeamId),
+            team_version_id: m.team_version_id,
+            workflow: m.workflow,
+            trigger: m.trigger.parse()?,
+            idempotency_key: m.idempotency_key,
+            input: m.input,
+            status: m.status.parse()?,
+            output: m.output,
+            error: m.error,
+            attempt: m.attempt,
+            lease_owner: m.lease_owner,
+            lease_expires_at: m.lease_expires_at,
+            wake_at: m.wake_at,
+            deadline_at: m.deadline_at,
+            timeout_ms: m.timeout_ms,
+            remaining_ms: m.remaining_ms,
+            pause_requested: m.pause_requested,
+            last_seq: m.last_seq,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            started_at: m.started_at,
+            finished_at: m.finished_at,
+        })
+    }
+}
+
+/// What a new run needs.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    pub workflow: String,
+    pub input: Json,
+    pub trigger: Trigger,
+    pub idempotency_key: Option<String>,
+    pub team_id: Option<TeamId>,
+    pub team_version_id: Option<uuid::Uuid>,
+    pub timeout_ms: i64,
+}
+
+/// Inserts a QUEUED run and its RUN_QUEUED event. With an idempotency key that is
+/// already taken, returns the existing run and `false` instead.
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    new: NewRun,
+    now: DateTime<Utc>,
+) -> Result<(Run, Vec<Event>, bool)> {
+    if let Some(key) = &new.idempotency_key
+        && let Some(existing) = find_by_idempotency_key(db, key).await?
+    {
+        return Ok((existing, Vec::new(), false));
+    }
+    let id = RunId::new();
+    let model = run::ActiveModel {
+        id: Set(id.0),
+        team_id: Set(new.team_id.map(|t| t.0)),
+        team_version_id: Set(new.team_version_id),
+        workflow: Set(new.workflow.clone()),
+        trigger: Set(new.trigger.as_str().to_owned()),
+        idempotency_key: Set(new.idempotency_key.clone()),
+        input: Set(new.input.clone()),
+        status: Set(RunStatus::Queued.as_str().to_owned()),
+        output: Set(None),
+        error: Set(None),
+        attempt: Set(0),
+        lease_owner: Set(None),
+        lease_expires_at: Set(None),
+        wake_at: Set(None),
+        deadline_at: Set(None),
+        timeout_ms: Set(new.timeout_ms),
+        remaining_ms: Set(None),
+        pause_requested: Set(false),
+        last_seq: Set(1),
+        created_at: Set(now),
+        updated_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+    };
+    match run::Entity::insert(model).exec_without_returning(db).await {
+        Ok(_) => {}
+        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            // Lost a race with another request carrying the same key.
+            if let Some(key) = &new.idempotency_key
+                && let Some(existing) = find_by_idempotency_key(db, key).await?
+            {
+                return Ok((existing, Vec::new(), false));
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let queued = events::insert(
+        db,
+        id,
+        1,
+        &[NewEvent::new(
+            crate::event::EventKind::RunQueued,
+            serde_json::json!({ "workflow": new.workflow, "trigger": new.trigger }),
+        )],
+        now,
+    )
+    .await?;
+    let run = get(db, id)
+        .await?
+        .ok_or_else(|| Error::not_found("run", id))?;
+    Ok((run, queued, true))
+}
+
+async fn find_by_idempotency_key(db: &impl ConnectionTrait, key: &str) -> Result<Option<Run>> {
+    run::Entity::find()
+        .filter(run::Column::IdempotencyKey.eq(key))
+        .one(db)
+        .await?
+        .map(Run::try_from)
+        .transpose()
+}
+
+pub async fn get(db: &impl ConnectionTrait, id: RunId) -> Result<Option<Run>> {
+    run::Entity::find_by_id(id.0)
+        .one(db)
+        .await?
+        .map(Run::try_from)
+        .transpose()
+}
+
+/// Filters for listing runs; all optional.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    pub statuses: Vec<RunStatus>,
+    pub team_id: Option<TeamId>,
+    pub trigger: Option<Trigger>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Keyset cursor: only runs older than this `(created_at, id)`.
+    pub before: Option<(DateTime<Utc>, RunId)>,
+}
+
+/// Newest first, keyset-paginated on `(created_at, id)`.
+pub async fn list(db: &impl ConnectionTrait, filter: &RunFilter, limit: u64) -> Result<Vec<Run>> {
+    let mut q = run::Entity::find();
+    if !filter.statuses.is_empty() {
+        q = q.filter(run::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
+    }
+    if let Some(team) = filter.team_id {
+        q = q.filter(run::Column::TeamId.eq(team.0));
+    }
+    if let Some(trigger) = filter.trigger {
+        q = q.filter(run::Column::Trigger.eq(trigger.as_str()));
+    }
+    if let Some(after) = filter.created_after {
+        q = q.filter(run::Column::CreatedAt.gte(after));
+    }
+    if let Some(before) = filter.created_before {
+        q = q.filter(run::Column::CreatedAt.lt(before));
+    }
+    if let Some((at, id)) = filter.before {
+        q = q.filter(
+            Condition::any().add(run::Column::CreatedAt.lt(at)).add(
+                Condition::all()
+                    .add(run::Column::CreatedAt.eq(at))
+                    .add(run::Column::Id.lt(id.0)),
+            ),
+        );
+    }
+    q.order_by_desc(run::Column::CreatedAt)
+        .order_by_desc(run::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(Run::try_from)
+        .collect()
+}
+
+/// A state change made outside any worker lease, guarded by the state it expects.
+#[derive(Clone, Debug, Default)]
+pub struct RunPatch {
+    pub status: Option<RunStatus>,
+    pub pause_requested: Option<bool>,
+    /// Invalidate the current lease holder: its fenced writes fail from now on.
+    pub revoke_lease: bool,
+    pub deadline_at: Option<Option<DateTime<Utc>>>,
+    pub remaining_ms: Option<Option<i64>>,
+    pub wake_at: Option<Option<DateTime<Utc>>>,
+    pub error: Option<String>,
+    pub finished: bool,
+}
+
+/// Applies `patch` if the run is still in `expected` state, appending `new_events`
+/// in the same transaction. `None` means the run moved on meanwhile.
+pub async fn apply_patch(
+    db: &impl ConnectionTrait,
+    run_id: RunId,
+    expected: RunStatus,
+    patch: &RunPatch,
+    new_events: &[NewEvent],
+    now: DateTime<Utc>,
+) -> Result<Option<Vec<Event>>> {
+    let mut sets = vec![
+        "last_seq = last_seq + $1".to_owned(),
+        "updated_at = $2".to_owned(),
+    ];
+    let mut values: Vec<Value> = vec![(new_events.len() as i64).into(), now.into()];
+    let mut push = |col: &str, v: Value| {
+        values.push(v);
+        sets.push(format!("{col} = ${}", values.len()));
+    };
+    if let Some(status) = patch.status {
+        push("status", status.as_str().into());
+    }
+    if let Some(p) = patch.pause_requested {
+        push("pause_requested", p.into());
+    }
+    if let Some(d) = patch.deadline_at {
+        push("deadline_at", d.into());
+    }
+    if let Some(r) = patch.remaining_ms {
+        push("remaining_ms", r.into());
+    }
+    if let Some(w) = patch.wake_at {
+        push("wake_at", w.into());
+    }
+    if let Some(e) = &patch.error {
+        push("error", e.clone().into());
+    }
+    if patch.finished {
+        push("finished_at", now.into());
+    }
+    if patch.revoke_lease {
+        sets.push("attempt = attempt + 1".into());
+        sets.push("lease_owner = NULL".into());
+        sets.push("lease_expires_at = NULL".into());
+    }
+    values.push(run_id.0.into());
+    values.push(expected.as_str().into());
+    let sql = format!(
+        "UPDATE runs SET {} WHERE id = ${} AND status = ${} RETURNING last_seq",
+        sets.join(", "),
+        values.len() - 1,
+        values.len()
+    );
+    let Some(row) = db.query_one_raw(stmt(db, &sql, values)).await? else {
+        return Ok(None);
+    };
+    let last_seq: i64 = row.try_get_by_index(0)?;
+    let first = last_seq - new_events.len() as i64 + 1;
+    let written = events::insert(db, run_id, first, new_events, now).await?;
+    if let Some(last) = written.last() {
+        events::notify(
+            db,
+            events::EVENTS_CHANNEL,
+            &events::event_hint(run_id, last.seq),
+        )
+        .await?;
+    }
+    Ok(Some(written))
+}
+
+/// Runs whose `updated_at` is older than `cutoff` and are finished: the retention
+/// job's victims. Returns how many were deleted (steps, events, approvals and
+/// questions go with them by cascade).
+pub async fn delete_finished_before(
+    db: &impl ConnectionTrait,
+    cutoff: DateTime<Utc>,
+) -> Result<u64> {
+    let res = run::Entity::delete_many()
+        .filter(
+            run::Column::Status.is_in(
+                RunStatus::ALL
+                    .iter()
+                    .filter(|s| s.is_terminal())
+                    .map(|s| s.as_str()),
+            ),
+        )
+        .filter(run::Column::FinishedAt.lt(cutoff))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// Count of runs per status, for metrics and tests.
+pub async fn count_by_status(db: &impl ConnectionTrait) -> Result<Vec<(RunStatus, i64)>> {
+    let rows: Vec<(String, i64)> = run::Entity::find()
+        .select_only()
+        .column(run::Column::Status)
+        .column_as(Expr::col(run::Column::Id).count(), "n")
+        .group_by(run::Column::Status)
+        .into_tuple()
+        .all(db)
+        .await?;
+    rows.into_iter().map(|(s, n)| Ok((s.parse()?, n))).collect()
+}

@@ -1,0 +1,57 @@
+//! The `steps` table: one row per durable step of a run, keyed by `(run_id, step_key)`.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde_json::Value as Json;
+
+use super::entity::step;
+use crate::Result;
+use crate::ids::RunId;
+use crate::status::StepStatus;
+
+/// A step as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub run_id: RunId,
+    pub key: String,
+    pub status: StepStatus,
+    pub input: Option<Json>,
+    pub output: Option<Json>,
+    pub usage: Option<Json>,
+    pub error: Option<String>,
+    pub attempts: i32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Every step of a run, in the order they were first recorded.
+pub async fn list(db: &impl ConnectionTrait, run_id: RunId) -> Result<Vec<Step>> {
+    step::Entity::find()
+        .filter(step::Column::RunId.eq(run_id.0))
+        .order_by_asc(step::Column::CreatedAt)
+        .order_by_asc(step::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| {
+            Ok(Step {
+                run_id: RunId(m.run_id),
+                key: m.step_key,
+                status: m.status.parse()?,
+                input: m.input,
+                output: m.output,
+                usage: m.usage,
+                error: m.error,
+                attempts: m.attempts,
+                started_at: m.started_at,
+                finished_at: m.finished_at,
+                next_attempt_at: m.next_attempt_at,
+                created_at: m.created_at,
+                updated_at: m.updated_at,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,20 @@
+//! The `aiops` binary: server, worker, migrations, team validation, runs and the
+//! benchmark, all configured from flags and environment variables.
+
+mod bench;
+mod cli;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_tracing(&args);
+    match cli::dispatch(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Conformance suite, part 1: completion, event numbering, subscriptions, retries,
+//! deadlines, panics and input validation — on Postgres and SQLite.
+
+mod common;
+
+use std::time::Duration;
+
+use aiops_engine::{Error, EventKind, RunStatus, StartRun, StepStatus};
+use common::{Backend, Harness, assert_gap_free};
+use futures::StreamExt;
+use serde_json::json;
+
+fn script(steps: serde_json::Value) -> StartRun {
+    StartRun::new("script", json!({ "steps": steps }))
+}
+
+async fn multi_step_run_completes(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _worker = h.spawn_worker();
+    let run = h
+        .engine
+        .start_run(script(json!([
+            { "kind": "noop" },
+            { "kind": "work", "ms": 120 },
+            { "kind": "noop" },
+            { "kind": "parallel", "branches": [[{ "kind": "noop" }, { "kind": "noop" }], [{ "kind": "work", "ms": 10 }]] },
+            { "kind": "output", "value": { "summary": "all good" } }
+        ])))
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Queued);
+    let done = h
+        .wait_for_status(run.id, &[RunStatus::Succeeded], Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        done.output.as_ref().unwrap()["output"],
+        json!({ "summary": "all good" })
+    );
+    assert!(done.finished_at.is_some() && done.lease_owner.is_none());
+
+    let events = assert_gap_free(&h.engine, run.id).await;
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds.first(), Some(&EventKind::RunQueued));
+    assert_eq!(kinds.get(1), Some(&EventKind::RunStarted));
+    assert_eq!(kinds.last(), Some(&EventKind::RunSucceeded));
+    // Six durable steps, each started and succeeded exactly once.
+    let started = kinds
+        .iter()
+        .filter(|k| **k == EventKind::StepStarted)
+        .count();
+    let succeeded = kinds
+        .iter()
+        .filter(|k| **k == EventKind::StepSucceeded)
+        .count();
+    assert_eq!((started, succeeded), (6, 6));
+
+    let steps = h.engine.steps(run.id).await.unwrap();
+    let mut keys: Vec<&str> = steps.iter().map(|s| s.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["s0", "s1", "s2", "s3/b0/s0", "s3/b0/s1", "s3/b1/s0"]);
+    assert!(
+        steps
+            .iter()
+            .all(|s| s.status == StepStatus::Succeeded && s.attempts == 1)
+    );
+    let slow = steps.iter().find(|s| s.key == "s1").unwrap();
+    let took = slow.finished_at.unwrap() - slow.started_at.unwrap();
+    assert!(took.num_milliseconds() >= 120, "timings recorded: {took}");
+}
+both_backends!(
+    multi_step_run_completes_with_gap_free_events,
+    multi_step_run_completes
+);
+
+async fn subscriber_mid_run(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _worker = h.spawn_worker();
+    let steps: Vec<_> = (0..12)
+        .map(|_| json!({ "kind": "work", "ms": 40 }))
+        .collect();
+    let run = h.engine.start_run(script(json!(steps))).await.unwrap();
+    // Join once a few events exist but the run is still going.
+    let k = loop {
+        let n = h.engine.events(run.id, 0, 1000).await.unwrap().len() as i64;
+        if n >= 5 {
+            break n - 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let received: Vec<i64> = tokio::time::timeout(
+        Duration::from_secs(20),
+        h.engine
+            .subscribe(run.id, k)
+            .map(|e| e.unwrap().seq)
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .expect("subscription ends after the final event");
+    let n = h.engine.run(run.id).await.unwrap().last_seq;
+    assert_eq!(
+        received,
+        ((k + 1)..=n).collect::<Vec<_>>(),
+        "exactly k+1..n, in order"
+    );
+    assert!(
+        received.len() > 10,
+        "joined mid-run: {} live events",
+        received.len()
+    );
+}
+both_backends!(
+    subscriber_joining_mid_run_gets_exactly_the_rest,
+    subscriber_mid_run
+);
+
+async fn retries_then_success(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _worker = h.spawn_worker();
+    let run = h
+        .engine
+        .start_run(StartRun::new(
+            "script",
+            json!({
+                "steps": [{ "kind": "fail", "times": 2 }, { "kind": "noop" }],
+                "retry": { "initial_ms": 100, "max_retries": 3 }
+            }),
+        ))
+        .await
+        .unwrap();
+    h.wait_for_status(run.id, &[RunStatus::Succeeded], Duration::from_secs(20))
+        .await;
+    let step = h
+        .engine
+        .steps(run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.key == "s0")
+        .unwrap();
+    assert_eq!(step.attempts, 3);
+    assert_eq!(step.status, StepStatus::Succeeded);
+    let events = assert_gap_free(&h.engine, run.id).await;
+    let retries: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::StepRetryScheduled)
+        .collect();
+    assert_eq!(retries.len(), 2);
+    assert_eq!(retries[0].payload["attempt"], 1);
+    assert_eq!(retries[0].payload["delay_ms"], 100);
+    assert_eq!(retries[1].payload["delay_ms"], 200, "backoff doubles");
+    assert!(
+        retries[0].payload["error"]
+            .as_str()
+            .unwrap()
+            .contains("scripted failure 1 of 2")
+    );
+}
+both_backends!(
+    transient_failures_retry_with_backoff_then_succeed,
+    retries_then_success
+);
+
+async fn permanent_error_fails_at_once(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _worker = h.spawn_worker();
+    let run = h
+        .engine
+        .start_run(script(
+            json!([{ "kind": "fail", "times": 5, "permanent": true }, { "kind": "noop" }]),
+        ))
+        .await
+        .unwrap();
+    let done = h
+        .wait_for_status(run.id, &[RunStatus::Failed], Duration::from_secs(20))
+        .await;
+    assert!(
+        done.error
+            .as_ref()
+            .unwrap()
+            .contains("scripted failure 1 of 5"),
+        "{:?}",
+        done.error
+    );
+    let steps = h.engine.steps(run.id).await.unwrap();
+    assert_eq!(steps.len(), 1, "the step after the failure never ran");
+    assert_eq!(
+        (steps[0].status, steps[0].attempts),
+        (StepStatus::Failed, 1)
+    );
+    let events = assert_gap_free(&h.engine, run.id).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.kind == EventKind::StepRetryScheduled)
+    );
+    assert_eq!(events.last().unwrap().kind, EventKind::RunFailed);
+}
+both_backends!(
+    permanent_error_fails_without_retrying,
+    permanent_error_fails_at_once
+);
+
+async fn long_backoff_releases_run(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _worker = h.spawn_worker();
+    // 1 s backoff is over the 300 ms long-wait threshold: the run must be released.
+    let run = h
+        .engine
+        .start_run(StartRun::new(
+            "script",
+            json!({ "steps": [{ "kind": "fail", "times": 1 }], "retry": { "initial_ms": 1000, "max_retries": 2 } }),
+        ))
+        .await
+        .unwrap();
+    let waiting = h
+        .wait_for_status(run.id, &[RunStatus::RetryWait], Duration::from_secs(10))
+        .await;
+    assert!(
+        waiting.lease_owner.is_none(),
+        "a run in RETRY_WAIT holds no worker"
+    );
+    let step = &h.engine.steps(run.id).await.unwrap()[0];
+    assert_eq!(step.status, StepStatus::RetryWait);
+    assert!(step.next_attempt_at.is_some());
+    h.wait_for_status(run.id, &[RunStatus::Succeeded], Duration::from_secs(10))
+        .await;
+    let events = assert_gap_free(&h.engine, run.id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == EventKind::RunResumed && e.payload["from"] == "RETRY_WAIT")
+    );
+}
+both_backends!(
+    long_backoff_releases_the_worker_as_retry_wait,
+    long_backoff_releases_run
+);
+
+async fn deadline_times_out(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _worker = h.spawn_worker();
+    let mut req = script(json!([{ "kind": "work", "ms": 10_000 }]));
+    req.timeout = Some(Duration::from_millis(700));
+    let run = h.engine.start_run(req).await.unwrap();
+    let done = h
+        .wait_for_status(run.id, &[RunStatus::TimedOut], Duration::from_secs(10))
+        .await;
+    assert!(done.error.unwrap().contains("deadline"));
+    let events = assert_gap_free(&h.engine, run.id).await;
+    assert_eq!(events.last().unwrap().kind, EventKind::RunTimedOut);
+}
+both_backends!(run_deadline_ends_in_timed_out, deadline_times_out);
+
+async fn panic_fails_only_its_run(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _worker = h.spawn_worker();
+    let bad = h
+        .engine
+        .start_run(script(
+            json!([{ "kind": "noop" }, { "kind": "panic", "message": "boom in step" }]),
+        ))
+        .await
+        .unwrap();
+    let mut good = Vec::new();
+    for _ in 0..5 {
+        good.push(
+            h.engine
+                .start_run(script(
+                    json!([{ "kind": "work", "ms": 30 }, { "kind": "noop" }]),
+                ))
+                .await
+                .unwrap(),
+        );
+    }
+    let failed = h
+        .wait_for_status(bad.id, &[RunStatus::Failed], Duration::from_secs(20))
+        .await;
+    assert!(
+        failed
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("step panicked: boom in step"),
+        "{:?}",
+        failed.error
+    );
+    for run in good {
+        h.wait_for_status(run.id, &[RunStatus::Succeeded], Duration::from_secs(20))
+            .await;
+    }
+    // And the same worker keeps serving afterwards.
+    let after = h
+        .engine
+        .start_run(script(json!([{ "kind": "noop" }])))
+        .await
+        .unwrap();
+    h.wait_for_status(after.id, &[RunStatus::Succeeded], Duration::from_secs(20))
+        .await;
+}
+both_backends!(
+    panicking_step_fails_its_run_while_others_complete,
+    panic_fails_only_its_run
+);
+
+async fn bad_input_stores_nothing(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let err = h
+        .engine
+        .start_run(script(json!([{ "kind": "teleport" }])))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("unknown variant `teleport`"),
+        "{err}"
+    );
+    let err = h
+        .engine
+        .start_run(StartRun::new("nope", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown workflow \"nope\""),
+        "{err}"
+    );
+    let mut too_long = script(json!([{ "kind": "noop" }]));
+    too_long.timeout = Some(Duration::from_secs(3600));
+    assert!(
+        h.engine
+            .start_run(too_long)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("timeout")
+    );
+    let runs = h.engine.list_runs(&Default::default(), 10).await.unwrap();
+    assert!(runs.is_empty(), "nothing half-written");
+}
+both_backends!(
+    bad_input_is_refused_and_stores_nothing,
+    bad_input_stores_nothing
+);
+
+async fn idempotency_key_dedupes(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let mut req = script(json!([{ "kind": "noop" }]));
+    req.idempotency_key = Some("alert-group-42".into());
+    let a = h.engine.start_run(req.clone()).await.unwrap();
+    let b = h.engine.start_run(req).await.unwrap();
+    assert_eq!(a.id, b.id);
+    assert_eq!(
+        h.engine
+            .list_runs(&Default::default(), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+both_backends!(
+    idempotency_key_returns_the_first_run,
+    idempotency_key_dedupes
+);
