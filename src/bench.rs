@@ -1,9 +1,223 @@
-//! `aiops bench`: placeholder replaced below.
+//! `aiops bench`: throughput and latency of the durable engine on a database.
+//!
+//! Three measurements, each on a fresh schema-migrated database the caller names:
+//! 1. steps/s with R concurrent runs of S no-op steps (one in-process worker with R slots);
+//! 2. latency of a single S-step run, start to RUN_SUCCEEDED, repeated;
+//! 3. event commit → subscriber latency while R runs are live.
+//!
+//! The script workflow's `noop` steps make every step a real durable checkpoint
+//! with nothing else in it, so the numbers are the engine's own overhead.
+
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use aiops_engine::{EngineConfig, EventKind, StartRun};
+use anyhow::Context;
+use futures::StreamExt;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Database to measure (its schema is migrated; runs are left behind).
+    #[arg(long = "database-url", env = "DATABASE_URL")]
+    database_url: String,
+    /// Concurrent runs.
+    #[arg(long, default_value_t = 64)]
+    runs: usize,
+    /// No-op steps per run.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Runs executed in the throughput phase (kept `runs` at a time).
+    #[arg(long, default_value_t = 1280)]
+    total_runs: usize,
+    /// Repetitions of the single-run latency phase.
+    #[arg(long, default_value_t = 200)]
+    latency_samples: usize,
+}
 
-pub async fn run(_args: BenchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet")
+fn noop_script(steps: usize) -> serde_json::Value {
+    json!({ "steps": (0..steps).map(|_| json!({ "kind": "noop" })).collect::<Vec<_>>() })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn summary(mut xs: Vec<f64>) -> (f64, f64) {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    (percentile(&xs, 0.5), percentile(&xs, 0.99))
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.runs > 0 && args.steps > 0 && args.total_runs >= args.runs,
+        "bad sizes"
+    );
+    let config = EngineConfig {
+        max_concurrent_runs: args.runs,
+        ..EngineConfig::default()
+    };
+    let engine = crate::cli::open_engine(&args.database_url, config).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(engine.clone().listen(shutdown.clone()));
+    let mut worker = Some(tokio::spawn(engine.worker().run(shutdown.clone())));
+    let backend = if args.database_url.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+
+    // Warm-up: connections, prepared statements, caches.
+    for _ in 0..3 {
+        let run = engine
+            .start_run(StartRun::new("script", noop_script(args.steps)))
+            .await?;
+        wait_done(&engine, run.id).await?;
+    }
+
+    // 1. Throughput: all runs queued up front while no worker runs, then one worker
+    //    with `runs` slots executes them; enqueueing is timed separately.
+    if let Some(w) = worker.take() {
+        shutdown.cancel();
+        let _ = w.await;
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(engine.clone().listen(shutdown.clone()));
+    // One bus receiver counts completions, so watching costs nothing per run.
+    let warmup = succeeded_runs(&engine).await?;
+    let mut bus = engine.bus().receiver();
+    let enqueue_started = Instant::now();
+    for _ in 0..args.total_runs {
+        engine
+            .start_run(StartRun::new("script", noop_script(args.steps)))
+            .await?;
+    }
+    let enqueue_per_s = args.total_runs as f64 / enqueue_started.elapsed().as_secs_f64();
+    let worker = tokio::spawn(engine.worker().run(shutdown.clone()));
+    let started = Instant::now();
+    let mut finished = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while finished < args.total_runs {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "throughput phase stalled: {finished} of {} runs finished",
+            args.total_runs
+        );
+        match tokio::time::timeout(Duration::from_millis(200), bus.recv()).await {
+            Ok(Ok(aiops_engine::bus::BusMessage::Event(e))) => match e.kind {
+                EventKind::RunSucceeded => finished += 1,
+                EventKind::RunFailed | EventKind::RunTimedOut => {
+                    anyhow::bail!("run {} ended {:?}", e.run_id, e.kind)
+                }
+                _ => {}
+            },
+            Ok(Ok(_)) => {}
+            // Fell behind the bus (it is bounded): count in the database instead.
+            Ok(Err(_)) | Err(_) => finished = succeeded_runs(&engine).await? - warmup,
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let steps_per_s = (args.total_runs * args.steps) as f64 / elapsed;
+
+    // 2. Single-run latency, nothing else running.
+    let mut latencies = Vec::with_capacity(args.latency_samples);
+    for _ in 0..args.latency_samples {
+        let t = Instant::now();
+        let run = engine
+            .start_run(StartRun::new("script", noop_script(args.steps)))
+            .await?;
+        wait_done(&engine, run.id).await?;
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (run_p50, run_p99) = summary(latencies);
+
+    // 3. Event latency with `runs` live runs, each watched by a subscriber. Runs use
+    //    short work steps so they stay live long enough to overlap.
+    let mut watchers = Vec::new();
+    for _ in 0..args.runs {
+        let input = json!({ "steps": (0..args.steps).map(|_| json!({ "kind": "work", "ms": 5 })).collect::<Vec<_>>() });
+        let run = engine.start_run(StartRun::new("script", input)).await?;
+        let stream = engine.subscribe(run.id, 0);
+        watchers.push(tokio::spawn(async move {
+            let mut stream = Box::pin(stream);
+            let mut lags = Vec::new();
+            while let Some(event) = stream.next().await {
+                let event = event?;
+                // created_at is taken just before the commit; this includes the commit itself.
+                let lag = (chrono::Utc::now() - event.created_at)
+                    .num_microseconds()
+                    .unwrap_or(0) as f64
+                    / 1000.0;
+                if event.kind != EventKind::RunQueued {
+                    lags.push(lag);
+                }
+            }
+            anyhow::Ok(lags)
+        }));
+    }
+    let mut lags = Vec::new();
+    for w in watchers {
+        lags.extend(w.await??);
+    }
+    let samples = lags.len();
+    let (ev_p50, ev_p99) = summary(lags);
+
+    shutdown.cancel();
+    let _ = worker.await;
+
+    println!(
+        "| backend | runs × steps | steps/s | 1-run p50 | 1-run p99 | event p50 | event p99 | runs enqueued/s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {backend} | {} × {} ({} runs) | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms ({} events) | {:.0} |",
+        args.runs,
+        args.steps,
+        args.total_runs,
+        steps_per_s,
+        run_p50,
+        run_p99,
+        ev_p50,
+        ev_p99,
+        samples,
+        enqueue_per_s
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_done(engine: &aiops_engine::Engine, id: aiops_engine::RunId) -> anyhow::Result<()> {
+    let mut events = Box::pin(engine.subscribe(id, 0));
+    let deadline = tokio::time::sleep(Duration::from_secs(120));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            e = events.next() => match e {
+                Some(e) => {
+                    let e = e?;
+                    if e.kind == EventKind::RunSucceeded {
+                        return Ok(());
+                    }
+                    anyhow::ensure!(
+                        !matches!(e.kind, EventKind::RunFailed | EventKind::RunCancelled | EventKind::RunTimedOut),
+                        "run {id} ended {:?}: {}", e.kind, e.payload
+                    );
+                }
+                None => anyhow::bail!("event stream of {id} ended early"),
+            },
+            _ = &mut deadline => return Err(anyhow::anyhow!("run {id} did not finish in 120 s")).context("bench"),
+        }
+    }
+}
+
+async fn succeeded_runs(engine: &aiops_engine::Engine) -> anyhow::Result<usize> {
+    let counts = aiops_engine::store::runs::count_by_status(engine.db()).await?;
+    Ok(counts
+        .iter()
+        .find(|(s, _)| *s == aiops_engine::RunStatus::Succeeded)
+        .map_or(0, |(_, n)| *n as usize))
 }

@@ -31,6 +31,9 @@ pub enum BusMessage {
     },
     /// Some run became runnable.
     Wake,
+    /// Notifications from other processes may have been missed (the LISTEN
+    /// connection was re-established): every subscriber re-reads the database.
+    Resync,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,8 +99,8 @@ fn is_final(kind: EventKind) -> bool {
 
 /// Events of `run_id` with `seq > after_seq`: first those already stored, then live
 /// ones as they commit, each exactly once and in order. The stream ends after the
-/// run's final event. `fallback_poll` bounds how long a missed notification can
-/// delay delivery.
+/// run's final event. Delivery relies on the bus (which announces `Resync` whenever
+/// it may have missed something); `fallback_poll` is a last-resort re-read.
 pub fn subscribe(
     db: DatabaseConnection,
     bus: &EventBus,
@@ -169,6 +172,7 @@ impl Subscription {
                         self.caught_up = false;
                     }
                 }
+                Ok(Ok(BusMessage::Resync)) => self.caught_up = false,
                 Ok(Ok(_)) => {}
                 // Lagged behind the bus or no news for a while: the database knows.
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => self.caught_up = false,

@@ -13,6 +13,9 @@ pub struct EngineConfig {
     pub heartbeat_interval: Duration,
     /// Fallback polling for runnable runs when no wake-up notification arrives.
     pub poll_interval: Duration,
+    /// Last-resort re-read of the database by an idle event subscription; normally
+    /// the bus delivers (and announces when it may have missed something).
+    pub subscription_fallback_poll: Duration,
     /// Runs one worker executes at once.
     pub max_concurrent_runs: usize,
     /// Retry or sleep waits longer than this release the run instead of holding a worker.
@@ -38,6 +41,8 @@ pub struct EngineConfig {
     pub retention_interval: Duration,
     /// Most checkpoints committed together in one batch.
     pub batch_max: usize,
+    /// Checkpoint writers committing concurrently (Postgres; SQLite uses one).
+    pub writer_shards: usize,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +51,7 @@ impl Default for EngineConfig {
             lease_ttl: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
+            subscription_fallback_poll: Duration::from_secs(15),
             max_concurrent_runs: 64,
             long_wait_threshold: Duration::from_secs(2),
             started_event_delay: Duration::from_millis(100),
@@ -57,7 +63,9 @@ impl Default for EngineConfig {
             question_ttl: Duration::from_secs(24 * 3600),
             retention: Duration::from_secs(30 * 24 * 3600),
             retention_interval: Duration::from_secs(3600),
-            batch_max: 256,
+            // One NOTIFY payload per batch must stay under Postgres's 8000-byte limit.
+            batch_max: 128,
+            writer_shards: 4,
         }
     }
 }

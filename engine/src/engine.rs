@@ -107,8 +107,17 @@ impl Engine {
         workflows: Workflows,
     ) -> Self {
         let bus = EventBus::new();
-        let writer =
-            crate::writer::CheckpointWriter::spawn(db.clone(), bus.clone(), config.batch_max);
+        let shards = if is_postgres(&db) {
+            config.writer_shards
+        } else {
+            1
+        };
+        let writer = crate::writer::CheckpointWriter::spawn(
+            db.clone(),
+            bus.clone(),
+            config.batch_max,
+            shards,
+        );
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -155,7 +164,9 @@ impl Engine {
     }
 
     fn wake_workers(&self) {
-        self.inner.work.notify_waiters();
+        // notify_one keeps a permit when no worker is waiting right now, so a wake-up
+        // that arrives while the worker is busy claiming is not lost.
+        self.inner.work.notify_one();
         self.inner.bus.publish(BusMessage::Wake);
     }
 
@@ -245,7 +256,13 @@ impl Engine {
             &self.inner.bus,
             run_id,
             after_seq,
-            self.inner.config.poll_interval,
+            // SQLite has no cross-process notifications: another process's commits
+            // are only seen by reading, so read as often as workers poll.
+            if is_postgres(&self.inner.db) {
+                self.inner.config.subscription_fallback_poll
+            } else {
+                self.inner.config.poll_interval
+            },
         )
     }
 
@@ -474,25 +491,30 @@ impl Engine {
             EventKind::ApprovalDecided,
             json!({ "approval_id": id, "step_key": approval.step_key, "status": status, "decided_by": by, "comment": comment }),
         );
-        self.record_human_decision(
-            approval.run_id,
-            RunStatus::WaitingApproval,
-            event,
-            HumanDecision::Approval {
-                id,
-                status,
-                by,
-                comment,
-            },
-        )
-        .await
-        .map_err(|e| self.not_pending(e, "approval", id.to_string()))?;
+        let won = self
+            .record_human_decision(
+                approval.run_id,
+                RunStatus::WaitingApproval,
+                event,
+                HumanDecision::Approval {
+                    id,
+                    status,
+                    by,
+                    comment,
+                },
+            )
+            .await?;
         let decided = self.approval(id).await?;
-        if decided.status != status {
+        if !won || decided.status != status {
+            // Still PENDING here means it is past its expiry, not yet closed by the worker.
+            let current = match decided.status {
+                ApprovalStatus::Pending => ApprovalStatus::Expired,
+                other => other,
+            };
             return Err(Error::NotPending {
                 what: "approval",
                 id: id.to_string(),
-                status: decided.status.to_string(),
+                status: current.to_string(),
             });
         }
         Ok(decided)
@@ -513,35 +535,42 @@ impl Engine {
             EventKind::InputReceived,
             json!({ "question_id": id, "step_key": question.step_key, "status": QuestionStatus::Answered, "answered_by": by }),
         );
-        self.record_human_decision(
-            question.run_id,
-            RunStatus::WaitingInput,
-            event,
-            HumanDecision::Answer { id, answer, by },
-        )
-        .await
-        .map_err(|e| self.not_pending(e, "question", id.to_string()))?;
-        self.question(id).await
-    }
-
-    fn not_pending(&self, e: Error, what: &'static str, id: String) -> Error {
-        match e {
-            Error::Conflict(status) => Error::NotPending { what, id, status },
-            other => other,
+        let won = self
+            .record_human_decision(
+                question.run_id,
+                RunStatus::WaitingInput,
+                event,
+                HumanDecision::Answer { id, answer, by },
+            )
+            .await?;
+        let current = self.question(id).await?;
+        if !won {
+            // Still PENDING here means it is past its expiry, not yet closed by the worker.
+            let status = match current.status {
+                QuestionStatus::Pending => QuestionStatus::Expired,
+                other => other,
+            };
+            return Err(Error::NotPending {
+                what: "question",
+                id: id.to_string(),
+                status: status.to_string(),
+            });
         }
+        Ok(current)
     }
 
     /// Locks the run row, applies `decide` (which must return whether it won), and
     /// moves a run waiting for exactly this kind of decision back to RUNNING — all
     /// in one transaction, so a worker parking the run at the same moment either sees
-    /// the decision or is seen by it.
+    /// the decision or is seen by it. Returns `false`, having written nothing, when the
+    /// approval or question was no longer pending (decided or expired).
     async fn record_human_decision(
         &self,
         run_id: RunId,
         waiting: RunStatus,
         event: NewEvent,
         decision: HumanDecision<'_>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let now = Utc::now();
         let txn = self.inner.db.begin().await?;
         let row = txn
@@ -567,9 +596,7 @@ impl Engine {
         };
         if !won {
             txn.rollback().await?;
-            return Err(Error::Conflict(
-                "no longer pending (decided or expired)".into(),
-            ));
+            return Ok(false);
         }
         let patch = if status == waiting {
             RunPatch {
@@ -596,7 +623,7 @@ impl Engine {
         if runnable {
             self.wake_workers();
         }
-        Ok(())
+        Ok(true)
     }
 
     /// After a worker parked a run for a person, a decision on one of the waits it
@@ -772,8 +799,6 @@ impl Engine {
                     Ok(n) => self.on_notification(n.channel(), n.payload()),
                     Err(e) => {
                         tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
-                        // Anything may have been missed: let everyone re-check.
-                        self.wake_workers();
                         break;
                     }
                 }

@@ -169,7 +169,8 @@ fn record(env: &Env, key: &str, attempt: u32) -> Result<(), StepFailure> {
             .append(true)
             .open(path)
             .map_err(|e| StepFailure::permanent(format!("record_to {path}: {e}")))?;
-        writeln!(f, "{key} {attempt}")
+        // One write call per line: O_APPEND keeps lines from several processes whole.
+        f.write_all(format!("{key} {attempt}\n").as_bytes())
             .map_err(|e| StepFailure::permanent(format!("record_to {path}: {e}")))?;
     }
     Ok(())

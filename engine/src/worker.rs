@@ -260,9 +260,16 @@ impl Worker {
                 .await;
             return Ok(());
         };
-        let steps = store::steps::list(db, fence.run_id).await?;
-        let approvals = store::approvals::list_for_run(db, fence.run_id).await?;
-        let questions = store::questions::list_for_run(db, fence.run_id).await?;
+        // A run claimed straight from QUEUED has never executed: nothing to replay.
+        let (steps, approvals, questions) = if claim.previous == RunStatus::Queued {
+            (Vec::new(), Vec::new(), Vec::new())
+        } else {
+            (
+                store::steps::list(db, fence.run_id).await?,
+                store::approvals::list_for_run(db, fence.run_id).await?,
+                store::questions::list_for_run(db, fence.run_id).await?,
+            )
+        };
         let shared = Arc::new(RunShared::new(
             fence.clone(),
             claim.input.clone(),
@@ -282,8 +289,8 @@ impl Worker {
             previous.halt(Halt::LeaseLost);
         }
         let ctx = StepContext::root(shared.clone());
-        let orchestration = AssertUnwindSafe(workflow.run(ctx)).catch_unwind();
-        tokio::pin!(orchestration);
+        // Boxed so that dropping it below really drops the workflow and its in-flight step.
+        let mut orchestration = Box::pin(AssertUnwindSafe(workflow.run(ctx)).catch_unwind());
         let deadline = tokio::time::Instant::now()
             + (claim.deadline_at - Utc::now())
                 .to_std()

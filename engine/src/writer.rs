@@ -16,25 +16,43 @@ struct Pending {
     reply: oneshot::Sender<Result<Vec<Event>>>,
 }
 
-/// Cheap-to-clone handle to the writer task.
+/// Cheap-to-clone handle to the writer tasks.
+///
+/// Several writers commit concurrently on Postgres (the database then flushes many
+/// commits with one WAL write); a run always goes to the same writer, which keeps
+/// its checkpoints in order. SQLite has one writer: it serialises writes anyway.
 #[derive(Clone)]
 pub struct CheckpointWriter {
-    tx: mpsc::Sender<Pending>,
+    shards: std::sync::Arc<[mpsc::Sender<Pending>]>,
 }
 
 impl CheckpointWriter {
-    /// Starts the writer task; it ends when every handle is dropped.
-    pub fn spawn(db: DatabaseConnection, bus: EventBus, batch_max: usize) -> Self {
-        let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(db, bus, rx, batch_max.max(1)));
-        Self { tx }
+    /// Starts `shards` writer tasks; they end when every handle is dropped.
+    pub fn spawn(db: DatabaseConnection, bus: EventBus, batch_max: usize, shards: usize) -> Self {
+        let shards: Vec<_> = (0..shards.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(4096);
+                tokio::spawn(run(db.clone(), bus.clone(), rx, batch_max.max(1)));
+                tx
+            })
+            .collect();
+        Self {
+            shards: shards.into(),
+        }
+    }
+
+    fn shard(&self, run_id: crate::ids::RunId) -> &mpsc::Sender<Pending> {
+        // UUIDv7: the low bits are random, so this spreads runs evenly.
+        let idx = (run_id.0.as_u128() as usize) % self.shards.len();
+        &self.shards[idx]
     }
 
     /// Queues a checkpoint; the returned receiver resolves once it is durable (or
     /// rejected). Checkpoints of one run commit in the order they were submitted.
     pub async fn submit(&self, checkpoint: Checkpoint) -> oneshot::Receiver<Result<Vec<Event>>> {
         let (reply, rx) = oneshot::channel();
-        if let Err(mpsc::error::SendError(p)) = self.tx.send(Pending { checkpoint, reply }).await {
+        let shard = self.shard(checkpoint.fence.run_id);
+        if let Err(mpsc::error::SendError(p)) = shard.send(Pending { checkpoint, reply }).await {
             let _ = p
                 .reply
                 .send(Err(Error::Invalid("checkpoint writer has stopped".into())));
@@ -83,7 +101,14 @@ async fn run(
         }
         let checkpoints: Vec<Checkpoint> = batch.iter().map(|p| p.checkpoint.clone()).collect();
         let now = chrono::Utc::now();
-        match checkpoint::commit(&db, &checkpoints, now).await {
+        let started = std::time::Instant::now();
+        let committed = checkpoint::commit(&db, &checkpoints, now).await;
+        tracing::trace!(
+            batch = checkpoints.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "checkpoint batch"
+        );
+        match committed {
             Ok(outcomes) => {
                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
                     let result = match outcome {

@@ -161,7 +161,10 @@ fenced AS (
     pause_requested = CASE WHEN o.status = 'PAUSED' THEN false ELSE r.pause_requested END,
     finished_at = CASE WHEN o.finished THEN $2 ELSE r.finished_at END
   FROM ops o
-  WHERE r.id = o.run_id AND r.attempt = o.attempt AND r.lease_owner = o.owner AND r.lease_expires_at > $2
+  -- The ANY() keeps the lookup on the primary key whatever the table's size: plans
+  -- are generic and cached per connection, so they must not depend on statistics.
+  WHERE r.id = ANY(ARRAY(SELECT run_id FROM ops))
+    AND r.id = o.run_id AND r.attempt = o.attempt AND r.lease_owner = o.owner AND r.lease_expires_at > $2
   RETURNING r.id, r.last_seq
 ),
 step_rows AS (

@@ -43,7 +43,11 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection> {
                 .foreign_keys(true)
         });
     } else {
-        opts.max_connections(16).min_connections(2);
+        // The hot-path statements are fixed and parameterised; re-planning them on
+        // every execution (custom plans) costs more than executing them.
+        opts.max_connections(16)
+            .min_connections(2)
+            .map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_generic_plan")]));
     }
     Ok(Database::connect(opts).await?)
 }

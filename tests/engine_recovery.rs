@@ -1,0 +1,379 @@
+//! Conformance suite, part 2: crashes, leases, fencing, many worker processes,
+//! graceful shutdown and retention.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aiops_engine::event::NewEvent;
+use aiops_engine::store::checkpoint::{self, Checkpoint, Outcome, StepRecord};
+use aiops_engine::store::leases;
+use aiops_engine::{EventKind, RunId, RunStatus, StartRun, StepStatus};
+use chrono::Utc;
+use common::{Backend, Harness, WorkerProcess, assert_gap_free, recorded, wait_for_status};
+use sea_orm::ConnectionTrait;
+use serde_json::json;
+
+/// Executions per step key, from a script's `record_to` file.
+fn executions(path: &PathBuf) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for line in recorded(path) {
+        let key = line.split(' ').next().unwrap_or_default();
+        let step = key.split_once('/').map_or(key, |(_, step)| step).to_owned();
+        *counts.entry(step).or_insert(0) += 1;
+    }
+    counts
+}
+
+async fn sigkill_recovery(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("side-effects.log");
+    let steps: Vec<_> = (0..16)
+        .map(|_| json!({ "kind": "work", "ms": 150 }))
+        .collect();
+    let run = h
+        .engine
+        .start_run(StartRun::new(
+            "script",
+            json!({ "steps": steps, "record_to": record.display().to_string() }),
+        ))
+        .await
+        .unwrap();
+
+    let mut first = WorkerProcess::spawn(&h.db.url, &[]);
+    let completed_before_kill = loop {
+        let done: Vec<String> = h
+            .engine
+            .steps(run.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.status == StepStatus::Succeeded)
+            .map(|s| s.key)
+            .collect();
+        if done.len() >= 5 {
+            break done;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    first.kill();
+    // The killed process still holds the lease until it expires; nobody else may
+    // have finished the run in the meantime.
+    assert_eq!(
+        h.engine.run(run.id).await.unwrap().status,
+        RunStatus::Running
+    );
+
+    // Postgres: another worker process takes over. SQLite: the restarted process.
+    let _second = WorkerProcess::spawn(&h.db.url, &[]);
+    let done = wait_for_status(
+        &h.engine,
+        run.id,
+        &[RunStatus::Succeeded],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(done.attempt, 2, "claimed once by each process");
+
+    let counts = executions(&record);
+    for key in &completed_before_kill {
+        assert_eq!(
+            counts.get(key),
+            Some(&1),
+            "completed step {key} ran again after the crash"
+        );
+    }
+    for i in 0..16 {
+        let n = counts.get(&format!("s{i}")).copied().unwrap_or(0);
+        assert!((1..=2).contains(&n), "step s{i} ran {n} times");
+    }
+    let total: usize = counts.values().sum();
+    assert!(
+        total <= 17,
+        "at most the one in-flight step repeats: {total} executions"
+    );
+    let events = assert_gap_free(&h.engine, run.id).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind == EventKind::StepSucceeded)
+            .count(),
+        16
+    );
+}
+both_backends!(
+    sigkilled_worker_process_run_finishes_without_rerunning_completed_steps,
+    sigkill_recovery
+);
+
+async fn fencing(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let db = h.engine.db();
+    let run = h
+        .engine
+        .start_run(StartRun::new(
+            "script",
+            json!({ "steps": [{ "kind": "noop" }] }),
+        ))
+        .await
+        .unwrap();
+    let ttl = Duration::from_millis(300);
+    let a = leases::claim(db, "worker-a", 1, ttl, Utc::now())
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(a.fence.run_id, run.id);
+    let result_of = |fence: &leases::Fence, key: &str| {
+        let mut cp = Checkpoint::new(fence.clone());
+        cp.steps.push(StepRecord {
+            key: key.into(),
+            status: StepStatus::Succeeded,
+            input: None,
+            output: Some(json!("written by a stale worker")),
+            usage: None,
+            error: None,
+            attempts: 1,
+            started_at: Some(Utc::now()),
+            finished_at: Some(Utc::now()),
+            next_attempt_at: None,
+        });
+        cp.events.push(NewEvent::new(
+            EventKind::StepSucceeded,
+            json!({ "step_key": key }),
+        ));
+        cp
+    };
+
+    // While the lease is valid, the holder writes.
+    let ok = checkpoint::commit(db, &[result_of(&a.fence, "s-valid")], Utc::now())
+        .await
+        .unwrap();
+    assert!(matches!(&ok[0], Outcome::Committed(e) if e.len() == 1));
+
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    // Expired, not yet taken over: still no write, no heartbeat.
+    let out = checkpoint::commit(db, &[result_of(&a.fence, "s-expired")], Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(out, vec![Outcome::LeaseLost]);
+    assert!(
+        leases::heartbeat(db, "worker-a", &[run.id], ttl, Utc::now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Taken over: the new holder's fence works, the old one still does not.
+    let b = leases::claim(db, "worker-b", 1, Duration::from_secs(30), Utc::now())
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        (b.fence.run_id, b.fence.attempt),
+        (run.id, a.fence.attempt + 1)
+    );
+    let mixed = checkpoint::commit(db, &[result_of(&a.fence, "s-stale")], Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(mixed, vec![Outcome::LeaseLost]);
+    let fresh = checkpoint::commit(db, &[result_of(&b.fence, "s-fresh")], Utc::now())
+        .await
+        .unwrap();
+    assert!(matches!(&fresh[0], Outcome::Committed(_)));
+
+    let keys: Vec<String> = h
+        .engine
+        .steps(run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(keys, ["s-valid", "s-fresh"], "no stale write landed");
+    let events = assert_gap_free(&h.engine, run.id).await;
+    assert!(
+        events
+            .iter()
+            .all(|e| e.payload["step_key"] != "s-expired" && e.payload["step_key"] != "s-stale")
+    );
+    // A worker that lost its lease cannot release it either.
+    assert!(!leases::release(db, &a.fence, Utc::now()).await.unwrap());
+}
+both_backends!(expired_lease_cannot_write_steps_or_events, fencing);
+
+async fn many_runs_many_workers(backend: Backend) {
+    if backend == Backend::Sqlite {
+        return; // Scale-out over processes is the Postgres deployment.
+    }
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("side-effects.log");
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        let run = h
+            .engine
+            .start_run(StartRun::new(
+                "script",
+                json!({
+                    "steps": [{ "kind": "noop" }, { "kind": "work", "ms": 20 }, { "kind": "noop" }],
+                    "record_to": record.display().to_string(),
+                }),
+            ))
+            .await
+            .unwrap();
+        ids.push(run.id);
+    }
+    let _workers: Vec<WorkerProcess> = (0..4)
+        .map(|_| WorkerProcess::spawn(&h.db.url, &[("AIOPS_MAX_CONCURRENT_RUNS", "16")]))
+        .collect();
+    let mut workers_seen = std::collections::HashSet::new();
+    for id in &ids {
+        let run = wait_for_status(
+            &h.engine,
+            *id,
+            &[RunStatus::Succeeded],
+            Duration::from_secs(120),
+        )
+        .await;
+        assert_eq!(run.attempt, 1, "run {id} was claimed more than once");
+        let events = assert_gap_free(&h.engine, *id).await;
+        let started: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == EventKind::RunStarted)
+            .collect();
+        assert_eq!(started.len(), 1);
+        workers_seen.insert(started[0].payload["worker"].as_str().unwrap().to_owned());
+    }
+    // Every step of every run ran exactly once: no run was executed by two workers.
+    let lines = recorded(&record);
+    assert_eq!(lines.len(), 600);
+    let unique: std::collections::HashSet<&String> = lines.iter().collect();
+    let mut seen = std::collections::HashSet::new();
+    let dups: Vec<&String> = lines.iter().filter(|l| !seen.insert(*l)).collect();
+    assert_eq!(unique.len(), 600, "a step ran twice: {dups:?}");
+    assert!(workers_seen.len() >= 2, "work was shared: {workers_seen:?}");
+}
+both_backends!(
+    two_hundred_runs_across_four_worker_processes,
+    many_runs_many_workers
+);
+
+async fn graceful_shutdown(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let run = h
+        .engine
+        .start_run(StartRun::new(
+            "script",
+            json!({ "steps": [{ "kind": "work", "ms": 800 }, { "kind": "work", "ms": 10 }] }),
+        ))
+        .await
+        .unwrap();
+    let mut worker = WorkerProcess::spawn(&h.db.url, &[]);
+    loop {
+        let events = h.engine.events(run.id, 0, 100).await.unwrap();
+        if events.iter().any(|e| e.kind == EventKind::StepStarted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = worker.terminate();
+    assert!(
+        status.success(),
+        "worker exits cleanly on SIGTERM: {status:?}"
+    );
+    let run_now = h.engine.run(run.id).await.unwrap();
+    assert_eq!(run_now.status, RunStatus::Running);
+    assert!(
+        run_now.lease_owner.is_none(),
+        "lease released, not left to expire"
+    );
+    let steps = h.engine.steps(run.id).await.unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(
+        steps[0].status,
+        StepStatus::Succeeded,
+        "the in-flight step finished and was checkpointed"
+    );
+    // Released means claimable at once: an in-process worker finishes it quickly.
+    let _w = h.spawn_worker();
+    h.wait_for_status(run.id, &[RunStatus::Succeeded], Duration::from_secs(5))
+        .await;
+}
+both_backends!(
+    sigterm_finishes_the_in_flight_step_and_releases_the_lease,
+    graceful_shutdown
+);
+
+async fn retention(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _w = h.spawn_worker();
+    let mut ids: Vec<RunId> = Vec::new();
+    for _ in 0..3 {
+        let run = h
+            .engine
+            .start_run(StartRun::new(
+                "script",
+                json!({ "steps": [{ "kind": "noop" }] }),
+            ))
+            .await
+            .unwrap();
+        h.wait_for_status(run.id, &[RunStatus::Succeeded], Duration::from_secs(10))
+            .await;
+        ids.push(run.id);
+    }
+    let live = h
+        .engine
+        .start_run(StartRun::new(
+            "script",
+            json!({ "steps": [{ "kind": "question", "text": "ok?" }] }),
+        ))
+        .await
+        .unwrap();
+    h.wait_for_status(live.id, &[RunStatus::WaitingInput], Duration::from_secs(10))
+        .await;
+    // Age two finished runs past the 30-day default.
+    let old = Utc::now() - chrono::Duration::days(31);
+    let db = h.engine.db();
+    for id in &ids[..2] {
+        db.execute_raw(sea_orm::Statement::from_sql_and_values(
+            db.get_database_backend(),
+            if backend == Backend::Postgres {
+                "UPDATE runs SET finished_at = $1 WHERE id = $2"
+            } else {
+                "UPDATE runs SET finished_at = ?1 WHERE id = ?2"
+            },
+            vec![old.into(), id.0.into()],
+        ))
+        .await
+        .unwrap();
+    }
+    assert_eq!(h.engine.prune().await.unwrap(), 2);
+    for id in &ids[..2] {
+        assert!(h.engine.run(*id).await.is_err());
+        assert!(
+            h.engine.events(*id, 0, 10).await.unwrap().is_empty(),
+            "events go with their run"
+        );
+        assert!(
+            h.engine.steps(*id).await.unwrap().is_empty(),
+            "steps go with their run"
+        );
+    }
+    h.engine.run(ids[2]).await.expect("recent run kept");
+    h.engine.run(live.id).await.expect("active run kept");
+    assert_eq!(h.engine.prune().await.unwrap(), 0);
+}
+both_backends!(retention_prunes_only_old_finished_runs, retention);
