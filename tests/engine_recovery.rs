@@ -377,3 +377,44 @@ async fn retention(backend: Backend) {
     assert_eq!(h.engine.prune().await.unwrap(), 0);
 }
 both_backends!(retention_prunes_only_old_finished_runs, retention);
+
+async fn cross_process_events(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let steps: Vec<_> = (0..10)
+        .map(|_| json!({ "kind": "work", "ms": 30 }))
+        .collect();
+    let run = h
+        .engine
+        .start_run(StartRun::new("script", json!({ "steps": steps })))
+        .await
+        .unwrap();
+    // This process only subscribes; a worker in another process writes every event.
+    let subscription = h.engine.subscribe(run.id, 0);
+    let _worker = WorkerProcess::spawn(&h.db.url, &[]);
+    let seqs: Vec<i64> = tokio::time::timeout(
+        // Well under the 15 s fallback poll: delivery must come from notifications
+        // (Postgres) or the 50 ms poll the harness configures for SQLite.
+        Duration::from_secs(8),
+        futures::StreamExt::collect::<Vec<_>>(futures::StreamExt::map(subscription, |e| {
+            e.unwrap().seq
+        })),
+    )
+    .await
+    .expect("events from the other process arrive promptly");
+    let n = h.engine.run(run.id).await.unwrap().last_seq;
+    assert_eq!(
+        seqs,
+        (1..=n).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert_eq!(
+        h.engine.run(run.id).await.unwrap().status,
+        RunStatus::Succeeded
+    );
+}
+both_backends!(
+    subscriber_receives_events_written_by_another_process,
+    cross_process_events
+);

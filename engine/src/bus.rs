@@ -54,6 +54,8 @@ impl ControlSignal {
 #[derive(Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<BusMessage>,
+    /// On Postgres: hints for other processes, sent by the notifier task.
+    remote: Option<tokio::sync::mpsc::UnboundedSender<(RunId, i64)>>,
 }
 
 impl Default for EventBus {
@@ -63,9 +65,24 @@ impl Default for EventBus {
 }
 
 impl EventBus {
+    /// A bus for this process only (SQLite: one process serves).
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(16 * 1024);
-        Self { tx }
+        Self { tx, remote: None }
+    }
+
+    /// A bus that also announces committed events to other processes with
+    /// `NOTIFY aiops_events`. Notifying happens after the commit and outside it: a
+    /// NOTIFY inside the transaction would hold Postgres's global notify lock through
+    /// the commit's WAL flush and serialise every checkpoint commit.
+    pub fn with_postgres_notifier(db: DatabaseConnection) -> Self {
+        let (tx, _) = broadcast::channel(16 * 1024);
+        let (remote, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(notifier(db, rx));
+        Self {
+            tx,
+            remote: Some(remote),
+        }
     }
 
     pub fn publish(&self, msg: BusMessage) {
@@ -73,14 +90,58 @@ impl EventBus {
         let _ = self.tx.send(msg);
     }
 
+    /// Publishes committed events here and, on Postgres, hints them to other processes.
     pub fn publish_events(&self, events: &[Event]) {
         for e in events {
             self.publish(BusMessage::Event(Arc::new(e.clone())));
+        }
+        if let (Some(remote), Some(last)) = (&self.remote, events.last()) {
+            let _ = remote.send((last.run_id, last.seq));
         }
     }
 
     pub fn receiver(&self) -> broadcast::Receiver<BusMessage> {
         self.tx.subscribe()
+    }
+}
+
+/// Postgres caps a NOTIFY payload at 8000 bytes.
+const MAX_NOTIFY_PAYLOAD: usize = 7900;
+
+/// Coalesces hints and sends them with `pg_notify`, as fast as they come. A hint lost
+/// to a crash between commit and notify is covered by subscribers' fallback polling.
+async fn notifier(
+    db: DatabaseConnection,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(RunId, i64)>,
+) {
+    let mut latest = std::collections::HashMap::new();
+    while let Some((run, seq)) = rx.recv().await {
+        latest.insert(run, seq);
+        while let Ok((run, seq)) = rx.try_recv() {
+            let e = latest.entry(run).or_insert(seq);
+            *e = (*e).max(seq);
+        }
+        let mut payload = String::new();
+        for (run, seq) in latest.drain() {
+            let hint = store::events::event_hint(run, seq);
+            if !payload.is_empty() && payload.len() + hint.len() + 1 > MAX_NOTIFY_PAYLOAD {
+                send_hints(&db, &payload).await;
+                payload.clear();
+            }
+            if !payload.is_empty() {
+                payload.push(',');
+            }
+            payload.push_str(&hint);
+        }
+        if !payload.is_empty() {
+            send_hints(&db, &payload).await;
+        }
+    }
+}
+
+async fn send_hints(db: &DatabaseConnection, payload: &str) {
+    if let Err(e) = store::events::notify(db, store::events::EVENTS_CHANNEL, payload).await {
+        tracing::warn!(error = %e, "could not notify other processes of new events");
     }
 }
 

@@ -106,7 +106,11 @@ impl Engine {
         config: EngineConfig,
         workflows: Workflows,
     ) -> Self {
-        let bus = EventBus::new();
+        let bus = if is_postgres(&db) {
+            EventBus::with_postgres_notifier(db.clone())
+        } else {
+            EventBus::new()
+        };
         let shards = if is_postgres(&db) {
             config.writer_shards
         } else {
@@ -216,7 +220,6 @@ impl Engine {
         )
         .await?;
         if created {
-            events::notify(&txn, EVENTS_CHANNEL, &events::event_hint(run.id, 1)).await?;
             events::notify(&txn, WAKE_CHANNEL, "").await?;
         }
         txn.commit().await?;
@@ -729,12 +732,6 @@ impl Engine {
         }
         let written =
             events::insert(&txn, fence.run_id, last_seq, &[wait.expired_event()], now).await?;
-        events::notify(
-            &txn,
-            EVENTS_CHANNEL,
-            &events::event_hint(fence.run_id, last_seq),
-        )
-        .await?;
         txn.commit().await?;
         self.inner.bus.publish_events(&written);
         Ok(())

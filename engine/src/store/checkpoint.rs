@@ -212,13 +212,8 @@ question_rows AS (
                                           expires_at timestamptz)
   JOIN fenced f ON f.id = q.run_id
   RETURNING 1
-),
-notified AS (
-  SELECT pg_notify('aiops_events', x.hints)
-  FROM (SELECT string_agg(f.id::text || ':' || f.last_seq::text, ',') AS hints FROM fenced f) x
-  WHERE x.hints IS NOT NULL
 )
-SELECT f.id, f.last_seq, (SELECT count(*) FROM notified) AS notified FROM fenced f";
+SELECT f.id, f.last_seq FROM fenced f";
 
 async fn commit_postgres(
     db: &impl ConnectionTrait,

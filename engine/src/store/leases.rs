@@ -67,6 +67,37 @@ pub async fn claim(
     }
 }
 
+// One statement: pick with SKIP LOCKED, take the lease, append RUN_STARTED or
+// RUN_RESUMED (announced to other processes by the bus after commit). Event ids (UUIDv7) come from the caller, one per row.
+const PG_CLAIM: &str = "\
+WITH c AS (
+  SELECT id, status AS prev FROM runs WHERE {CLAIMABLE}
+  ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+  UPDATE runs r SET status = 'RUNNING', attempt = r.attempt + 1, lease_owner = $3, lease_expires_at = $4,
+      started_at = COALESCE(r.started_at, $1),
+      deadline_at = COALESCE(r.deadline_at, $1 + COALESCE(r.remaining_ms, r.timeout_ms) * interval '1 millisecond'),
+      remaining_ms = NULL, wake_at = NULL,
+      last_seq = r.last_seq + CASE WHEN c.prev = 'RUNNING' THEN 0 ELSE 1 END, updated_at = $1
+  FROM c WHERE r.id = c.id
+  RETURNING r.id, c.prev, r.workflow, r.input, r.attempt, r.last_seq, r.deadline_at, r.pause_requested
+),
+announced AS (
+  SELECT cl.*, row_number() OVER (ORDER BY cl.id) AS n FROM claimed cl WHERE cl.prev <> 'RUNNING'
+),
+event_ids AS (
+  SELECT value::uuid AS id, ordinality AS n FROM jsonb_array_elements_text($5::jsonb) WITH ORDINALITY
+),
+event_rows AS (
+  INSERT INTO events (id, run_id, seq, kind, payload, created_at)
+  SELECT i.id, a.id, a.last_seq, CASE WHEN a.prev = 'QUEUED' THEN 'RUN_STARTED' ELSE 'RUN_RESUMED' END,
+         jsonb_build_object('from', a.prev, 'attempt', a.attempt, 'worker', $3::text), $1
+  FROM announced a JOIN event_ids i ON i.n = a.n
+  RETURNING 1
+)
+SELECT id, prev, workflow, input, attempt, last_seq, deadline_at, pause_requested FROM claimed";
+
 async fn claim_postgres(
     db: &(impl ConnectionTrait + TransactionTrait),
     owner: &str,
@@ -74,44 +105,37 @@ async fn claim_postgres(
     lease_until: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Claim>> {
-    let sql = format!(
-        "WITH c AS (SELECT id, status AS prev FROM runs WHERE {CLAIMABLE} \
-                    ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         UPDATE runs r SET status = 'RUNNING', attempt = r.attempt + 1, lease_owner = $3, lease_expires_at = $4, \
-             started_at = COALESCE(r.started_at, $1), \
-             deadline_at = COALESCE(r.deadline_at, $1 + COALESCE(r.remaining_ms, r.timeout_ms) * interval '1 millisecond'), \
-             remaining_ms = NULL, wake_at = NULL, \
-             last_seq = r.last_seq + CASE WHEN c.prev = 'RUNNING' THEN 0 ELSE 1 END, updated_at = $1 \
-         FROM c WHERE r.id = c.id \
-         RETURNING r.id, c.prev, r.workflow, r.input, r.attempt, r.last_seq, r.deadline_at, r.pause_requested"
-    );
-    let txn = db.begin().await?;
-    let rows = txn
+    let sql = PG_CLAIM.replace("{CLAIMABLE}", CLAIMABLE);
+    let event_ids: Vec<Json> = (0..limit)
+        .map(|_| Json::String(uuid::Uuid::now_v7().to_string()))
+        .collect();
+    let rows = db
         .query_all_raw(stmt(
-            &txn,
+            db,
             &sql,
             vec![
                 now.into(),
                 (limit as i64).into(),
                 owner.into(),
                 lease_until.into(),
+                Json::Array(event_ids).into(),
             ],
         ))
         .await?;
     let mut claims = Vec::with_capacity(rows.len());
-    let mut hints = Vec::new();
     for row in rows {
         let (mut claim, last_seq) = claim_from_row(&row, owner)?;
         if let Some(e) = claim_event(claim.previous, claim.fence.attempt, owner) {
-            claim.events = events::insert(&txn, claim.fence.run_id, last_seq, &[e], now).await?;
-            hints.push(events::event_hint(claim.fence.run_id, last_seq));
+            claim.events = vec![Event {
+                run_id: claim.fence.run_id,
+                seq: last_seq,
+                kind: e.kind,
+                payload: e.payload,
+                created_at: now,
+            }];
         }
         claims.push(claim);
     }
-    if !hints.is_empty() {
-        events::notify(&txn, events::EVENTS_CHANNEL, &hints.join(",")).await?;
-    }
-    txn.commit().await?;
     Ok(claims)
 }
 

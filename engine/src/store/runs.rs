@@ -293,16 +293,10 @@ pub async fn apply_patch(
     };
     let last_seq: i64 = row.try_get_by_index(0)?;
     let first = last_seq - new_events.len() as i64 + 1;
-    let written = events::insert(db, run_id, first, new_events, now).await?;
-    if let Some(last) = written.last() {
-        events::notify(
-            db,
-            events::EVENTS_CHANNEL,
-            &events::event_hint(run_id, last.seq),
-        )
-        .await?;
-    }
-    Ok(Some(written))
+    // Other processes learn of these events from the bus's notifier after commit.
+    Ok(Some(
+        events::insert(db, run_id, first, new_events, now).await?,
+    ))
 }
 
 /// Runs whose `updated_at` is older than `cutoff` and are finished: the retention
