@@ -85,6 +85,14 @@ enum TeamCommand {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
+    /// Validate and store a team file as the team's next version (nothing is stored
+    /// when it has violations).
+    Apply {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -261,6 +269,32 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("{} violation(s); nothing was stored", violations.len());
                     Ok(ExitCode::FAILURE)
                 }
+            }
+        }
+        Command::Team {
+            command: TeamCommand::Apply { db, file },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let engine = open_engine(&db.url, EngineConfig::default()).await?;
+            match engine.apply_team(&text).await {
+                Ok((team, changed)) => {
+                    let what = if changed {
+                        "stored as version"
+                    } else {
+                        "unchanged at version"
+                    };
+                    println!("team \"{}\" {what} {}", team.name, team.version);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(aiops_engine::Error::Violations(violations)) => {
+                    for v in &violations {
+                        println!("{}: {v}", file.display());
+                    }
+                    eprintln!("{} violation(s); nothing was stored", violations.len());
+                    Ok(ExitCode::FAILURE)
+                }
+                Err(e) => Err(e.into()),
             }
         }
         Command::Run {

@@ -141,3 +141,29 @@ async fn serve_runs_with_no_configuration_and_stops_on_sigterm() {
 unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn team_apply_stores_versions_and_refuses_invalid_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let apply = |file: &str| {
+        aiops()
+            .args(["team", "apply", "-f", file])
+            .env("DATABASE_URL", &url)
+            .env("AIOPS_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let first = apply("tests/fixtures/teams/valid.yaml");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("stored as version 1"));
+    let again = apply("tests/fixtures/teams/valid.yaml");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("unchanged at version 1"));
+    let bad = apply("tests/fixtures/teams/invalid.yaml");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("4 violation(s); nothing was stored"));
+}

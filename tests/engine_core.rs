@@ -379,3 +379,127 @@ both_backends!(
     idempotency_key_returns_the_first_run,
     idempotency_key_dedupes
 );
+
+async fn durable_sleep_releases_worker(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _worker = h.spawn_worker();
+    // 1.2 s is over the harness's 300 ms long-wait threshold.
+    let run = h
+        .engine
+        .start_run(script(
+            json!([{ "kind": "noop" }, { "kind": "sleep", "ms": 1200 }, { "kind": "noop" }]),
+        ))
+        .await
+        .unwrap();
+    let sleeping = loop {
+        let r = h.engine.run(run.id).await.unwrap();
+        if r.wake_at.is_some() {
+            break r;
+        }
+        assert!(
+            r.status != RunStatus::Succeeded,
+            "the sleep must park the run first"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(sleeping.status, RunStatus::Running);
+    assert!(
+        sleeping.lease_owner.is_none(),
+        "a sleeping run holds no worker"
+    );
+    let step = h
+        .engine
+        .steps(run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.key == "s1")
+        .unwrap();
+    assert_eq!(step.status, StepStatus::Sleeping);
+    let done = h
+        .wait_for_status(run.id, &[RunStatus::Succeeded], Duration::from_secs(10))
+        .await;
+    let slept = done.finished_at.unwrap() - step.started_at.unwrap();
+    assert!(
+        slept.num_milliseconds() >= 1200,
+        "woke after the sleep: {slept}"
+    );
+    assert_eq!(done.attempt, 2, "claimed again when the sleep ended");
+    assert_gap_free(&h.engine, run.id).await;
+}
+both_backends!(
+    durable_sleep_releases_the_worker_and_wakes_up,
+    durable_sleep_releases_worker
+);
+
+async fn heartbeat_keeps_long_step(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _a = h.spawn_worker();
+    let _b = h.spawn_worker();
+    // Four times the 1.5 s lease: only heartbeats keep the other worker away.
+    let run = h
+        .engine
+        .start_run(script(json!([{ "kind": "work", "ms": 6000 }])))
+        .await
+        .unwrap();
+    let done = h
+        .wait_for_status(run.id, &[RunStatus::Succeeded], Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        done.attempt, 1,
+        "never taken over while its holder was alive"
+    );
+    let step = &h.engine.steps(run.id).await.unwrap()[0];
+    assert_eq!(step.attempts, 1);
+}
+both_backends!(
+    heartbeat_keeps_a_step_longer_than_the_lease,
+    heartbeat_keeps_long_step
+);
+
+const TEAM: &str = include_str!("fixtures/teams/valid.yaml");
+
+async fn teams_are_validated_and_versioned(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let bad = include_str!("fixtures/teams/invalid.yaml");
+    match h.engine.apply_team(bad).await.unwrap_err() {
+        Error::Violations(v) => assert_eq!(v.len(), 4, "{v:?}"),
+        other => panic!("expected violations, got {other:?}"),
+    }
+    let name = aiops_engine::topology::parse(bad).unwrap().name;
+    assert!(
+        h.engine.team(&name).await.is_err(),
+        "an invalid team stores nothing"
+    );
+
+    let (team, changed) = h.engine.apply_team(TEAM).await.unwrap();
+    assert!(changed);
+    assert_eq!(team.version, 1);
+    let (same, changed) = h.engine.apply_team(TEAM).await.unwrap();
+    assert!(!changed, "unchanged spec adds no version");
+    assert_eq!(same.version, 1);
+    let edited = TEAM.replacen("timeout_seconds: 300", "timeout_seconds: 600", 1);
+    assert_ne!(edited, TEAM, "fixture has a timeout to edit");
+    let (v2, changed) = h.engine.apply_team(&edited).await.unwrap();
+    assert!(changed);
+    assert_eq!((v2.id, v2.version), (team.id, 2));
+    assert_eq!(v2.spec["limits"]["timeout_seconds"], 600);
+    let versions = aiops_engine::store::teams::versions(h.engine.db(), team.id)
+        .await
+        .unwrap();
+    assert_eq!(versions.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        versions[0].1["limits"]["timeout_seconds"], 300,
+        "old versions stay as they were"
+    );
+}
+both_backends!(
+    teams_are_validated_and_versioned_and_invalid_ones_store_nothing,
+    teams_are_validated_and_versioned
+);

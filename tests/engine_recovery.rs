@@ -27,6 +27,28 @@ fn executions(path: &PathBuf) -> HashMap<String, usize> {
     counts
 }
 
+/// Waits until at least `n` steps of the run succeeded; returns their keys.
+async fn wait_for_succeeded_steps(
+    engine: &aiops_engine::Engine,
+    run: RunId,
+    n: usize,
+) -> Vec<String> {
+    loop {
+        let done: Vec<String> = engine
+            .steps(run)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.status == StepStatus::Succeeded)
+            .map(|s| s.key)
+            .collect();
+        if done.len() >= n {
+            return done;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn sigkill_recovery(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
@@ -46,21 +68,7 @@ async fn sigkill_recovery(backend: Backend) {
         .unwrap();
 
     let mut first = WorkerProcess::spawn(&h.db.url, &[]);
-    let completed_before_kill = loop {
-        let done: Vec<String> = h
-            .engine
-            .steps(run.id)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|s| s.status == StepStatus::Succeeded)
-            .map(|s| s.key)
-            .collect();
-        if done.len() >= 5 {
-            break done;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let completed_before_kill = wait_for_succeeded_steps(&h.engine, run.id, 5).await;
     first.kill();
     // The killed process still holds the lease until it expires; nobody else may
     // have finished the run in the meantime.
@@ -417,4 +425,66 @@ async fn cross_process_events(backend: Backend) {
 both_backends!(
     subscriber_receives_events_written_by_another_process,
     cross_process_events
+);
+
+async fn database_outage(backend: Backend) {
+    if backend == Backend::Sqlite {
+        return; // An embedded database has no network to lose.
+    }
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let proxy = common::FlakyProxy::start("127.0.0.1:5432").await;
+    let db_name = h.db.url.rsplit('/').next().unwrap().to_owned();
+    let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{db_name}", proxy.port);
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("side-effects.log");
+    let steps: Vec<_> = (0..12)
+        .map(|_| json!({ "kind": "work", "ms": 100 }))
+        .collect();
+    let run = h
+        .engine
+        .start_run(StartRun::new(
+            "script",
+            json!({ "steps": steps, "record_to": record.display().to_string() }),
+        ))
+        .await
+        .unwrap();
+    let mut worker = WorkerProcess::spawn(&via_proxy, &[]);
+    let before_cut = wait_for_succeeded_steps(&h.engine, run.id, 3).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker must survive a database outage"
+    );
+    proxy.restore();
+    let done = wait_for_status(
+        &h.engine,
+        run.id,
+        &[RunStatus::Succeeded],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        done.attempt >= 2,
+        "the run was given up during the outage and claimed again"
+    );
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "still serving after the outage"
+    );
+    let counts = executions(&record);
+    for key in &before_cut {
+        assert_eq!(
+            counts.get(key),
+            Some(&1),
+            "step {key} completed before the outage ran again"
+        );
+    }
+    assert_gap_free(&h.engine, run.id).await;
+}
+both_backends!(
+    database_outage_makes_workers_back_off_and_resume,
+    database_outage
 );

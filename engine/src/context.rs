@@ -350,16 +350,9 @@ impl StepContext {
 
     /// Commits a checkpoint; a lost lease or a database error halts the run here.
     async fn commit(&self, cp: Checkpoint) {
-        match self.shared.writer.commit(cp).await {
-            Ok(_) => {}
-            Err(Error::LeaseLost(_)) => {
-                self.shared.halt(Halt::LeaseLost);
-                suspend::<()>().await;
-            }
-            Err(e) => {
-                self.shared.halt(Halt::Database(e.to_string()));
-                suspend::<()>().await;
-            }
+        if let Err(e) = self.shared.writer.commit(cp).await {
+            self.halt_on(e);
+            suspend::<()>().await;
         }
     }
 
@@ -488,12 +481,13 @@ impl StepContext {
             if let Some(rx) = started_written {
                 match rx.await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(Error::LeaseLost(_))) | Err(_) => {
-                        self.shared.halt(Halt::LeaseLost);
+                    Ok(Err(e)) => {
+                        self.halt_on(e);
                         return suspend().await;
                     }
-                    Ok(Err(e)) => {
-                        self.shared.halt(Halt::Database(e.to_string()));
+                    // The writer dropped the reply: it is gone, so is our footing.
+                    Err(_) => {
+                        self.shared.halt(Halt::LeaseLost);
                         return suspend().await;
                     }
                 }
@@ -797,9 +791,12 @@ impl StepContext {
         })
     }
 
+    /// Stops this execution after a failed write: a lost lease means someone else
+    /// owns the run now; anything else means the database is unavailable.
     fn halt_on(&self, e: Error) {
         self.shared.halt(match e {
             Error::LeaseLost(_) => Halt::LeaseLost,
+            Error::Unavailable(message) => Halt::Database(message),
             other => Halt::Database(other.to_string()),
         });
     }

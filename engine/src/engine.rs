@@ -22,7 +22,9 @@ use crate::store::leases::Fence;
 use crate::store::questions::Question;
 use crate::store::runs::{NewRun, Run, RunFilter, RunPatch};
 use crate::store::steps::Step;
+use crate::store::teams::Team;
 use crate::store::{self, events, is_postgres, stmt};
+use crate::topology;
 use crate::worker::{HumanWaitClose, Worker};
 use crate::workflow::Workflows;
 use crate::{Error, Result};
@@ -735,6 +737,32 @@ impl Engine {
         txn.commit().await?;
         self.inner.bus.publish_events(&written);
         Ok(())
+    }
+
+    /// Validates a team file (YAML or JSON) and stores it as the team's next version.
+    /// Any violation rejects the whole file and stores nothing. Re-applying an
+    /// unchanged team adds no version. Returns the team and whether it changed.
+    pub async fn apply_team(&self, text: &str) -> Result<(Team, bool)> {
+        let spec = topology::parse_and_validate(text, &topology::Catalog::builtin())
+            .map_err(Error::Violations)?;
+        let json = serde_json::to_value(&spec).map_err(|e| Error::Invalid(format!("team: {e}")))?;
+        let txn = self.inner.db.begin().await?;
+        let applied = store::teams::put(
+            &txn,
+            &spec.name,
+            spec.description.as_deref(),
+            &json,
+            Utc::now(),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(applied)
+    }
+
+    pub async fn team(&self, name: &str) -> Result<Team> {
+        store::teams::get_by_name(&self.inner.db, name)
+            .await?
+            .ok_or_else(|| Error::not_found("team", name))
     }
 
     /// Deletes finished runs older than the retention period; returns how many.

@@ -23,12 +23,18 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// A document (team file, …) broke rules; every violation with its path.
+    #[error("{} violation(s): {}", .0.len(), .0.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; "))]
+    Violations(Vec<crate::topology::Violation>),
     /// The worker's lease on the run is gone (expired, taken over, or the run was
     /// cancelled): nothing it writes may land.
     #[error("lease on run {0} was lost")]
     LeaseLost(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The database could not be reached or failed mid-operation; retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Database(#[from] sea_orm::DbErr),
 }

@@ -374,7 +374,7 @@ impl Worker {
                 tracing::info!("run cancelled; in-flight step aborted")
             }
             Outcome::Halted(Halt::Database(message)) => {
-                return Err(crate::Error::Database(sea_orm::DbErr::Custom(message)));
+                return Err(crate::Error::Unavailable(message));
             }
         }
         Ok(())

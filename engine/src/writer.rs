@@ -127,11 +127,7 @@ async fn run(
                 tracing::warn!(error = %e, batch = batch.len(), "checkpoint batch failed");
                 let message = e.to_string();
                 for pending in batch {
-                    let _ = pending
-                        .reply
-                        .send(Err(Error::Database(sea_orm::DbErr::Custom(
-                            message.clone(),
-                        ))));
+                    let _ = pending.reply.send(Err(Error::Unavailable(message.clone())));
                 }
             }
         }

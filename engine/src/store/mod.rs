@@ -10,6 +10,7 @@ pub mod leases;
 pub mod questions;
 pub mod runs;
 pub mod steps;
+pub mod teams;
 
 use std::time::Duration;
 

@@ -1,0 +1,136 @@
+//! The `teams` and `team_versions` tables: a team is versioned; editing it adds a
+//! version and runs pin the version they started with.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+};
+use serde_json::Value as Json;
+
+use super::entity::{team, team_version};
+use crate::Result;
+use crate::ids::TeamId;
+
+/// A team with its latest version's spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Team {
+    pub id: TeamId,
+    pub name: String,
+    pub description: Option<String>,
+    pub version: i32,
+    pub version_id: uuid::Uuid,
+    pub spec: Json,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn get_by_name(db: &impl ConnectionTrait, name: &str) -> Result<Option<Team>> {
+    let Some(t) = team::Entity::find()
+        .filter(team::Column::Name.eq(name))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let v = team_version::Entity::find()
+        .filter(team_version::Column::TeamId.eq(t.id))
+        .filter(team_version::Column::Version.eq(t.latest_version))
+        .one(db)
+        .await?
+        .ok_or_else(|| {
+            crate::Error::Corrupt(format!(
+                "team {} has no version {}",
+                t.name, t.latest_version
+            ))
+        })?;
+    Ok(Some(Team {
+        id: TeamId(t.id),
+        name: t.name,
+        description: t.description,
+        version: v.version,
+        version_id: v.id,
+        spec: v.spec,
+        created_at: t.created_at,
+        updated_at: t.updated_at,
+    }))
+}
+
+/// Every version of a team, oldest first.
+pub async fn versions(db: &impl ConnectionTrait, team_id: TeamId) -> Result<Vec<(i32, Json)>> {
+    Ok(team_version::Entity::find()
+        .filter(team_version::Column::TeamId.eq(team_id.0))
+        .order_by_asc(team_version::Column::Version)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|v| (v.version, v.spec))
+        .collect())
+}
+
+/// Stores `spec` as the team's next version (creating the team at version 1). An
+/// unchanged spec adds no version. Returns the team and whether a version was added.
+pub async fn put(
+    db: &impl ConnectionTrait,
+    name: &str,
+    description: Option<&str>,
+    spec: &Json,
+    now: DateTime<Utc>,
+) -> Result<(Team, bool)> {
+    let existing = get_by_name(db, name).await?;
+    if let Some(current) = &existing
+        && &current.spec == spec
+    {
+        return Ok((current.clone(), false));
+    }
+    let (team_id, version, created_at) = match &existing {
+        Some(t) => (t.id, t.version + 1, t.created_at),
+        None => {
+            let id = TeamId::new();
+            team::Entity::insert(team::ActiveModel {
+                id: Set(id.0),
+                name: Set(name.to_owned()),
+                description: Set(description.map(str::to_owned)),
+                latest_version: Set(0),
+                created_at: Set(now),
+                updated_at: Set(now),
+            })
+            .exec_without_returning(db)
+            .await?;
+            (id, 1, now)
+        }
+    };
+    let version_id = uuid::Uuid::now_v7();
+    team_version::Entity::insert(team_version::ActiveModel {
+        id: Set(version_id),
+        team_id: Set(team_id.0),
+        version: Set(version),
+        spec: Set(spec.clone()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_without_returning(db)
+    .await?;
+    team::Entity::update_many()
+        .col_expr(team::Column::LatestVersion, version.into())
+        .col_expr(
+            team::Column::Description,
+            description.map(str::to_owned).into(),
+        )
+        .col_expr(team::Column::UpdatedAt, now.into())
+        .filter(team::Column::Id.eq(team_id.0))
+        .exec(db)
+        .await?;
+    Ok((
+        Team {
+            id: team_id,
+            name: name.to_owned(),
+            description: description.map(str::to_owned),
+            version,
+            version_id,
+            spec: spec.clone(),
+            created_at,
+            updated_at: now,
+        },
+        true,
+    ))
+}
