@@ -31,6 +31,9 @@ pub struct BenchArgs {
     /// Runs executed in the throughput phase (kept `runs` at a time).
     #[arg(long, default_value_t = 1280)]
     total_runs: usize,
+    /// Checkpoint writers committing concurrently (Postgres).
+    #[arg(long, default_value_t = aiops_engine::EngineConfig::default().writer_shards)]
+    writer_shards: usize,
     /// Repetitions of the single-run latency phase.
     #[arg(long, default_value_t = 200)]
     latency_samples: usize,
@@ -60,6 +63,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     let config = EngineConfig {
         max_concurrent_runs: args.runs,
+        writer_shards: args.writer_shards,
         ..EngineConfig::default()
     };
     let engine = crate::cli::open_engine(&args.database_url, config).await?;
