@@ -1,12 +1,13 @@
 //! Command-line interface. Configuration comes from flags or their environment
 //! variables, is read once here, and is passed down explicitly.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use aiops_engine::topology::{self, Catalog};
-use aiops_engine::{Engine, EngineConfig, StartRun, Workflows, store};
+use aiops_engine::{ApiKeyId, Engine, EngineConfig, Role, StartRun, Workflows, store};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
@@ -40,6 +41,10 @@ enum Command {
         /// Address the HTTP API listens on.
         #[arg(long, env = "AIOPS_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Where `initial-admin-password` is written on first start (default: the
+        /// directory of the SQLite file, or ./data).
+        #[arg(long, env = "AIOPS_DATA_DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// An extra worker process (scale out on Postgres).
     Worker {
@@ -74,8 +79,80 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
+    /// Print the GraphQL schema (SDL), as committed in schema.graphql.
+    Schema,
     /// Measure steps/s, run latency and event latency (see BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
+    /// Users of the API and console.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// API keys (`Authorization: Bearer …`).
+    Apikey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user. The password (at least 12 characters) is read from
+    /// AIOPS_USER_PASSWORD or, if that is unset, from the first line of stdin.
+    Create {
+        #[command(flatten)]
+        db: DbArgs,
+        /// 3 to 64 characters: a-z 0-9 _ . -
+        #[arg(long)]
+        username: String,
+        /// viewer, operator or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ApiKeyCommand {
+    /// Create an API key for a user and print it (once: it is not stored).
+    Create {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        username: String,
+        /// What the key is for, shown in listings.
+        #[arg(long)]
+        name: String,
+        /// viewer, operator or admin; at most the user's role (default: the user's role).
+        #[arg(long, value_parser = parse_role)]
+        role: Option<Role>,
+        /// Days until the key expires (default: never).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        expires_days: Option<u32>,
+    },
+    /// List a user's API keys (prefixes only, never the keys).
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        username: String,
+    },
+    /// Revoke an API key; it stops working at once.
+    Revoke {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        id: ApiKeyId,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse_ignore_case(s)
+        .map_err(|_| format!("unknown role {s:?}: expected viewer, operator or admin"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -178,6 +255,54 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Where files of this installation go: `--data-dir`/`AIOPS_DATA_DIR`, else the
+/// directory of the SQLite database, else ./data.
+fn data_dir(explicit: Option<PathBuf>, database_url: &str) -> PathBuf {
+    if let Some(dir) = explicit {
+        return dir;
+    }
+    let sqlite_dir = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .and_then(|rest| rest.split('?').next())
+        .filter(|path| !path.is_empty() && *path != ":memory:")
+        .and_then(|path| Path::new(path).parent())
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir.to_owned()
+            }
+        });
+    sqlite_dir.unwrap_or_else(|| PathBuf::from("./data"))
+}
+
+/// A new user's password: `AIOPS_USER_PASSWORD`, else the first line of stdin (so it
+/// never appears in the process list or shell history).
+fn read_new_password() -> anyhow::Result<String> {
+    match std::env::var("AIOPS_USER_PASSWORD") {
+        Ok(password) => return Ok(password),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("AIOPS_USER_PASSWORD is not valid UTF-8")
+        }
+        Err(std::env::VarError::NotPresent) => {}
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("password (at least 12 characters; input is shown): ");
+    }
+    let mut line = String::new();
+    stdin
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(
+        !password.is_empty(),
+        "no password given: set AIOPS_USER_PASSWORD or write it on stdin"
+    );
+    Ok(password)
+}
+
 fn shutdown_token() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
@@ -209,8 +334,25 @@ fn shutdown_token() -> CancellationToken {
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { db, engine, listen } => {
+        Command::Serve {
+            db,
+            engine,
+            listen,
+            data_dir: explicit_data_dir,
+        } => {
             let engine = open_engine(&db.url, engine.config()?).await?;
+            let dir = data_dir(explicit_data_dir, &db.url);
+            let password = std::env::var("AIOPS_BOOTSTRAP_ADMIN_PASSWORD").ok();
+            if let Some(path) = engine
+                .bootstrap_admin(&dir, password.as_deref())
+                .await
+                .context("creating the first admin user")?
+            {
+                tracing::info!(
+                    path = %path.display(),
+                    "no users yet: created user \"admin\" (ADMIN); its password is in this file, readable only by this OS user"
+                );
+            }
             let shutdown = shutdown_token();
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
@@ -331,13 +473,145 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Schema => {
+            print!("{}", aiops_api::sdl());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::User { command } => user_command(command).await,
+        Command::Apikey { command } => api_key_command(command).await,
     }
+}
+
+async fn user_command(command: UserCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        UserCommand::Create { db, username, role } => {
+            let password = read_new_password()?;
+            let engine = open_engine(&db.url, EngineConfig::default()).await?;
+            let user = engine.create_user(&username, &password, role).await?;
+            println!(
+                "user \"{}\" created with role {} (id {})",
+                user.username, user.role, user.id
+            );
+        }
+        UserCommand::List { db } => {
+            let engine = open_engine(&db.url, EngineConfig::default()).await?;
+            println!(
+                "{:<36}  {:<24}  {:<8}  {:<8}  CREATED",
+                "ID", "USERNAME", "ROLE", "STATE"
+            );
+            for user in engine.users().await? {
+                let state = if user.disabled { "disabled" } else { "active" };
+                println!(
+                    "{:<36}  {:<24}  {:<8}  {:<8}  {}",
+                    user.id,
+                    user.username,
+                    user.role.as_str(),
+                    state,
+                    user.created_at.format("%Y-%m-%dT%H:%M:%SZ")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ApiKeyCommand::Create {
+            db,
+            username,
+            name,
+            role,
+            expires_days,
+        } => {
+            let engine = open_engine(&db.url, EngineConfig::default()).await?;
+            let user = engine.user_by_username(&username).await?;
+            let expires_in = expires_days.map(|d| Duration::from_secs(u64::from(d) * 86_400));
+            let (key, plaintext) = engine
+                .create_api_key(user.id, &name, role, expires_in)
+                .await?;
+            println!("{plaintext}");
+            let expires = key.expires_at.map_or_else(
+                || "never expires".to_owned(),
+                |t| format!("expires {}", t.format("%Y-%m-%dT%H:%M:%SZ")),
+            );
+            eprintln!(
+                "API key {} (\"{}\", role {}, {expires}) created for {}. \
+                 Store it now: it will not be shown again.",
+                key.id, key.name, key.role, user.username
+            );
+        }
+        ApiKeyCommand::List { db, username } => {
+            let engine = open_engine(&db.url, EngineConfig::default()).await?;
+            let user = engine.user_by_username(&username).await?;
+            let now = chrono::Utc::now();
+            println!(
+                "{:<36}  {:<16}  {:<8}  {:<7}  {:<20}  NAME",
+                "ID", "KEY", "ROLE", "STATE", "LAST USED"
+            );
+            for key in engine.api_keys(user.id).await? {
+                let state = if key.revoked_at.is_some() {
+                    "revoked"
+                } else if !key.is_active(now) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                let last_used = key.last_used_at.map_or_else(
+                    || "never".to_owned(),
+                    |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                );
+                println!(
+                    "{:<36}  {:<16}  {:<8}  {:<7}  {:<20}  {}",
+                    key.id,
+                    format!("aiops_{}_…", key.prefix),
+                    key.role.as_str(),
+                    state,
+                    last_used,
+                    key.name
+                );
+            }
+        }
+        ApiKeyCommand::Revoke { db, id } => {
+            let engine = open_engine(&db.url, EngineConfig::default()).await?;
+            let key = engine.revoke_api_key(id).await?;
+            let at = key
+                .revoked_at
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_default();
+            println!("API key {} (\"{}\") revoked at {at}", key.id, key.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use std::path::PathBuf;
+
+    use super::{data_dir, redact};
+
+    #[test]
+    fn data_dir_follows_the_sqlite_file() {
+        assert_eq!(
+            data_dir(None, "sqlite://./data/aiops.db"),
+            PathBuf::from("./data")
+        );
+        assert_eq!(
+            data_dir(None, "sqlite:///var/lib/aiops/aiops.db?mode=rwc"),
+            PathBuf::from("/var/lib/aiops")
+        );
+        assert_eq!(data_dir(None, "sqlite://aiops.db"), PathBuf::from("."));
+        assert_eq!(
+            data_dir(None, "postgres://app@db/aiops"),
+            PathBuf::from("./data")
+        );
+        assert_eq!(
+            data_dir(Some("/srv/aiops".into()), "sqlite://./data/aiops.db"),
+            PathBuf::from("/srv/aiops")
+        );
+    }
 
     #[test]
     fn redact_hides_the_password_only() {

@@ -1,7 +1,11 @@
-//! The `aiops` binary as users run it: team validation and `serve` with no configuration.
+//! The `aiops` binary as users run it: team validation, `serve` with no configuration,
+//! users and API keys.
 
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use aiops_engine::{Engine, EngineConfig, Error, Role, Workflows, store};
 
 fn aiops() -> Command {
     Command::new(env!("CARGO_BIN_EXE_aiops"))
@@ -75,13 +79,16 @@ fn free_port() -> u16 {
 async fn serve_runs_with_no_configuration_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let log_path = dir.path().join("serve.log");
     let mut child = aiops()
         .arg("serve")
         .current_dir(dir.path())
         .env_remove("DATABASE_URL")
+        .env_remove("AIOPS_DATA_DIR")
+        .env_remove("AIOPS_BOOTSTRAP_ADMIN_PASSWORD")
         .env("AIOPS_LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
     let client = reqwest::Client::new();
@@ -110,6 +117,29 @@ async fn serve_runs_with_no_configuration_and_stops_on_sigterm() {
         "SQLite default under ./data"
     );
 
+    // The first start created the admin; its password is in a file only we can read.
+    let password_file = dir.path().join("data/initial-admin-password");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&password_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let password = std::fs::read_to_string(&password_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let url = format!("sqlite://{}", dir.path().join("data/aiops.db").display());
+    let admin = engine_on(&url)
+        .await
+        .login("admin", &password)
+        .await
+        .unwrap();
+    assert_eq!(admin.role, Role::Admin);
+
     // Runs started through the CLI against the same file are executed by serve's worker.
     let out = aiops()
         .args([
@@ -136,6 +166,178 @@ async fn serve_runs_with_no_configuration_and_stops_on_sigterm() {
     unsafe { kill(child.id() as i32, 15) };
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("initial-admin-password"), "{log}");
+    assert!(!log.contains(&password), "the password must not be logged");
+}
+
+/// An engine on a database the CLI uses (already migrated by it).
+async fn engine_on(url: &str) -> Engine {
+    let db = store::connect(url).await.unwrap();
+    Engine::with_connection(db, EngineConfig::default(), Workflows::builtin())
+}
+
+#[tokio::test]
+async fn user_and_api_key_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let cli = |args: &[&str]| {
+        let mut cmd = aiops();
+        cmd.args(args)
+            .env("DATABASE_URL", &url)
+            .env("AIOPS_LOG", "warn")
+            .env_remove("AIOPS_USER_PASSWORD");
+        cmd
+    };
+    let text = |out: &std::process::Output| {
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // Password from the environment.
+    let out = cli(&[
+        "user",
+        "create",
+        "--username",
+        "alice",
+        "--role",
+        "operator",
+    ])
+    .env("AIOPS_USER_PASSWORD", "alice-password-1")
+    .output()
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("user \"alice\" created with role OPERATOR"),
+        "{stdout}"
+    );
+
+    // Password from the first line of stdin.
+    let mut child = cli(&["user", "create", "--username", "bob", "--role", "VIEWER"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"bob-password-22\nignored second line\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+
+    // Refusals: short password (not echoed), taken username, unknown role.
+    let out = cli(&["user", "create", "--username", "carol", "--role", "admin"])
+        .env("AIOPS_USER_PASSWORD", "tiny-pw")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("at least 12 characters") && !stderr.contains("tiny-pw"),
+        "{stderr}"
+    );
+    let out = cli(&["user", "create", "--username", "alice", "--role", "admin"])
+        .env("AIOPS_USER_PASSWORD", "another-password")
+        .output()
+        .unwrap();
+    assert!(text(&out).1.contains("already taken"), "{}", text(&out).1);
+    let out = cli(&["user", "create", "--username", "dave", "--role", "root"])
+        .env("AIOPS_USER_PASSWORD", "another-password")
+        .output()
+        .unwrap();
+    assert!(text(&out).1.contains("expected viewer, operator or admin"));
+
+    let out = cli(&["user", "list"]).output().unwrap();
+    let (stdout, _) = text(&out);
+    assert_eq!(stdout.lines().count(), 3, "header and two users:\n{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("alice") && l.contains("OPERATOR"))
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("bob") && l.contains("VIEWER"))
+    );
+
+    // An API key: printed once on stdout, the note on stderr.
+    let out = cli(&[
+        "apikey",
+        "create",
+        "--username",
+        "alice",
+        "--name",
+        "ci",
+        "--role",
+        "viewer",
+        "--expires-days",
+        "30",
+    ])
+    .output()
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let key = stdout.trim();
+    assert!(aiops_engine::auth::api_key_prefix(key).is_some(), "{key}");
+    assert!(
+        stderr.contains("will not be shown again") && !stderr.contains(key),
+        "{stderr}"
+    );
+
+    let engine = engine_on(&url).await;
+    let principal = engine.authenticate(key).await.unwrap();
+    assert_eq!(
+        (principal.username.as_str(), principal.role),
+        ("alice", Role::Viewer)
+    );
+    let alice = engine.user_by_username("alice").await.unwrap();
+    let keys = engine.api_keys(alice.id).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].expires_at.is_some());
+
+    let out = cli(&["apikey", "list", "--username", "alice"])
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains(&format!("aiops_{}_", keys[0].prefix)),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(key), "listing shows the prefix only");
+
+    // More than the user's role is refused.
+    let out = cli(&[
+        "apikey",
+        "create",
+        "--username",
+        "alice",
+        "--name",
+        "x",
+        "--role",
+        "admin",
+    ])
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("forbidden"), "{}", text(&out).1);
+
+    let out = cli(&["apikey", "revoke", "--id", &keys[0].id.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(text(&out).0.contains("revoked"));
+    assert!(matches!(
+        engine.authenticate(key).await,
+        Err(Error::Unauthenticated)
+    ));
 }
 
 unsafe extern "C" {

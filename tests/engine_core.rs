@@ -435,15 +435,21 @@ both_backends!(
 );
 
 async fn heartbeat_keeps_long_step(backend: Backend) {
-    let Some(h) = Harness::new(backend).await else {
+    // Ten heartbeats per lease, so only a stall of seconds (not CI load) loses it.
+    let config = aiops_engine::EngineConfig {
+        lease_ttl: Duration::from_secs(3),
+        heartbeat_interval: Duration::from_millis(300),
+        ..common::fast_config()
+    };
+    let Some(h) = Harness::with_config(backend, config).await else {
         return;
     };
     let _a = h.spawn_worker();
     let _b = h.spawn_worker();
-    // Four times the 1.5 s lease: only heartbeats keep the other worker away.
+    // Three times the 3 s lease: only heartbeats keep the other worker away.
     let run = h
         .engine
-        .start_run(script(json!([{ "kind": "work", "ms": 6000 }])))
+        .start_run(script(json!([{ "kind": "work", "ms": 9000 }])))
         .await
         .unwrap();
     let done = h

@@ -1,22 +1,47 @@
-//! The HTTP surface of AIOps Agent Executor. The only crate that knows HTTP; for now
-//! it serves health and readiness probes next to the engine.
+//! The HTTP surface of AIOps Agent Executor — the only crate that knows HTTP,
+//! WebSocket and GraphQL. Handlers parse, call the engine, convert.
+
+pub mod graphql;
 
 use std::net::SocketAddr;
 
 use aiops_engine::Engine;
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-/// The application router. Tests drive it with `oneshot` or over a real socket.
+pub use graphql::{AiopsSchema, sdl};
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+struct AppState {
+    engine: Engine,
+    schema: AiopsSchema,
+}
+
+/// The application router. Tests drive it over a real socket.
 pub fn app(engine: Engine) -> Router {
+    let state = AppState {
+        schema: graphql::schema(engine.clone()),
+        engine,
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(engine)
+        .route("/graphql", post(graphql_http))
+        .route("/graphql/ws", get(graphql_ws))
+        .route("/graphiql", get(graphiql))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
 }
 
 /// Liveness: the process answers.
@@ -25,8 +50,8 @@ async fn healthz() -> axum::Json<serde_json::Value> {
 }
 
 /// Readiness: the database answers too.
-async fn readyz(State(engine): State<Engine>) -> (StatusCode, axum::Json<serde_json::Value>) {
-    match engine.ping().await {
+async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    match state.engine.ping().await {
         Ok(()) => (StatusCode::OK, axum::Json(json!({ "status": "ready" }))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
@@ -38,6 +63,69 @@ async fn readyz(State(engine): State<Engine>) -> (StatusCode, axum::Json<serde_j
     }
 }
 
+async fn graphql_http(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: GraphQLRequest,
+) -> GraphQLResponse {
+    let mut req = req.into_inner();
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .map(graphql::auth::bearer)
+            .unwrap_or_default();
+        match state.engine.authenticate(token).await {
+            Ok(principal) => req = req.data(principal),
+            // A wrong token is an error even for public fields: never silently anonymous.
+            Err(e) => {
+                let err =
+                    graphql::error::to_gql(e).into_server_error(async_graphql::Pos::default());
+                return async_graphql::Response::from_errors(vec![err]).into();
+            }
+        }
+    }
+    let mut response = state.schema.execute(req).await;
+    graphql::error::ensure_code(&mut response.errors);
+    response.into()
+}
+
+async fn graphql_ws(
+    State(state): State<AppState>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let schema = state.schema.clone();
+    let engine = state.engine.clone();
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            GraphQLWebSocket::new(stream, schema, protocol)
+                // The token travels in connection_init; without a valid one the
+                // server closes the socket (4403 Forbidden in graphql-transport-ws).
+                .on_connection_init(move |payload| async move {
+                    let token = graphql::auth::token_from_init(&payload).ok_or_else(|| {
+                        async_graphql::Error::new(
+                            "UNAUTHENTICATED: connection_init carries no token",
+                        )
+                    })?;
+                    let principal = engine
+                        .authenticate(&token)
+                        .await
+                        .map_err(|_| async_graphql::Error::new("UNAUTHENTICATED: invalid token"))?;
+                    let mut data = async_graphql::Data::default();
+                    data.insert(principal);
+                    Ok(data)
+                })
+                .serve()
+        })
+        .into_response()
+}
+
+/// GraphiQL wired to `/graphql` and `/graphql/ws`, with a field for the API key.
+async fn graphiql() -> Html<&'static str> {
+    Html(include_str!("graphiql.html"))
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -45,7 +133,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?addr, "HTTP API listening");
+    tracing::info!(?addr, "HTTP API listening (GraphiQL at /graphiql)");
     axum::serve(listener, app(engine))
         .with_graceful_shutdown(shutdown)
         .await

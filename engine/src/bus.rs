@@ -168,7 +168,7 @@ pub fn subscribe(
     run_id: RunId,
     after_seq: i64,
     fallback_poll: Duration,
-) -> impl Stream<Item = Result<Event>> + Send + 'static {
+) -> impl Stream<Item = Result<Event>> + Send + 'static + use<> {
     // Subscribe before reading the database so nothing committed in between is lost.
     let rx = bus.receiver();
     futures::stream::unfold(

@@ -255,7 +255,7 @@ impl Engine {
         &self,
         run_id: RunId,
         after_seq: i64,
-    ) -> impl Stream<Item = Result<Event>> + Send + 'static {
+    ) -> impl Stream<Item = Result<Event>> + Send + 'static + use<> {
         bus::subscribe(
             self.inner.db.clone(),
             &self.inner.bus,
@@ -869,5 +869,240 @@ impl Engine {
     pub async fn ping(&self) -> Result<()> {
         self.inner.db.execute_unprepared("SELECT 1").await?;
         Ok(())
+    }
+}
+
+/// How often at most [`Engine::authenticate`] records a key's `last_used_at`: a write
+/// per request would turn every read-only API call into a database write.
+const API_KEY_LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
+
+/// Access control (§10): users, password logins and API keys. Authorisation (which
+/// role an operation needs) is the caller's, via [`crate::auth::Principal::require`].
+impl Engine {
+    /// Creates a user. Usernames are 3–64 characters of `a-z 0-9 _ . -` and unique
+    /// ([`Error::Conflict`]); passwords have at least 12 characters and are stored as
+    /// argon2id hashes.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: &str,
+        role: crate::auth::Role,
+    ) -> Result<crate::auth::User> {
+        crate::auth::validate_username(username)?;
+        crate::auth::validate_password(password)?;
+        let db = &self.inner.db;
+        // Checked before hashing only to fail fast; the unique index decides races.
+        if store::users::get_by_username(db, username).await?.is_some() {
+            return Err(store::users::username_taken(username));
+        }
+        let hash = crate::auth::hash_password_off_thread(password.to_owned()).await?;
+        store::users::insert(db, username, &hash, role, Utc::now()).await
+    }
+
+    /// Every user, by username.
+    pub async fn users(&self) -> Result<Vec<crate::auth::User>> {
+        store::users::list(&self.inner.db).await
+    }
+
+    pub async fn user(&self, id: crate::ids::UserId) -> Result<crate::auth::User> {
+        store::users::get(&self.inner.db, id)
+            .await?
+            .ok_or_else(|| Error::not_found("user", id))
+    }
+
+    pub async fn user_by_username(&self, username: &str) -> Result<crate::auth::User> {
+        store::users::get_by_username(&self.inner.db, username)
+            .await?
+            .ok_or_else(|| Error::not_found("user", username))
+    }
+
+    /// Disables (or re-enables) a user: a disabled user can neither log in nor use
+    /// their API keys.
+    pub async fn set_user_disabled(
+        &self,
+        id: crate::ids::UserId,
+        disabled: bool,
+    ) -> Result<crate::auth::User> {
+        if !store::users::set_disabled(&self.inner.db, id, disabled, Utc::now()).await? {
+            return Err(Error::not_found("user", id));
+        }
+        self.user(id).await
+    }
+
+    /// Checks a username and password. Every failure (unknown user, wrong password,
+    /// disabled user) is the same [`Error::Unauthenticated`] and takes about as long.
+    pub async fn login(&self, username: &str, password: &str) -> Result<crate::auth::Principal> {
+        let credentials = store::users::credentials(&self.inner.db, username).await?;
+        let (user, hash) = match credentials {
+            Some(c) => (Some(c.user), Some(c.password_hash)),
+            None => (None, None),
+        };
+        let matches = crate::auth::verify_password_off_thread(password.to_owned(), hash).await?;
+        match user {
+            Some(user) if matches && !user.disabled => Ok(crate::auth::Principal {
+                user_id: user.id,
+                username: user.username,
+                role: user.role,
+                api_key_id: None,
+            }),
+            _ => Err(Error::Unauthenticated),
+        }
+    }
+
+    /// Creates an API key for a user, with the user's role unless `role` asks for less
+    /// (asking for more is [`Error::Forbidden`]). Returns the key's record and the key
+    /// itself, which is not stored and cannot be shown again.
+    pub async fn create_api_key(
+        &self,
+        user_id: crate::ids::UserId,
+        name: &str,
+        role: Option<crate::auth::Role>,
+        expires_in: Option<Duration>,
+    ) -> Result<(crate::auth::ApiKey, String)> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(Error::Invalid("name: must be 1 to 100 characters".into()));
+        }
+        let user = self.user(user_id).await?;
+        if user.disabled {
+            return Err(Error::Invalid(format!(
+                "user \"{}\" is disabled",
+                user.username
+            )));
+        }
+        let role = role.unwrap_or(user.role);
+        if role > user.role {
+            return Err(Error::Forbidden {
+                needed: role,
+                has: user.role,
+            });
+        }
+        let now = Utc::now();
+        let expires_at = match expires_in {
+            None => None,
+            Some(d) if d.is_zero() => {
+                return Err(Error::Invalid("expires_in: must be positive".into()));
+            }
+            Some(d) => Some(
+                chrono::Duration::from_std(d)
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d))
+                    .ok_or_else(|| Error::Invalid("expires_in: too far in the future".into()))?,
+            ),
+        };
+        let (key, prefix) = crate::auth::generate_api_key();
+        let record = store::api_keys::insert(
+            &self.inner.db,
+            store::api_keys::NewApiKey {
+                user_id,
+                name,
+                prefix: &prefix,
+                key_hash: &crate::auth::hash_api_key(&key),
+                role,
+                expires_at,
+            },
+            now,
+        )
+        .await?;
+        Ok((record, key))
+    }
+
+    /// A user's API keys (without hashes), oldest first, revoked and expired included.
+    pub async fn api_keys(&self, user_id: crate::ids::UserId) -> Result<Vec<crate::auth::ApiKey>> {
+        self.user(user_id).await?;
+        store::api_keys::list_by_user(&self.inner.db, user_id).await
+    }
+
+    /// Revokes an API key; it fails authentication from now on. Idempotent: revoking a
+    /// revoked key changes nothing and returns it.
+    pub async fn revoke_api_key(&self, id: crate::ids::ApiKeyId) -> Result<crate::auth::ApiKey> {
+        store::api_keys::revoke(&self.inner.db, id, Utc::now()).await?;
+        store::api_keys::get(&self.inner.db, id)
+            .await?
+            .ok_or_else(|| Error::not_found("API key", id))
+    }
+
+    /// The principal an API key (the token of an `Authorization: Bearer …` header)
+    /// stands for, with the key's role (never above its user's current role).
+    /// Unknown, malformed, revoked and expired keys and keys of disabled users are all
+    /// [`Error::Unauthenticated`].
+    pub async fn authenticate(&self, bearer_token: &str) -> Result<crate::auth::Principal> {
+        let token = bearer_token.trim();
+        if crate::auth::api_key_prefix(token).is_none() {
+            return Err(Error::Unauthenticated);
+        }
+        let db = &self.inner.db;
+        let Some((key, user)) =
+            store::api_keys::find_by_hash(db, &crate::auth::hash_api_key(token)).await?
+        else {
+            return Err(Error::Unauthenticated);
+        };
+        let now = Utc::now();
+        if !key.is_active(now) || user.disabled {
+            return Err(Error::Unauthenticated);
+        }
+        let resolution = chrono::Duration::from_std(API_KEY_LAST_USED_RESOLUTION)
+            .unwrap_or(chrono::Duration::minutes(1));
+        if key.last_used_at.is_none_or(|t| now - t >= resolution)
+            && let Err(e) = store::api_keys::touch(db, key.id, now, now - resolution).await
+        {
+            // Bookkeeping only: the key is valid, so the request goes on.
+            tracing::warn!(api_key.id = %key.id, error = %e, "cannot record API key use");
+        }
+        Ok(crate::auth::Principal {
+            user_id: user.id,
+            username: user.username,
+            role: key.role.min(user.role),
+            api_key_id: Some(key.id),
+        })
+    }
+
+    /// On a database without users, creates the user `admin` (role ADMIN) with
+    /// `password` or, if `None`, a random 24-character one, writes the password to
+    /// `<data_dir>/initial-admin-password` (mode 0600) and returns that path. Does
+    /// nothing and returns `None` when any user exists (also when another process
+    /// bootstraps at the same moment). The password is never logged.
+    pub async fn bootstrap_admin(
+        &self,
+        data_dir: &std::path::Path,
+        password: Option<&str>,
+    ) -> Result<Option<std::path::PathBuf>> {
+        let db = &self.inner.db;
+        if store::users::count(db).await? > 0 {
+            return Ok(None);
+        }
+        let password = match password {
+            Some(p) => p.to_owned(),
+            None => crate::auth::random_password(24),
+        };
+        let hash = crate::auth::hash_password_off_thread(password.clone()).await?;
+        // Insert first, count after: the write comes before any read in the transaction,
+        // so a concurrent bootstrap waits for this one (SQLite's write lock, Postgres's
+        // unique index) and then fails on the username instead of on a stale snapshot.
+        let txn = db.begin().await?;
+        match store::users::insert(&txn, "admin", &hash, crate::auth::Role::Admin, Utc::now()).await
+        {
+            Ok(_) => {}
+            // Another process created it first.
+            Err(Error::Conflict(_)) => {
+                txn.rollback().await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        if store::users::count(&txn).await? > 1 {
+            // Someone created another user since the check above.
+            txn.rollback().await?;
+            return Ok(None);
+        }
+        // Written before the commit: if writing fails, no admin exists whose password
+        // nobody knows, and the next start tries again.
+        let path = data_dir.join(crate::auth::INITIAL_ADMIN_PASSWORD_FILE);
+        crate::auth::write_secret_file(&path, &password)?;
+        if let Err(e) = txn.commit().await {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+        Ok(Some(path))
     }
 }

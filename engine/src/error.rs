@@ -1,5 +1,6 @@
 //! Errors of the engine's public operations.
 
+use crate::auth::Role;
 use crate::status::{IllegalTransition, UnknownState};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -30,6 +31,13 @@ pub enum Error {
     /// cancelled): nothing it writes may land.
     #[error("lease on run {0} was lost")]
     LeaseLost(String),
+    /// Wrong, unknown, revoked or expired credentials, or a disabled user. Deliberately
+    /// does not say which, so it cannot be used to find out which users exist.
+    #[error("authentication failed: invalid credentials")]
+    Unauthenticated,
+    /// The principal's role (or the role of the user a key is for) is too low.
+    #[error("forbidden: requires role {needed}, has {has}")]
+    Forbidden { needed: Role, has: Role },
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     /// The database could not be reached or failed mid-operation; retry later.

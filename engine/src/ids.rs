@@ -63,3 +63,11 @@ id_type!(
     /// Identifies a team.
     TeamId
 );
+id_type!(
+    /// Identifies a user.
+    UserId
+);
+id_type!(
+    /// Identifies an API key.
+    ApiKeyId
+);

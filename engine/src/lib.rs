@@ -3,6 +3,7 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the code map and invariants.
 
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod context;
@@ -19,6 +20,7 @@ pub mod worker;
 pub mod workflow;
 mod writer;
 
+pub use auth::{Principal, Role};
 pub use config::EngineConfig;
 pub use context::{
     ApprovalOutcome, ApprovalRequest, Attempt, InputOutcome, StepContext, StepError, StepOptions,
@@ -26,7 +28,7 @@ pub use context::{
 pub use engine::{Decision, Engine, StartRun};
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};
-pub use ids::{ApprovalId, QuestionId, RunId, TeamId};
+pub use ids::{ApiKeyId, ApprovalId, QuestionId, RunId, TeamId, UserId};
 pub use retry::{RetryPolicy, StepFailure};
 pub use status::{ApprovalStatus, QuestionStatus, RunStatus, StepStatus, Trigger};
 pub use worker::Worker;

@@ -355,3 +355,144 @@ impl Drop for FlakyProxy {
         self.accept.abort();
     }
 }
+
+/// The real HTTP API on 127.0.0.1:0 in front of `engine`; stops with the token.
+pub async fn serve_api(engine: &Engine, shutdown: CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind api");
+    let addr = listener.local_addr().expect("api addr");
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        let _ = aiops_api::serve(listener, engine, async move { shutdown.cancelled().await }).await;
+    });
+    format!("127.0.0.1:{}", addr.port())
+}
+
+/// The password every test user gets (long enough for the 12-character rule).
+pub const TEST_PASSWORD: &str = "correct horse battery staple";
+
+/// Creates a user with `role` and returns an API key for it.
+pub async fn token_for(engine: &Engine, username: &str, role: aiops_engine::auth::Role) -> String {
+    let user = engine
+        .create_user(username, TEST_PASSWORD, role)
+        .await
+        .expect("create user");
+    engine
+        .create_api_key(user.id, "test", None, None)
+        .await
+        .expect("create key")
+        .1
+}
+
+/// Every response body received by the `Api` clients of one test, for secret scans.
+pub type Transcript = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A GraphQL client over real HTTP, optionally with a bearer token.
+pub struct Api {
+    pub addr: String,
+    pub token: Option<String>,
+    client: reqwest::Client,
+    pub transcript: Transcript,
+}
+
+impl Api {
+    pub fn new(addr: &str, token: Option<&str>) -> Api {
+        Api {
+            addr: addr.to_owned(),
+            token: token.map(str::to_owned),
+            client: reqwest::Client::new(),
+            transcript: Transcript::default(),
+        }
+    }
+
+    /// Another client on the same server and transcript, with another token.
+    pub fn with_token(&self, token: Option<&str>) -> Api {
+        Api {
+            addr: self.addr.clone(),
+            token: token.map(str::to_owned),
+            client: self.client.clone(),
+            transcript: self.transcript.clone(),
+        }
+    }
+
+    /// The whole GraphQL response document (`data` and/or `errors`).
+    pub async fn gql(&self, query: &str, variables: serde_json::Value) -> serde_json::Value {
+        let mut req = self
+            .client
+            .post(format!("http://{}/graphql", self.addr))
+            .json(&serde_json::json!({ "query": query, "variables": variables }));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("POST /graphql");
+        let text = resp.text().await.expect("response body");
+        self.transcript
+            .lock()
+            .expect("transcript")
+            .push(text.clone());
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("GraphQL response is not JSON ({e}): {text}"))
+    }
+
+    /// `data`, asserting there are no errors.
+    pub async fn data(&self, query: &str, variables: serde_json::Value) -> serde_json::Value {
+        let resp = self.gql(query, variables).await;
+        assert!(resp.get("errors").is_none(), "unexpected errors: {resp:#}");
+        resp["data"].clone()
+    }
+
+    /// The `extensions.code` of the first error, asserting there is one.
+    pub async fn error_code(
+        &self,
+        query: &str,
+        variables: serde_json::Value,
+    ) -> (String, serde_json::Value) {
+        let resp = self.gql(query, variables).await;
+        let err = resp["errors"][0].clone();
+        let code = err["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error without code: {resp:#}"));
+        (code.to_owned(), err)
+    }
+}
+
+/// Fails if any stored secret (password hash, API key hash) or a test password
+/// appears in any response of the transcript. Plain API keys may appear only in the
+/// response that created them: pass those responses' indexes in `allowed_tokens`.
+pub async fn assert_no_secrets(engine: &Engine, transcript: &Transcript, tokens: &[String]) {
+    let db = engine.db();
+    let mut secrets: Vec<String> = vec![TEST_PASSWORD.to_owned()];
+    for (table, col) in [("users", "password_hash"), ("api_keys", "key_hash")] {
+        let rows = db
+            .query_all_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                format!("SELECT {col} FROM {table}"),
+            ))
+            .await
+            .expect("read secrets");
+        for row in rows {
+            let v: String = row.try_get_by_index(0).expect("secret column");
+            secrets.push(v);
+        }
+    }
+    let bodies = transcript.lock().expect("transcript").clone();
+    assert!(!bodies.is_empty(), "nothing was scanned");
+    for body in &bodies {
+        for secret in &secrets {
+            assert!(
+                !body.contains(secret.as_str()),
+                "a stored secret leaked in a response: {body}"
+            );
+        }
+        // The hash-shaped parts of argon2 PHC strings must not show up either.
+        assert!(!body.contains("$argon2"), "a password hash leaked: {body}");
+        for token in tokens {
+            let created_here = body.contains("\"token\"");
+            assert!(
+                created_here || !body.contains(token.as_str()),
+                "an API key was echoed: {body}"
+            );
+        }
+    }
+}

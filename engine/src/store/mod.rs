@@ -2,6 +2,7 @@
 //! compose transactions; the hot path (claim, heartbeat, fenced checkpoint) is
 //! hand-written SQL, one statement per table and batch.
 
+pub mod api_keys;
 pub mod approvals;
 pub mod checkpoint;
 pub mod entity;
@@ -11,6 +12,7 @@ pub mod questions;
 pub mod runs;
 pub mod steps;
 pub mod teams;
+pub mod users;
 
 use std::time::Duration;
 

@@ -55,3 +55,24 @@ pub async fn list(db: &impl ConnectionTrait, run_id: RunId) -> Result<Vec<Step>>
         })
         .collect()
 }
+
+/// Number of steps of each of `runs` (runs without steps are absent), in one query.
+pub async fn count_by_runs(
+    db: &impl ConnectionTrait,
+    runs: &[RunId],
+) -> Result<std::collections::HashMap<RunId, i64>> {
+    use sea_orm::{ExprTrait, QuerySelect, sea_query::Expr};
+    if runs.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(uuid::Uuid, i64)> = step::Entity::find()
+        .select_only()
+        .column(step::Column::RunId)
+        .column_as(Expr::col(step::Column::Id).count(), "n")
+        .filter(step::Column::RunId.is_in(runs.iter().map(|r| r.0)))
+        .group_by(step::Column::RunId)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|(id, n)| (RunId(id), n)).collect())
+}

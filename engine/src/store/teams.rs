@@ -134,3 +134,44 @@ pub async fn put(
         true,
     ))
 }
+
+/// Teams at the versions `version_ids` name (what runs pinned), in two queries.
+pub async fn by_version_ids(
+    db: &impl ConnectionTrait,
+    version_ids: &[uuid::Uuid],
+) -> Result<std::collections::HashMap<uuid::Uuid, Team>> {
+    if version_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let versions = team_version::Entity::find()
+        .filter(team_version::Column::Id.is_in(version_ids.iter().copied()))
+        .all(db)
+        .await?;
+    let team_ids: Vec<uuid::Uuid> = versions.iter().map(|v| v.team_id).collect();
+    let teams: std::collections::HashMap<uuid::Uuid, team::Model> = team::Entity::find()
+        .filter(team::Column::Id.is_in(team_ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t))
+        .collect();
+    Ok(versions
+        .into_iter()
+        .filter_map(|v| {
+            let t = teams.get(&v.team_id)?;
+            Some((
+                v.id,
+                Team {
+                    id: TeamId(t.id),
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    version: v.version,
+                    version_id: v.id,
+                    spec: v.spec,
+                    created_at: t.created_at,
+                    updated_at: t.updated_at,
+                },
+            ))
+        })
+        .collect())
+}

@@ -1,0 +1,299 @@
+//! Access control (§10): who is calling, and what each role may do.
+//!
+//! The principal comes from `Authorization: Bearer <api key>` over HTTP, or from the
+//! same token in `connection_init` over WebSocket. Without one, only `health` and
+//! `login` answer.
+
+use std::time::Duration;
+
+use aiops_engine::auth::{Principal, Role as EngineRole};
+use aiops_engine::{ApiKeyId, Engine, UserId};
+use async_graphql::{Context, Enum, Guard, InputObject, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::error::{ToGql, to_gql};
+
+/// Roles, lowest first: viewers read; operators also run, pause, cancel, decide and
+/// answer; admins also manage teams, users and keys.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl From<EngineRole> for Role {
+    fn from(r: EngineRole) -> Self {
+        match r {
+            EngineRole::Viewer => Role::Viewer,
+            EngineRole::Operator => Role::Operator,
+            EngineRole::Admin => Role::Admin,
+        }
+    }
+}
+
+impl From<Role> for EngineRole {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Viewer => EngineRole::Viewer,
+            Role::Operator => EngineRole::Operator,
+            Role::Admin => EngineRole::Admin,
+        }
+    }
+}
+
+/// Requires an authenticated principal with at least `role`.
+pub struct RoleGuard(pub EngineRole);
+
+impl Guard for RoleGuard {
+    async fn check(&self, ctx: &Context<'_>) -> Result<()> {
+        principal(ctx)?.require(self.0).map_err(to_gql)
+    }
+}
+
+/// The caller, or UNAUTHENTICATED.
+pub fn principal<'a>(ctx: &Context<'a>) -> Result<&'a Principal> {
+    ctx.data_opt::<Principal>()
+        .ok_or_else(|| to_gql(aiops_engine::Error::Unauthenticated))
+}
+
+/// Reads a bearer token: `Bearer <token>` or the bare token.
+pub fn bearer(value: &str) -> &str {
+    let v = value.trim();
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .unwrap_or(v)
+        .trim()
+}
+
+/// The token a WebSocket client sent in `connection_init`, under any of the names
+/// common clients use.
+pub fn token_from_init(payload: &serde_json::Value) -> Option<String> {
+    ["Authorization", "authorization", "authToken", "token"]
+        .iter()
+        .find_map(|k| payload.get(k).and_then(|v| v.as_str()))
+        .or_else(|| {
+            payload
+                .pointer("/headers/Authorization")
+                .and_then(|v| v.as_str())
+        })
+        .map(|t| bearer(t).to_owned())
+}
+
+/// The caller as seen by `me`.
+#[derive(SimpleObject)]
+pub struct Me {
+    pub user_id: Uuid,
+    pub username: String,
+    pub role: Role,
+    /// The API key used, when the request authenticated with one.
+    pub api_key_id: Option<Uuid>,
+}
+
+#[derive(SimpleObject)]
+pub struct User {
+    pub id: Uuid,
+    pub username: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<aiops_engine::auth::User> for User {
+    fn from(u: aiops_engine::auth::User) -> Self {
+        User {
+            id: u.id.0,
+            username: u.username,
+            role: u.role.into(),
+            disabled: u.disabled,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// An API key as listed: never the key itself.
+#[derive(SimpleObject)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    /// Tells keys apart without revealing them.
+    pub prefix: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<aiops_engine::auth::ApiKey> for ApiKey {
+    fn from(k: aiops_engine::auth::ApiKey) -> Self {
+        ApiKey {
+            id: k.id.0,
+            user_id: k.user_id.0,
+            name: k.name,
+            prefix: k.prefix,
+            role: k.role.into(),
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+/// A new key: `token` is shown this once and stored only as a hash.
+#[derive(SimpleObject)]
+pub struct ApiKeyCreated {
+    pub api_key: ApiKey,
+    pub token: String,
+}
+
+#[derive(InputObject)]
+pub struct CreateApiKeyInput {
+    pub name: String,
+    /// Another user's id (admins only); default: the caller.
+    pub user_id: Option<Uuid>,
+    /// At most the user's role; default: the user's role.
+    pub role: Option<Role>,
+    #[graphql(validator(minimum = 1, maximum = 3650))]
+    pub expires_in_days: Option<i32>,
+}
+
+#[derive(Default)]
+pub struct AuthQuery;
+
+#[Object]
+impl AuthQuery {
+    /// The caller.
+    async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
+        let p = principal(ctx)?;
+        Ok(Me {
+            user_id: p.user_id.0,
+            username: p.username.clone(),
+            role: p.role.into(),
+            api_key_id: p.api_key_id.map(|k| k.0),
+        })
+    }
+
+    #[graphql(guard = "RoleGuard(EngineRole::Admin)")]
+    async fn users(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
+        Ok(ctx
+            .data::<Engine>()?
+            .users()
+            .await
+            .gql()?
+            .into_iter()
+            .map(User::from)
+            .collect())
+    }
+
+    /// The caller's API keys (admins may name another user).
+    async fn api_keys(&self, ctx: &Context<'_>, user_id: Option<Uuid>) -> Result<Vec<ApiKey>> {
+        let owner = owner_for(ctx, user_id)?;
+        Ok(ctx
+            .data::<Engine>()?
+            .api_keys(owner)
+            .await
+            .gql()?
+            .into_iter()
+            .map(ApiKey::from)
+            .collect())
+    }
+}
+
+/// `user_id` when the caller may act for that user, else FORBIDDEN.
+fn owner_for(ctx: &Context<'_>, user_id: Option<Uuid>) -> Result<UserId> {
+    let p = principal(ctx)?;
+    match user_id.map(UserId) {
+        Some(other) if other != p.user_id => {
+            p.require(EngineRole::Admin).map_err(to_gql)?;
+            Ok(other)
+        }
+        _ => Ok(p.user_id),
+    }
+}
+
+#[derive(Default)]
+pub struct AuthMutation;
+
+#[Object]
+impl AuthMutation {
+    /// Exchanges a password for an API key valid 12 hours (what the console uses).
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        username: String,
+        password: String,
+    ) -> Result<ApiKeyCreated> {
+        let engine = ctx.data::<Engine>()?;
+        let p = engine.login(&username, &password).await.gql()?;
+        let (key, token) = engine
+            .create_api_key(
+                p.user_id,
+                "login session",
+                None,
+                Some(Duration::from_secs(12 * 3600)),
+            )
+            .await
+            .gql()?;
+        Ok(ApiKeyCreated {
+            api_key: key.into(),
+            token,
+        })
+    }
+
+    #[graphql(guard = "RoleGuard(EngineRole::Admin)")]
+    async fn create_user(
+        &self,
+        ctx: &Context<'_>,
+        username: String,
+        password: String,
+        role: Role,
+    ) -> Result<User> {
+        let engine = ctx.data::<Engine>()?;
+        Ok(engine
+            .create_user(&username, &password, role.into())
+            .await
+            .gql()?
+            .into())
+    }
+
+    /// A new key for the caller (or, for admins, another user); shown once.
+    async fn create_api_key(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateApiKeyInput,
+    ) -> Result<ApiKeyCreated> {
+        let owner = owner_for(ctx, input.user_id)?;
+        let expires = input
+            .expires_in_days
+            .map(|d| Duration::from_secs(d as u64 * 24 * 3600));
+        let (key, token) = ctx
+            .data::<Engine>()?
+            .create_api_key(owner, &input.name, input.role.map(Into::into), expires)
+            .await
+            .gql()?;
+        Ok(ApiKeyCreated {
+            api_key: key.into(),
+            token,
+        })
+    }
+
+    /// Revokes a key at once; its next request is UNAUTHENTICATED. Idempotent.
+    async fn revoke_api_key(&self, ctx: &Context<'_>, id: Uuid) -> Result<ApiKey> {
+        let p = principal(ctx)?;
+        let engine = ctx.data::<Engine>()?;
+        let owned = engine
+            .api_keys(p.user_id)
+            .await
+            .gql()?
+            .iter()
+            .any(|k| k.id.0 == id);
+        if !owned {
+            p.require(EngineRole::Admin).map_err(to_gql)?;
+        }
+        Ok(engine.revoke_api_key(ApiKeyId(id)).await.gql()?.into())
+    }
+}

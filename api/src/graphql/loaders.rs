@@ -1,0 +1,42 @@
+//! DataLoaders: fields resolved for many runs at once cost one query per batch,
+//! not one per run.
+
+use std::collections::HashMap;
+
+use aiops_engine::store::teams::Team as TeamRecord;
+use aiops_engine::{Engine, RunId, store};
+use async_graphql::dataloader::Loader;
+use uuid::Uuid;
+
+/// Step counts by run id.
+pub struct StepCounts(pub Engine);
+
+impl Loader<Uuid> for StepCounts {
+    type Value = i64;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, i64>, Self::Error> {
+        let runs: Vec<RunId> = keys.iter().map(|k| RunId(*k)).collect();
+        let counts = store::steps::count_by_runs(self.0.db(), &runs)
+            .await
+            .map_err(super::error::to_gql)?;
+        Ok(keys
+            .iter()
+            .map(|k| (*k, counts.get(&RunId(*k)).copied().unwrap_or(0)))
+            .collect())
+    }
+}
+
+/// Teams by the version id a run pinned.
+pub struct TeamVersions(pub Engine);
+
+impl Loader<Uuid> for TeamVersions {
+    type Value = TeamRecord;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, TeamRecord>, Self::Error> {
+        store::teams::by_version_ids(self.0.db(), keys)
+            .await
+            .map_err(super::error::to_gql)
+    }
+}

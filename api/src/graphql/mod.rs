@@ -1,0 +1,87 @@
+//! The GraphQL schema (§9): queries, mutations and subscriptions over the engine.
+
+pub mod auth;
+pub mod error;
+mod loaders;
+mod mutation;
+mod query;
+mod subscription;
+pub mod types;
+
+use std::sync::Arc;
+
+use aiops_engine::Engine;
+use async_graphql::dataloader::DataLoader;
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute};
+use async_graphql::{Context, MergedObject, Response, Schema};
+
+pub use mutation::MutationRoot;
+pub use query::QueryRoot;
+pub use subscription::SubscriptionRoot;
+
+#[derive(MergedObject, Default)]
+pub struct Query(QueryRoot, auth::AuthQuery);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(MutationRoot, auth::AuthMutation);
+
+pub type AiopsSchema = Schema<Query, Mutation, SubscriptionRoot>;
+
+/// Deepest query accepted.
+pub const MAX_DEPTH: usize = 12;
+/// Most expensive query accepted (async-graphql's complexity: 1 per field by default).
+pub const MAX_COMPLEXITY: usize = 1000;
+
+/// Builds the schema with its limits; `engine` is available to every resolver.
+pub fn schema(engine: Engine) -> AiopsSchema {
+    Schema::build(Query::default(), Mutation::default(), SubscriptionRoot)
+        .data(DataLoader::new(
+            loaders::StepCounts(engine.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            loaders::TeamVersions(engine.clone()),
+            tokio::spawn,
+        ))
+        .data(engine)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .extension(ErrorCodes)
+        .finish()
+}
+
+/// The SDL committed as `schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(Query::default(), Mutation::default(), SubscriptionRoot)
+        .finish()
+        .sdl()
+}
+
+/// Who is acting, for audit fields such as `decided_by`.
+pub(crate) fn actor(ctx: &Context<'_>) -> String {
+    auth::principal(ctx).map_or_else(|_| "unknown".to_owned(), |p| p.username.clone())
+}
+
+/// Gives every error that lacks one an `extensions.code` (parse and validation
+/// errors come from async-graphql itself and are the client's fault).
+struct ErrorCodes;
+
+impl ExtensionFactory for ErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ErrorCodes)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for ErrorCodes {
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        let mut response = next.run(ctx, operation_name).await;
+        error::ensure_code(&mut response.errors);
+        response
+    }
+}

@@ -1,0 +1,361 @@
+//! GraphQL object types: thin views over engine records.
+
+use aiops_engine::store::approvals::Approval as ApprovalRecord;
+use aiops_engine::store::questions::Question as QuestionRecord;
+use aiops_engine::store::runs::Run as RunRecord;
+use aiops_engine::store::steps::Step as StepRecord;
+use aiops_engine::store::teams::Team as TeamRecord;
+use aiops_engine::{Engine, Event as EventRecord};
+use async_graphql::{ComplexObject, Context, Enum, Json, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::error::ToGql;
+use super::loaders::{StepCounts, TeamVersions};
+use async_graphql::dataloader::DataLoader;
+
+macro_rules! mirror_enum {
+    ($(#[$doc:meta])* $name:ident from $engine:path { $($variant:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+        pub enum $name { $($variant),+ }
+
+        impl From<$engine> for $name {
+            fn from(v: $engine) -> Self {
+                match v { $(<$engine>::$variant => $name::$variant),+ }
+            }
+        }
+
+        impl From<$name> for $engine {
+            fn from(v: $name) -> Self {
+                match v { $($name::$variant => <$engine>::$variant),+ }
+            }
+        }
+    };
+}
+
+mirror_enum!(
+    /// The state of a run (§4).
+    RunStatus from aiops_engine::RunStatus {
+        Queued, Running, Paused, WaitingApproval, WaitingInput, RetryWait, Succeeded, Failed, Cancelled, TimedOut
+    }
+);
+mirror_enum!(
+    /// What started a run.
+    Trigger from aiops_engine::Trigger { Manual, Schedule, Alertmanager, Api }
+);
+mirror_enum!(
+    /// The state of a step.
+    StepStatus from aiops_engine::StepStatus { Running, RetryWait, Sleeping, Succeeded, Failed }
+);
+mirror_enum!(
+    /// The state of an approval.
+    ApprovalStatus from aiops_engine::ApprovalStatus { Pending, Approved, Rejected, Expired, Executed }
+);
+mirror_enum!(
+    /// The state of a question.
+    QuestionStatus from aiops_engine::QuestionStatus { Pending, Answered, Expired }
+);
+mirror_enum!(
+    /// Event types of a run's log.
+    EventKind from aiops_engine::EventKind {
+        RunQueued, RunStarted, StepStarted, StepSucceeded, StepFailed, StepRetryScheduled, LlmToken,
+        ToolCall, ToolResult, ApprovalRequested, ApprovalDecided, InputRequested, InputReceived,
+        RunPaused, RunResumed, RunSucceeded, RunFailed, RunCancelled, RunTimedOut
+    }
+);
+
+/// One execution of a workflow (or, later, a team) on an input.
+#[derive(SimpleObject)]
+#[graphql(complex)]
+pub struct Run {
+    pub id: Uuid,
+    pub workflow: String,
+    pub status: RunStatus,
+    pub trigger: Trigger,
+    pub idempotency_key: Option<String>,
+    pub input: Json<serde_json::Value>,
+    pub output: Option<Json<serde_json::Value>>,
+    pub error: Option<String>,
+    /// How many times the run was claimed by a worker.
+    pub attempt: i64,
+    /// Highest event seq: subscribe with `afterSeq` to continue from here.
+    pub last_seq: i64,
+    pub pause_requested: bool,
+    pub team_id: Option<Uuid>,
+    pub team_version_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub deadline_at: Option<DateTime<Utc>>,
+    /// Filled by list resolvers that load these for a whole page at once.
+    #[graphql(skip)]
+    pub prefetched_step_count: Option<i64>,
+    #[graphql(skip)]
+    pub prefetched_team: Option<Option<TeamRecord>>,
+}
+
+impl From<RunRecord> for Run {
+    fn from(r: RunRecord) -> Self {
+        Run {
+            id: r.id.0,
+            workflow: r.workflow,
+            status: r.status.into(),
+            trigger: r.trigger.into(),
+            idempotency_key: r.idempotency_key,
+            input: Json(r.input),
+            output: r.output.map(Json),
+            error: r.error,
+            attempt: r.attempt,
+            last_seq: r.last_seq,
+            pause_requested: r.pause_requested,
+            team_id: r.team_id.map(|t| t.0),
+            team_version_id: r.team_version_id,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            deadline_at: r.deadline_at,
+            prefetched_step_count: None,
+            prefetched_team: None,
+        }
+    }
+}
+
+#[ComplexObject]
+impl Run {
+    /// How many steps the run has recorded (batched across runs).
+    async fn step_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        if let Some(n) = self.prefetched_step_count {
+            return Ok(n);
+        }
+        let loader = ctx.data::<DataLoader<StepCounts>>()?;
+        Ok(loader.load_one(self.id).await?.unwrap_or(0))
+    }
+
+    /// The team at the version this run pinned, for team runs (batched across runs).
+    async fn team(&self, ctx: &Context<'_>) -> Result<Option<Team>> {
+        if let Some(team) = &self.prefetched_team {
+            return Ok(team.clone().map(Team::from));
+        }
+        let Some(version) = self.team_version_id else {
+            return Ok(None);
+        };
+        let loader = ctx.data::<DataLoader<TeamVersions>>()?;
+        Ok(loader.load_one(version).await?.map(Team::from))
+    }
+
+    /// Every step of the run, in the order first recorded.
+    async fn steps(&self, ctx: &Context<'_>) -> Result<Vec<Step>> {
+        let engine = ctx.data::<Engine>()?;
+        Ok(engine
+            .steps(self.id.into())
+            .await
+            .gql()?
+            .into_iter()
+            .map(Step::from)
+            .collect())
+    }
+
+    /// Stored events with `seq > afterSeq`, oldest first (at most `first`, ≤ 1000).
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 0)] after_seq: i64,
+        #[graphql(default = 100, validator(minimum = 1, maximum = 1000))] first: i64,
+    ) -> Result<Vec<Event>> {
+        let engine = ctx.data::<Engine>()?;
+        Ok(engine
+            .events(self.id.into(), after_seq, first as u64)
+            .await
+            .gql()?
+            .into_iter()
+            .map(Event::from)
+            .collect())
+    }
+
+    async fn approvals(&self, ctx: &Context<'_>) -> Result<Vec<Approval>> {
+        let engine = ctx.data::<Engine>()?;
+        Ok(engine
+            .approvals_of_run(self.id.into())
+            .await
+            .gql()?
+            .into_iter()
+            .map(Approval::from)
+            .collect())
+    }
+}
+
+/// One durable step of a run.
+#[derive(SimpleObject)]
+pub struct Step {
+    pub key: String,
+    pub status: StepStatus,
+    pub attempts: i32,
+    pub input: Option<Json<serde_json::Value>>,
+    pub output: Option<Json<serde_json::Value>>,
+    pub usage: Option<Json<serde_json::Value>>,
+    pub error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+impl From<StepRecord> for Step {
+    fn from(s: StepRecord) -> Self {
+        Step {
+            key: s.key,
+            status: s.status.into(),
+            attempts: s.attempts,
+            input: s.input.map(Json),
+            output: s.output.map(Json),
+            usage: s.usage.map(Json),
+            error: s.error,
+            started_at: s.started_at,
+            finished_at: s.finished_at,
+            next_attempt_at: s.next_attempt_at,
+        }
+    }
+}
+
+/// One entry of a run's event log; `seq` is 1, 2, 3 … without gaps.
+#[derive(SimpleObject)]
+pub struct Event {
+    pub run_id: Uuid,
+    pub seq: i64,
+    pub kind: EventKind,
+    pub payload: Json<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<EventRecord> for Event {
+    fn from(e: EventRecord) -> Self {
+        Event {
+            run_id: e.run_id.0,
+            seq: e.seq,
+            kind: e.kind.into(),
+            payload: Json(e.payload),
+            created_at: e.created_at,
+        }
+    }
+}
+
+/// A pending or decided approval of a risky action.
+#[derive(SimpleObject)]
+pub struct Approval {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub step_key: String,
+    pub tool: String,
+    pub args: Json<serde_json::Value>,
+    pub risk_note: Option<String>,
+    pub status: ApprovalStatus,
+    pub requested_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub comment: Option<String>,
+}
+
+impl From<ApprovalRecord> for Approval {
+    fn from(a: ApprovalRecord) -> Self {
+        Approval {
+            id: a.id.0,
+            run_id: a.run_id.0,
+            step_key: a.step_key,
+            tool: a.tool,
+            args: Json(a.args),
+            risk_note: a.risk_note,
+            status: a.status.into(),
+            requested_at: a.requested_at,
+            expires_at: a.expires_at,
+            decided_by: a.decided_by,
+            decided_at: a.decided_at,
+            comment: a.comment,
+        }
+    }
+}
+
+/// A question a run asked an operator.
+#[derive(SimpleObject)]
+pub struct Question {
+    pub id: Uuid,
+    pub run_id: Uuid,
+    pub step_key: String,
+    pub question: String,
+    pub status: QuestionStatus,
+    pub answer: Option<String>,
+    pub answered_by: Option<String>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<QuestionRecord> for Question {
+    fn from(q: QuestionRecord) -> Self {
+        Question {
+            id: q.id.0,
+            run_id: q.run_id.0,
+            step_key: q.step_key,
+            question: q.question,
+            status: q.status.into(),
+            answer: q.answer,
+            answered_by: q.answered_by,
+            answered_at: q.answered_at,
+            expires_at: q.expires_at,
+            created_at: q.created_at,
+        }
+    }
+}
+
+/// A team at its latest version.
+#[derive(SimpleObject)]
+pub struct Team {
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub version: i32,
+    pub version_id: Uuid,
+    /// The validated team document (§3) as JSON.
+    pub spec: Json<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<TeamRecord> for Team {
+    fn from(t: TeamRecord) -> Self {
+        Team {
+            id: t.id.0,
+            name: t.name,
+            description: t.description,
+            version: t.version,
+            version_id: t.version_id,
+            spec: Json(t.spec),
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+/// One rule a team document breaks, with where.
+#[derive(SimpleObject, Clone)]
+pub struct Violation {
+    pub path: String,
+    pub message: String,
+}
+
+/// The result of `validateTeam`.
+#[derive(SimpleObject)]
+pub struct TeamValidation {
+    pub valid: bool,
+    pub violations: Vec<Violation>,
+}
+
+/// The result of `applyTeam`.
+#[derive(SimpleObject)]
+pub struct TeamApplied {
+    pub team: Team,
+    /// False when the document equals the latest version (no version was added).
+    pub changed: bool,
+}

@@ -1,0 +1,161 @@
+//! The `users` table. Password hashes stay in this module: [`User`] has none, and
+//! only [`Credentials`] (crate-private, redacted in `Debug`) carries one to `login`.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, SqlErr,
+};
+
+use super::entity::user;
+use crate::auth::Role;
+use crate::ids::UserId;
+use crate::{Error, Result};
+
+/// A user as the rest of the system sees it: no password hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<user::Model> for User {
+    type Error = Error;
+    fn try_from(m: user::Model) -> Result<Self> {
+        Ok(User {
+            id: UserId(m.id),
+            username: m.username,
+            role: m.role.parse()?,
+            disabled: m.disabled,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        })
+    }
+}
+
+/// A user with their password hash, for verifying a login.
+pub(crate) struct Credentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password_hash", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Inserts a user; a taken username is [`Error::Conflict`].
+pub(crate) async fn insert(
+    db: &impl ConnectionTrait,
+    username: &str,
+    password_hash: &str,
+    role: Role,
+    now: DateTime<Utc>,
+) -> Result<User> {
+    let id = UserId::new();
+    let model = user::ActiveModel {
+        id: Set(id.0),
+        username: Set(username.to_owned()),
+        password_hash: Set(password_hash.to_owned()),
+        role: Set(role.as_str().to_owned()),
+        disabled: Set(false),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    match user::Entity::insert(model).exec_without_returning(db).await {
+        Ok(_) => {}
+        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            return Err(username_taken(username));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(User {
+        id,
+        username: username.to_owned(),
+        role,
+        disabled: false,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+pub(crate) fn username_taken(username: &str) -> Error {
+    Error::Conflict(format!("username \"{username}\" is already taken"))
+}
+
+pub async fn get(db: &impl ConnectionTrait, id: UserId) -> Result<Option<User>> {
+    user::Entity::find_by_id(id.0)
+        .one(db)
+        .await?
+        .map(User::try_from)
+        .transpose()
+}
+
+pub async fn get_by_username(db: &impl ConnectionTrait, username: &str) -> Result<Option<User>> {
+    user::Entity::find()
+        .filter(user::Column::Username.eq(username))
+        .one(db)
+        .await?
+        .map(User::try_from)
+        .transpose()
+}
+
+/// The user and their password hash, for `login`.
+pub(crate) async fn credentials(
+    db: &impl ConnectionTrait,
+    username: &str,
+) -> Result<Option<Credentials>> {
+    let Some(m) = user::Entity::find()
+        .filter(user::Column::Username.eq(username))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let password_hash = m.password_hash.clone();
+    Ok(Some(Credentials {
+        user: User::try_from(m)?,
+        password_hash,
+    }))
+}
+
+/// Every user, by username.
+pub async fn list(db: &impl ConnectionTrait) -> Result<Vec<User>> {
+    user::Entity::find()
+        .order_by_asc(user::Column::Username)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(User::try_from)
+        .collect()
+}
+
+pub async fn count(db: &impl ConnectionTrait) -> Result<u64> {
+    Ok(user::Entity::find().count(db).await?)
+}
+
+/// Disables or re-enables a user; `false` if there is no such user.
+pub async fn set_disabled(
+    db: &impl ConnectionTrait,
+    id: UserId,
+    disabled: bool,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let res = user::Entity::update_many()
+        .col_expr(user::Column::Disabled, disabled.into())
+        .col_expr(user::Column::UpdatedAt, now.into())
+        .filter(user::Column::Id.eq(id.0))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected > 0)
+}

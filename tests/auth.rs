@@ -1,0 +1,421 @@
+//! Access control (§10): users and logins, API keys, the first admin — on Postgres and
+//! SQLite.
+
+mod common;
+
+use std::time::Duration;
+
+use aiops_engine::auth::{self, ApiKey, User};
+use aiops_engine::{Error, Role};
+use common::{Backend, Harness};
+use sea_orm::ConnectionTrait;
+
+const PASSWORD: &str = "correct-horse-battery";
+
+async fn user(h: &Harness, username: &str, role: Role) -> User {
+    h.engine
+        .create_user(username, PASSWORD, role)
+        .await
+        .unwrap()
+}
+
+fn assert_unauthenticated<T: std::fmt::Debug>(r: aiops_engine::Result<T>) -> String {
+    match r {
+        Err(e @ Error::Unauthenticated) => e.to_string(),
+        other => panic!("expected Unauthenticated, got {other:?}"),
+    }
+}
+
+async fn login_with_password(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let alice = user(&h, "alice", Role::Operator).await;
+    assert_eq!(
+        (alice.username.as_str(), alice.role, alice.disabled),
+        ("alice", Role::Operator, false)
+    );
+
+    let p = h.engine.login("alice", PASSWORD).await.unwrap();
+    assert_eq!(
+        (p.user_id, p.username.as_str(), p.role, p.api_key_id),
+        (alice.id, "alice", Role::Operator, None)
+    );
+
+    let wrong_password = assert_unauthenticated(h.engine.login("alice", "not-the-password").await);
+    let unknown_user = assert_unauthenticated(h.engine.login("mallory", PASSWORD).await);
+    assert_eq!(
+        wrong_password, unknown_user,
+        "the message must not tell which one was wrong"
+    );
+    assert!(!wrong_password.contains("alice") && !wrong_password.contains("password was"));
+
+    // Disabled users cannot log in, with the same answer.
+    h.engine.set_user_disabled(alice.id, true).await.unwrap();
+    assert_eq!(
+        assert_unauthenticated(h.engine.login("alice", PASSWORD).await),
+        unknown_user
+    );
+    h.engine.set_user_disabled(alice.id, false).await.unwrap();
+    h.engine.login("alice", PASSWORD).await.unwrap();
+
+    let users = h.engine.users().await.unwrap();
+    assert_eq!(users, vec![h.engine.user(alice.id).await.unwrap()]);
+
+    // Rules on new users.
+    for (username, password, expect) in [
+        ("bob", "short", "at least 12 characters"),
+        ("Bob", PASSWORD, "lowercase letters"),
+        ("bo", PASSWORD, "3 to 64 characters"),
+    ] {
+        match h.engine.create_user(username, password, Role::Viewer).await {
+            Err(Error::Invalid(msg)) => assert!(msg.contains(expect), "{msg}"),
+            other => panic!("{username}/{password}: {other:?}"),
+        }
+    }
+}
+both_backends!(users_log_in_with_their_password, login_with_password);
+
+async fn duplicate_username(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    user(&h, "alice", Role::Viewer).await;
+    match h
+        .engine
+        .create_user("alice", "another-password-1", Role::Admin)
+        .await
+    {
+        Err(Error::Conflict(msg)) => assert_eq!(msg, "username \"alice\" is already taken"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.engine.users().await.unwrap().len(), 1);
+}
+both_backends!(duplicate_username_is_a_conflict, duplicate_username);
+
+async fn api_key_authenticates(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let admin = user(&h, "root-ops", Role::Admin).await;
+    let (key, plaintext) = h
+        .engine
+        .create_api_key(admin.id, "grafana", Some(Role::Viewer), None)
+        .await
+        .unwrap();
+    assert_eq!(auth::api_key_prefix(&plaintext), Some(key.prefix.as_str()));
+    assert_eq!(
+        (key.user_id, key.name.as_str(), key.role),
+        (admin.id, "grafana", Role::Viewer)
+    );
+    assert!(key.last_used_at.is_none() && key.expires_at.is_none() && key.revoked_at.is_none());
+
+    let p = h.engine.authenticate(&plaintext).await.unwrap();
+    assert_eq!(
+        (p.user_id, p.username.as_str(), p.role, p.api_key_id),
+        (admin.id, "root-ops", Role::Viewer, Some(key.id)),
+        "the key's role, not the user's"
+    );
+    assert!(p.require(Role::Viewer).is_ok());
+    assert!(matches!(
+        p.require(Role::Operator),
+        Err(Error::Forbidden {
+            needed: Role::Operator,
+            has: Role::Viewer
+        })
+    ));
+
+    // last_used_at is recorded, then not rewritten within the minute.
+    let listed = h.engine.api_keys(admin.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let first_use = listed[0].last_used_at.expect("last_used_at set");
+    h.engine.authenticate(&plaintext).await.unwrap();
+    let again = h.engine.api_keys(admin.id).await.unwrap();
+    assert_eq!(again[0].last_used_at, Some(first_use));
+
+    // Without a role, a key gets its user's.
+    let (full, full_plaintext) = h
+        .engine
+        .create_api_key(admin.id, "ci", None, Some(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    assert_eq!(full.role, Role::Admin);
+    assert!(full.expires_at.is_some());
+    assert_eq!(
+        h.engine.authenticate(&full_plaintext).await.unwrap().role,
+        Role::Admin
+    );
+
+    // Malformed, unknown and tampered tokens.
+    let last = if plaintext.ends_with('x') { 'y' } else { 'x' };
+    let tampered = format!("{}{last}", &plaintext[..plaintext.len() - 1]);
+    for token in [
+        "",
+        "garbage",
+        &format!("Basic {plaintext}"),
+        &tampered,
+        "aiops_abcd1234_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        assert_unauthenticated(h.engine.authenticate(token).await);
+    }
+}
+both_backends!(
+    api_key_authenticates_with_its_role_and_records_use,
+    api_key_authenticates
+);
+
+async fn revoked_and_expired(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let op = user(&h, "ops", Role::Operator).await;
+    let (key, plaintext) = h
+        .engine
+        .create_api_key(op.id, "laptop", None, None)
+        .await
+        .unwrap();
+    h.engine.authenticate(&plaintext).await.unwrap();
+    let revoked = h.engine.revoke_api_key(key.id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert_unauthenticated(h.engine.authenticate(&plaintext).await);
+    // Idempotent: the first revocation time stays.
+    let again = h.engine.revoke_api_key(key.id).await.unwrap();
+    assert_eq!(again.revoked_at, revoked.revoked_at);
+    assert!(matches!(
+        h.engine.revoke_api_key(aiops_engine::ApiKeyId::new()).await,
+        Err(Error::NotFound { .. })
+    ));
+
+    let (_, short_lived) = h
+        .engine
+        .create_api_key(op.id, "short", None, Some(Duration::from_millis(1)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_unauthenticated(h.engine.authenticate(&short_lived).await);
+
+    // A disabled user's keys stop working too.
+    let (_, live) = h
+        .engine
+        .create_api_key(op.id, "live", None, None)
+        .await
+        .unwrap();
+    h.engine.authenticate(&live).await.unwrap();
+    h.engine.set_user_disabled(op.id, true).await.unwrap();
+    assert_unauthenticated(h.engine.authenticate(&live).await);
+}
+both_backends!(
+    revoked_expired_and_disabled_keys_are_refused,
+    revoked_and_expired
+);
+
+async fn key_role_above_user(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let op = user(&h, "ops", Role::Operator).await;
+    match h
+        .engine
+        .create_api_key(op.id, "too-much", Some(Role::Admin), None)
+        .await
+    {
+        Err(Error::Forbidden { needed, has }) => {
+            assert_eq!((needed, has), (Role::Admin, Role::Operator))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(h.engine.api_keys(op.id).await.unwrap().is_empty());
+}
+both_backends!(key_role_above_its_user_is_forbidden, key_role_above_user);
+
+async fn no_secrets_in_output(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let alice = user(&h, "alice", Role::Admin).await;
+    let (key, plaintext) = h
+        .engine
+        .create_api_key(alice.id, "bot", Some(Role::Operator), None)
+        .await
+        .unwrap();
+    let principal = h.engine.authenticate(&plaintext).await.unwrap();
+    let keys: Vec<ApiKey> = h.engine.api_keys(alice.id).await.unwrap();
+    let key_hash = auth::hash_api_key(&plaintext);
+    let secret = plaintext.rsplit('_').next().unwrap().to_owned();
+
+    // What is stored: an argon2id hash and the key's SHA-256, never the secrets.
+    let db = h.engine.db();
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT password_hash FROM users",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let password_hash: String = row.try_get_by_index(0).unwrap();
+    assert!(password_hash.starts_with("$argon2id$"), "{password_hash}");
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT key_hash, prefix FROM api_keys",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get_by_index::<String>(0).unwrap(), key_hash);
+    assert_eq!(row.try_get_by_index::<String>(1).unwrap(), key.prefix);
+
+    let mut outputs = vec![
+        format!("{alice:?}"),
+        format!("{:?}", h.engine.users().await.unwrap()),
+        format!("{key:?}"),
+        format!("{keys:?}"),
+        format!("{principal:?}"),
+        format!("{:?}", h.engine.revoke_api_key(key.id).await.unwrap()),
+    ];
+    let errors = [
+        h.engine
+            .login("alice", "wrong-password-123")
+            .await
+            .unwrap_err(),
+        h.engine.authenticate(&plaintext).await.unwrap_err(),
+        h.engine
+            .create_user("alice", PASSWORD, Role::Viewer)
+            .await
+            .unwrap_err(),
+        h.engine
+            .create_user("bob", "tiny-secret", Role::Viewer)
+            .await
+            .unwrap_err(),
+        h.engine
+            .create_api_key(alice.id, "x", None, Some(Duration::ZERO))
+            .await
+            .unwrap_err(),
+    ];
+    for e in &errors {
+        outputs.push(e.to_string());
+        outputs.push(format!("{e:?}"));
+    }
+    for out in &outputs {
+        for leaked in [
+            PASSWORD,
+            "tiny-secret",
+            &password_hash,
+            "$argon2",
+            &plaintext,
+            &secret,
+            &key_hash,
+        ] {
+            assert!(!out.contains(leaked), "{leaked:?} leaked in {out:?}");
+        }
+    }
+}
+both_backends!(no_hash_or_secret_in_debug_or_errors, no_secrets_in_output);
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+async fn bootstrap(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Two at once (as two `serve` processes starting together would): one admin.
+    let (a, b) = tokio::join!(
+        h.engine.bootstrap_admin(&data, None),
+        h.engine.bootstrap_admin(&data, None)
+    );
+    let created: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(created.len(), 1, "{created:?}");
+    let path = &created[0];
+    assert_eq!(path, &data.join("initial-admin-password"));
+    #[cfg(unix)]
+    assert_eq!(mode(path), 0o600);
+    let password = std::fs::read_to_string(path).unwrap().trim().to_owned();
+    assert_eq!(password.len(), 24);
+    assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()));
+
+    let users = h.engine.users().await.unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(
+        (users[0].username.as_str(), users[0].role),
+        ("admin", Role::Admin)
+    );
+    let p = h.engine.login("admin", &password).await.unwrap();
+    assert_eq!(p.role, Role::Admin);
+
+    // Second start: nothing happens, the file is left alone.
+    assert_eq!(h.engine.bootstrap_admin(&data, None).await.unwrap(), None);
+    assert_eq!(std::fs::read_to_string(path).unwrap().trim(), password);
+    assert_eq!(h.engine.users().await.unwrap().len(), 1);
+}
+both_backends!(bootstrap_creates_one_admin_once, bootstrap);
+
+async fn bootstrap_with_given_password(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // A stale file from an earlier installation is replaced, with mode 0600.
+    let stale = dir.path().join("initial-admin-password");
+    std::fs::write(&stale, "old").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    assert!(matches!(
+        h.engine
+            .bootstrap_admin(dir.path(), Some("too-short"))
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(h.engine.users().await.unwrap().is_empty());
+
+    let path = h
+        .engine
+        .bootstrap_admin(dir.path(), Some("given-admin-password"))
+        .await
+        .unwrap()
+        .expect("created");
+    #[cfg(unix)]
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap().trim(),
+        "given-admin-password"
+    );
+    h.engine
+        .login("admin", "given-admin-password")
+        .await
+        .unwrap();
+}
+both_backends!(
+    bootstrap_uses_a_given_password,
+    bootstrap_with_given_password
+);
+
+async fn bootstrap_with_existing_users(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    user(&h, "alice", Role::Viewer).await;
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        h.engine.bootstrap_admin(dir.path(), None).await.unwrap(),
+        None
+    );
+    assert!(!dir.path().join("initial-admin-password").exists());
+    assert!(matches!(
+        h.engine.user_by_username("admin").await,
+        Err(Error::NotFound { .. })
+    ));
+}
+both_backends!(
+    bootstrap_does_nothing_when_users_exist,
+    bootstrap_with_existing_users
+);

@@ -1,0 +1,704 @@
+//! The GraphQL API over real HTTP and WebSocket, on Postgres and SQLite.
+
+mod common;
+
+use std::time::Duration;
+
+use aiops_engine::auth::Role;
+use common::{Api, Backend, Harness, WorkerProcess, assert_no_secrets, serve_api, token_for};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const START: &str =
+    "mutation($input: StartRunInput!) { startRun(input: $input) { id status lastSeq } }";
+const RUN: &str = "query($id: UUID!) { run(id: $id) { id status output error lastSeq steps { key status attempts } events { seq kind } } }";
+
+async fn start(api: &Api, steps: Value) -> String {
+    let data = api
+        .data(START, json!({ "input": { "input": { "steps": steps } } }))
+        .await;
+    data["startRun"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn wait_status(api: &Api, id: &str, want: &str) -> Value {
+    for _ in 0..500 {
+        let run = api.data(RUN, json!({ "id": id })).await["run"].clone();
+        if run["status"] == want {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("run {id} never reached {want}");
+}
+
+async fn runs_and_steps(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _w = h.spawn_worker();
+    let admin = token_for(&h.engine, "admin", Role::Admin).await;
+    let api = Api::new(
+        &serve_api(&h.engine, h.shutdown.child_token()).await,
+        Some(&admin),
+    );
+    assert_eq!(
+        api.data("{ health workflows }", json!({})).await,
+        json!({ "health": "ok", "workflows": ["script"] })
+    );
+    let id = start(
+        &api,
+        json!([{ "kind": "noop" }, { "kind": "output", "value": { "ok": true } }]),
+    )
+    .await;
+    let run = wait_status(&api, &id, "SUCCEEDED").await;
+    assert_eq!(run["output"]["output"], json!({ "ok": true }));
+    assert_eq!(
+        run["steps"],
+        json!([{ "key": "s0", "status": "SUCCEEDED", "attempts": 1 }])
+    );
+    let seqs: Vec<i64> = run["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=run["lastSeq"].as_i64().unwrap()).collect::<Vec<_>>()
+    );
+    assert_eq!(run["events"][0]["kind"], "RUN_QUEUED");
+
+    let page = reqwest::get(format!("http://{}/graphiql", api.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("/graphql/ws") && page.contains("wsConnectionParams: auth"),
+        "GraphiQL wired to both endpoints with the key"
+    );
+
+    // Idempotency key: the same run back.
+    let with_key =
+        json!({ "input": { "input": { "steps": [{ "kind": "noop" }] }, "idempotencyKey": "k-1" } });
+    let a = api.data(START, with_key.clone()).await["startRun"]["id"].clone();
+    let b = api.data(START, with_key).await["startRun"]["id"].clone();
+    assert_eq!(a, b);
+
+    // Keyset pagination, newest first, and filters.
+    for _ in 0..3 {
+        start(&api, json!([{ "kind": "noop" }])).await;
+    }
+    const PAGE: &str =
+        "query($after: String, $f: RunFilterInput) { runs(first: 2, after: $after, filter: $f) {
+        edges { cursor node { id createdAt } } pageInfo { hasNextPage endCursor } } }";
+    let mut seen = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let page = api.data(PAGE, json!({ "after": after })).await["runs"].clone();
+        for e in page["edges"].as_array().unwrap() {
+            seen.push(e["node"]["id"].as_str().unwrap().to_owned());
+        }
+        if !page["pageInfo"]["hasNextPage"].as_bool().unwrap() {
+            break;
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
+    assert_eq!(seen.len(), 5, "every run exactly once across pages");
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), 5);
+    const FILTERED: &str = "query($f: RunFilterInput) { runs(first: 50, filter: $f) { edges { node { id status trigger } } } }";
+    let succeeded = api
+        .data(
+            FILTERED,
+            json!({ "f": { "statuses": ["SUCCEEDED"], "trigger": "API" } }),
+        )
+        .await;
+    let edges = succeeded["runs"]["edges"].as_array().unwrap().clone();
+    assert!(edges.iter().any(|e| e["node"]["id"] == id.as_str()));
+    assert!(
+        edges
+            .iter()
+            .all(|e| e["node"]["status"] == "SUCCEEDED" && e["node"]["trigger"] == "API")
+    );
+    let future = api
+        .data(
+            FILTERED,
+            json!({ "f": { "createdAfter": "2999-01-01T00:00:00Z" } }),
+        )
+        .await;
+    assert_eq!(future["runs"]["edges"], json!([]));
+}
+both_backends!(runs_start_query_paginate, runs_and_steps);
+
+async fn error_codes(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let admin = token_for(&h.engine, "admin", Role::Admin).await;
+    let api = Api::new(
+        &serve_api(&h.engine, h.shutdown.child_token()).await,
+        Some(&admin),
+    );
+    let (code, err) = api
+        .error_code(
+            START,
+            json!({ "input": { "input": { "steps": [{ "kind": "teleport" }] } } }),
+        )
+        .await;
+    assert_eq!(code, "VALIDATION_FAILED");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variant `teleport`"),
+        "{err}"
+    );
+    let (code, _) = api
+        .error_code(
+            "mutation($id: UUID!) { approve(id: $id) { id } }",
+            json!({ "id": uuid::Uuid::now_v7() }),
+        )
+        .await;
+    assert_eq!(code, "NOT_FOUND");
+    let id = start(&api, json!([{ "kind": "work", "ms": 10 }])).await;
+    api.data(
+        "mutation($id: UUID!) { cancelRun(id: $id) { status } }",
+        json!({ "id": id }),
+    )
+    .await;
+    let (code, err) = api
+        .error_code(
+            "mutation($id: UUID!) { resumeRun(id: $id) { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(code, "CONFLICT");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("CANCELLED to RUNNING"),
+        "{err}"
+    );
+    let (code, _) = api.error_code("{ runs(first: ", json!({})).await;
+    assert_eq!(code, "BAD_REQUEST", "syntax errors are the client's");
+    let (code, _) = api
+        .error_code("{ run(id: \"not-a-uuid\") { id } }", json!({}))
+        .await;
+    assert_eq!(code, "BAD_REQUEST");
+
+    // Limits: depth and complexity.
+    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } } } }";
+    let (code, err) = api.error_code(deep, json!({})).await;
+    assert_eq!(code, "BAD_REQUEST");
+    assert!(
+        err["message"].as_str().unwrap().contains("nested too deep"),
+        "{err}"
+    );
+    let wide = format!(
+        "{{ {} }}",
+        (0..1100)
+            .map(|i| format!("h{i}: health"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let (code, err) = api.error_code(&wide, json!({})).await;
+    assert_eq!(code, "BAD_REQUEST");
+    assert!(
+        err["message"].as_str().unwrap().contains("too complex"),
+        "{err}"
+    );
+
+    // Team documents: dry run and apply, violations with paths.
+    let bad = include_str!("fixtures/teams/invalid.yaml");
+    let v = api
+        .data(
+            "query($s: String!) { validateTeam(spec: $s) { valid violations { path message } } }",
+            json!({ "s": bad }),
+        )
+        .await;
+    assert_eq!(v["validateTeam"]["valid"], false);
+    assert_eq!(v["validateTeam"]["violations"].as_array().unwrap().len(), 4);
+    let (code, err) = api
+        .error_code(
+            "mutation($s: String!) { applyTeam(spec: $s) { changed } }",
+            json!({ "s": bad }),
+        )
+        .await;
+    assert_eq!(code, "VALIDATION_FAILED");
+    assert_eq!(err["extensions"]["violations"].as_array().unwrap().len(), 4);
+    assert!(err["extensions"]["violations"][0]["path"].is_string());
+    let good = include_str!("fixtures/teams/valid.yaml");
+    let applied = api
+        .data(
+            "mutation($s: String!) { applyTeam(spec: $s) { changed team { name version } } }",
+            json!({ "s": good }),
+        )
+        .await;
+    assert_eq!(applied["applyTeam"]["team"]["version"], 1);
+}
+both_backends!(errors_carry_codes_and_limits_apply, error_codes);
+
+async fn approvals_over_graphql(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _w = h.spawn_worker();
+    let admin = token_for(&h.engine, "admin", Role::Admin).await;
+    let api = Api::new(
+        &serve_api(&h.engine, h.shutdown.child_token()).await,
+        Some(&admin),
+    );
+    let id = start(&api, json!([{ "kind": "approval", "tool": "webhook_action", "args": { "url": "x" } }, { "kind": "question", "text": "proceed?" }])).await;
+    wait_status(&api, &id, "WAITING_APPROVAL").await;
+    let pending = api
+        .data("{ pendingApprovals { id runId tool status } }", json!({}))
+        .await;
+    let approval = pending["pendingApprovals"][0].clone();
+    assert_eq!(
+        (approval["runId"].as_str(), approval["tool"].as_str()),
+        (Some(id.as_str()), Some("webhook_action"))
+    );
+    let decided = api
+        .data(
+            "mutation($id: UUID!) { approve(id: $id, comment: \"go\") { status comment } }",
+            json!({ "id": approval["id"] }),
+        )
+        .await;
+    assert_eq!(
+        decided["approve"],
+        json!({ "status": "APPROVED", "comment": "go" })
+    );
+    let (code, _) = api
+        .error_code(
+            "mutation($id: UUID!) { reject(id: $id) { status } }",
+            json!({ "id": approval["id"] }),
+        )
+        .await;
+    assert_eq!(code, "CONFLICT", "second decision");
+    wait_status(&api, &id, "WAITING_INPUT").await;
+    let q = api
+        .data("{ pendingQuestions { id question } }", json!({}))
+        .await["pendingQuestions"][0]
+        .clone();
+    assert_eq!(q["question"], "proceed?");
+    let answered = api
+        .data(
+            "mutation($id: UUID!) { answerQuestion(id: $id, answer: \"yes\") { status answer } }",
+            json!({ "id": q["id"] }),
+        )
+        .await;
+    assert_eq!(
+        answered["answerQuestion"],
+        json!({ "status": "ANSWERED", "answer": "yes" })
+    );
+    wait_status(&api, &id, "SUCCEEDED").await;
+}
+both_backends!(approvals_and_questions_over_graphql, approvals_over_graphql);
+
+/// A `graphql-transport-ws` (or legacy `graphql-ws`) client collecting `runEvents`.
+async fn subscribe_events(
+    addr: &str,
+    protocol: &str,
+    token: &str,
+    run_id: &str,
+    after_seq: i64,
+    take: usize,
+) -> Vec<i64> {
+    let mut req = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket");
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    ws.send(Message::text(init.to_string())).await.unwrap();
+    let ack: Value =
+        serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(ack["type"], "connection_ack");
+    let start = if protocol == "graphql-ws" {
+        "start"
+    } else {
+        "subscribe"
+    };
+    let query = format!(
+        "subscription {{ runEvents(runId: \"{run_id}\", afterSeq: {after_seq}) {{ seq kind }} }}"
+    );
+    ws.send(Message::text(
+        json!({ "id": "1", "type": start, "payload": { "query": query } }).to_string(),
+    ))
+    .await
+    .unwrap();
+    let mut seqs = Vec::new();
+    while seqs.len() < take {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("event in time");
+        let Some(Ok(msg)) = msg else { break };
+        let Ok(text) = msg.to_text() else { continue };
+        let v: Value = serde_json::from_str(text).unwrap();
+        match v["type"].as_str() {
+            Some("next") | Some("data") => {
+                seqs.push(v["payload"]["data"]["runEvents"]["seq"].as_i64().unwrap())
+            }
+            Some("complete") => break,
+            Some("ka") | Some("ping") | Some("pong") => {}
+            other => panic!("unexpected message {other:?}: {v}"),
+        }
+    }
+    // Disconnect abruptly, like a dropped network.
+    drop(ws);
+    seqs
+}
+
+async fn subscription_reconnect(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let addr = serve_api(&h.engine, h.shutdown.child_token()).await;
+    let token = token_for(&h.engine, "watcher", Role::Viewer).await;
+    let operator = token_for(&h.engine, "operator", Role::Operator).await;
+    let api = Api::new(&addr, Some(&operator));
+    let steps: Vec<_> = (0..12)
+        .map(|_| json!({ "kind": "work", "ms": 40 }))
+        .collect();
+    let id = start(&api, json!(steps)).await;
+    // The worker runs in another process: on Postgres its events reach this API
+    // process through LISTEN/NOTIFY.
+    let _worker = WorkerProcess::spawn(&h.db.url, &[]);
+    let first = subscribe_events(&addr, "graphql-transport-ws", &token, &id, 0, 6).await;
+    assert_eq!(first, (1..=6).collect::<Vec<_>>());
+    let k = *first.last().unwrap();
+    let rest = subscribe_events(&addr, "graphql-ws", &token, &id, k, usize::MAX).await;
+    let run = wait_status(&api, &id, "SUCCEEDED").await;
+    let n = run["lastSeq"].as_i64().unwrap();
+    assert_eq!(
+        rest,
+        ((k + 1)..=n).collect::<Vec<_>>(),
+        "every later event exactly once"
+    );
+}
+both_backends!(
+    subscription_reconnect_after_seq_misses_nothing,
+    subscription_reconnect
+);
+
+#[test]
+fn schema_graphql_matches_the_code() {
+    let sdl = aiops_api::sdl();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql");
+    if std::env::var("AIOPS_UPDATE_SCHEMA").is_ok() {
+        std::fs::write(path, &sdl).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == sdl,
+        "schema.graphql is out of date: run `AIOPS_UPDATE_SCHEMA=1 cargo test --test graphql schema` (or `aiops schema > schema.graphql`)"
+    );
+}
+
+async fn authorization_matrix(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let addr = serve_api(&h.engine, h.shutdown.child_token()).await;
+    let tokens = [
+        ("viewer", token_for(&h.engine, "viewer", Role::Viewer).await),
+        (
+            "operator",
+            token_for(&h.engine, "operator", Role::Operator).await,
+        ),
+        ("admin", token_for(&h.engine, "admin", Role::Admin).await),
+    ];
+    let anonymous = Api::new(&addr, None);
+    let unknown = json!({ "id": uuid::Uuid::now_v7() });
+    let bad_script = json!({ "input": { "input": { "steps": [] } } });
+    // (operation, variables, least role, the error an authorised caller gets)
+    let ops: Vec<(&str, Value, Role, Option<&str>)> = vec![
+        (
+            "{ runs { edges { cursor } } }",
+            json!({}),
+            Role::Viewer,
+            None,
+        ),
+        ("{ pendingApprovals { id } }", json!({}), Role::Viewer, None),
+        ("{ me { username } }", json!({}), Role::Viewer, None),
+        ("{ users { username } }", json!({}), Role::Admin, None),
+        (START, bad_script, Role::Operator, Some("VALIDATION_FAILED")),
+        (
+            "mutation($id: UUID!) { pauseRun(id: $id) { id } }",
+            unknown.clone(),
+            Role::Operator,
+            Some("NOT_FOUND"),
+        ),
+        (
+            "mutation($id: UUID!) { resumeRun(id: $id) { id } }",
+            unknown.clone(),
+            Role::Operator,
+            Some("NOT_FOUND"),
+        ),
+        (
+            "mutation($id: UUID!) { cancelRun(id: $id) { id } }",
+            unknown.clone(),
+            Role::Operator,
+            Some("NOT_FOUND"),
+        ),
+        (
+            "mutation($id: UUID!) { approve(id: $id) { id } }",
+            unknown.clone(),
+            Role::Operator,
+            Some("NOT_FOUND"),
+        ),
+        (
+            "mutation($id: UUID!) { reject(id: $id) { id } }",
+            unknown.clone(),
+            Role::Operator,
+            Some("NOT_FOUND"),
+        ),
+        (
+            "mutation($id: UUID!) { answerQuestion(id: $id, answer: \"x\") { id } }",
+            unknown.clone(),
+            Role::Operator,
+            Some("NOT_FOUND"),
+        ),
+        (
+            "mutation { applyTeam(spec: \"name: x\") { changed } }",
+            json!({}),
+            Role::Admin,
+            Some("VALIDATION_FAILED"),
+        ),
+        (
+            "mutation { createUser(username: \"newbie\", password: \"short\", role: VIEWER) { id } }",
+            json!({}),
+            Role::Admin,
+            Some("VALIDATION_FAILED"),
+        ),
+        (
+            "mutation($id: UUID!) { revokeApiKey(id: $id) { id } }",
+            unknown.clone(),
+            Role::Admin,
+            Some("NOT_FOUND"),
+        ),
+    ];
+    for (query, vars, needed, authorised_error) in &ops {
+        let (code, _) = anonymous.error_code(query, vars.clone()).await;
+        assert_eq!(code, "UNAUTHENTICATED", "anonymous {query}");
+        for (name, token) in &tokens {
+            let api = anonymous.with_token(Some(token));
+            let role = match *name {
+                "viewer" => Role::Viewer,
+                "operator" => Role::Operator,
+                _ => Role::Admin,
+            };
+            let resp = api.gql(query, vars.clone()).await;
+            let code = resp["errors"][0]["extensions"]["code"].as_str();
+            if role_rank(role) >= role_rank(*needed) {
+                assert_eq!(code, *authorised_error, "{name} may {query}: {resp}");
+            } else {
+                assert_eq!(code, Some("FORBIDDEN"), "{name} may not {query}: {resp}");
+            }
+        }
+    }
+    assert_eq!(
+        anonymous.data("{ health }", json!({})).await["health"],
+        "ok",
+        "health is public"
+    );
+
+    // Subscriptions: any role may watch; no token, a bad token → the socket is closed.
+    let id = start(
+        &anonymous.with_token(Some(&tokens[1].1)),
+        json!([{ "kind": "noop" }]),
+    )
+    .await;
+    for (_, token) in &tokens {
+        let _w = h.spawn_worker();
+        let seqs = subscribe_events(&addr, "graphql-transport-ws", token, &id, 0, 1).await;
+        assert_eq!(seqs, vec![1]);
+    }
+    for bad in ["", "aiops_nothere1_0123456789abcdef0123456789abcdef"] {
+        assert_ws_rejected(&addr, bad).await;
+    }
+
+    // Revocation is immediate.
+    let viewer = anonymous.with_token(Some(&tokens[0].1));
+    let me = viewer
+        .data("{ me { username role apiKeyId } }", json!({}))
+        .await;
+    assert_eq!(me["me"]["role"], "VIEWER");
+    let revoked = viewer
+        .data(
+            "mutation($id: UUID!) { revokeApiKey(id: $id) { revokedAt } }",
+            json!({ "id": me["me"]["apiKeyId"] }),
+        )
+        .await;
+    assert!(revoked["revokeApiKey"]["revokedAt"].is_string());
+    let (code, _) = viewer.error_code("{ me { username } }", json!({})).await;
+    assert_eq!(code, "UNAUTHENTICATED");
+    assert_ws_rejected(&addr, &tokens[0].1).await;
+
+    // Keys are shown once; logins mint expiring keys; nothing secret is ever echoed.
+    let admin = anonymous.with_token(Some(&tokens[2].1));
+    let created = admin
+        .data("mutation { createApiKey(input: { name: \"ci\", role: VIEWER }) { token apiKey { prefix role } } }", json!({}))
+        .await;
+    let new_token = created["createApiKey"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(new_token.starts_with(
+        &format!("aiops_{}_", created["createApiKey"]["apiKey"]["prefix"].as_str().unwrap())
+    ));
+    let listed = admin.data("{ apiKeys { prefix name } }", json!({})).await;
+    assert!(!listed.to_string().contains(&new_token));
+    let login = anonymous
+        .data(
+            "mutation($p: String!) { login(username: \"operator\", password: $p) { token apiKey { expiresAt } } }",
+            json!({ "p": common::TEST_PASSWORD }),
+        )
+        .await;
+    assert!(login["login"]["apiKey"]["expiresAt"].is_string());
+    let (code, err) = anonymous
+        .error_code(
+            "mutation { login(username: \"operator\", password: \"wrong password!!\") { token } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "UNAUTHENTICATED");
+    let (_, err_unknown) = anonymous
+        .error_code(
+            "mutation { login(username: \"nobody\", password: \"wrong password!!\") { token } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        err["message"], err_unknown["message"],
+        "no hint whether the user exists"
+    );
+    let mut all_tokens: Vec<String> = tokens.iter().map(|(_, t)| t.clone()).collect();
+    all_tokens.push(new_token);
+    assert_no_secrets(&h.engine, &anonymous.transcript, &all_tokens).await;
+}
+both_backends!(every_role_against_every_operation, authorization_matrix);
+
+fn role_rank(r: Role) -> u8 {
+    match r {
+        Role::Viewer => 1,
+        Role::Operator => 2,
+        Role::Admin => 3,
+    }
+}
+
+async fn assert_ws_rejected(addr: &str, token: &str) {
+    let mut req = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket");
+    let payload = if token.is_empty() {
+        json!({})
+    } else {
+        json!({ "Authorization": format!("Bearer {token}") })
+    };
+    ws.send(Message::text(
+        json!({ "type": "connection_init", "payload": payload }).to_string(),
+    ))
+    .await
+    .unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("an answer");
+    match msg {
+        // async-graphql closes a rejected connection_init with 1002 and the reason.
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(u16::from(frame.code), 1002, "{frame:?}");
+            assert!(
+                frame.reason.as_str().contains("UNAUTHENTICATED"),
+                "{frame:?}"
+            );
+        }
+
+        other => panic!("expected the socket to be closed, got {other:?}"),
+    }
+}
+
+async fn listing_cost(backend: Backend) {
+    let Some(db) = common::TestDb::create(backend).await else {
+        return;
+    };
+    let mut conn = aiops_engine::store::connect(&db.url).await.unwrap();
+    aiops_engine::store::migrate(&conn).await.unwrap();
+    // Count the statements this process sends, list queries included.
+    let statements = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = statements.clone();
+    conn.set_metric_callback(move |info| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if std::env::var("SHOW_SQL").is_ok() {
+            eprintln!(
+                "SQL: {}",
+                &info.statement.sql[..info.statement.sql.len().min(120)]
+            );
+        }
+    });
+    let engine = aiops_engine::Engine::with_connection(
+        conn,
+        common::fast_config(),
+        aiops_engine::Workflows::builtin(),
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let admin = token_for(&engine, "admin", Role::Admin).await;
+    let api = Api::new(
+        &serve_api(&engine, shutdown.child_token()).await,
+        Some(&admin),
+    );
+    let team = engine
+        .apply_team(include_str!("fixtures/teams/valid.yaml"))
+        .await
+        .unwrap()
+        .0;
+    for _ in 0..100 {
+        let mut req =
+            aiops_engine::StartRun::new("script", json!({ "steps": [{ "kind": "noop" }] }));
+        req.team_id = Some(team.id);
+        req.team_version_id = Some(team.version_id);
+        engine.start_run(req).await.unwrap();
+    }
+    let list = |n: usize| {
+        format!(
+            "{{ runs(first: {n}) {{ edges {{ node {{ id stepCount team {{ name version }} }} }} }} }}"
+        )
+    };
+    let mut cost = Vec::new();
+    for n in [10, 100] {
+        api.data(&list(n), json!({})).await; // warm: authentication's once-a-minute write
+        let before = statements.load(std::sync::atomic::Ordering::SeqCst);
+        let data = api.data(&list(n), json!({})).await;
+        cost.push(statements.load(std::sync::atomic::Ordering::SeqCst) - before);
+        let edges = data["runs"]["edges"].as_array().unwrap();
+        assert_eq!(edges.len(), n);
+        assert!(edges.iter().all(
+            |e| e["node"]["team"]["name"] == team.name.as_str() && e["node"]["stepCount"] == 0
+        ));
+    }
+    assert_eq!(
+        cost[0], cost[1],
+        "listing 10 or 100 runs costs the same number of statements: {cost:?}"
+    );
+    assert!(cost[1] <= 6, "a handful of statements in all: {cost:?}");
+    shutdown.cancel();
+}
+both_backends!(
+    listing_runs_with_team_and_step_count_costs_constant_queries,
+    listing_cost
+);
