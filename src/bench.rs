@@ -3,7 +3,9 @@
 //! Three measurements, each on a fresh schema-migrated database the caller names:
 //! 1. steps/s with R concurrent runs of S no-op steps (one in-process worker with R slots);
 //! 2. latency of a single S-step run, start to RUN_SUCCEEDED, repeated;
-//! 3. event commit → subscriber latency while R runs are live.
+//! 3. event commit → subscriber latency while R runs are live;
+//! 4. event commit → GraphQL WebSocket client latency while R runs are live: the real
+//!    HTTP API on a local port, one `graphql-transport-ws` connection per run.
 //!
 //! The script workflow's `noop` steps make every step a real durable checkpoint
 //! with nothing else in it, so the numbers are the engine's own overhead.
@@ -13,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use aiops_engine::{EngineConfig, EventKind, StartRun};
 use anyhow::Context;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
@@ -41,6 +45,10 @@ pub struct BenchArgs {
 
 fn noop_script(steps: usize) -> serde_json::Value {
     json!({ "steps": (0..steps).map(|_| json!({ "kind": "noop" })).collect::<Vec<_>>() })
+}
+
+fn work_script(steps: usize) -> serde_json::Value {
+    json!({ "steps": (0..steps).map(|_| json!({ "kind": "work", "ms": 5 })).collect::<Vec<_>>() })
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -144,8 +152,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     //    short work steps so they stay live long enough to overlap.
     let mut watchers = Vec::new();
     for _ in 0..args.runs {
-        let input = json!({ "steps": (0..args.steps).map(|_| json!({ "kind": "work", "ms": 5 })).collect::<Vec<_>>() });
-        let run = engine.start_run(StartRun::new("script", input)).await?;
+        let run = engine
+            .start_run(StartRun::new("script", work_script(args.steps)))
+            .await?;
         let stream = engine.subscribe(run.id, 0);
         watchers.push(tokio::spawn(async move {
             let mut stream = Box::pin(stream);
@@ -174,12 +183,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     shutdown.cancel();
     let _ = worker.await;
 
+    // 4. The same through the real GraphQL API, as a WebSocket client sees it.
+    let ws_lags = ws_latency(&engine, &args).await?;
+    let ws_samples = ws_lags.len();
+    let (ws_p50, ws_p99) = summary(ws_lags);
+
     println!(
-        "| backend | runs × steps | steps/s | 1-run p50 | 1-run p99 | event p50 | event p99 | runs enqueued/s |"
+        "| backend | runs × steps | steps/s | 1-run p50 | 1-run p99 | event p50 | event p99 | ws p50 | ws p99 | runs enqueued/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {backend} | {} × {} ({} runs) | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms ({} events) | {:.0} |",
+        "| {backend} | {} × {} ({} runs) | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms ({} events) | {:.2} ms | {:.2} ms ({} events) | {:.0} |",
         args.runs,
         args.steps,
         args.total_runs,
@@ -189,9 +203,161 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         ev_p50,
         ev_p99,
         samples,
+        ws_p50,
+        ws_p99,
+        ws_samples,
         enqueue_per_s
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Phase 4: `runs` runs of `steps` × 5 ms work steps are queued while no worker runs,
+/// each gets a `graphql-transport-ws` client subscribed to `runEvents` over the real HTTP
+/// API, and only when every subscription has delivered RUN_QUEUED (so it is live) does a
+/// worker start. Returns receive time − `createdAt` in ms for every event but RUN_QUEUED.
+async fn ws_latency(engine: &aiops_engine::Engine, args: &BenchArgs) -> anyhow::Result<Vec<f64>> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(engine.clone().listen(shutdown.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    {
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            aiops_api::serve(listener, engine, async move { shutdown.cancelled().await }).await
+        });
+    }
+    // The database may be reused: a fresh viewer per invocation.
+    let username = format!("bench_{}", uuid::Uuid::now_v7().simple());
+    let password = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let user = engine
+        .create_user(&username, &password, aiops_engine::auth::Role::Viewer)
+        .await?;
+    let (_, token) = engine.create_api_key(user.id, "bench", None, None).await?;
+
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(args.runs);
+    let mut watchers = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        let run = engine
+            .start_run(StartRun::new("script", work_script(args.steps)))
+            .await?;
+        watchers.push(tokio::spawn(ws_watch(
+            port,
+            token.clone(),
+            run.id.to_string(),
+            ready_tx.clone(),
+        )));
+    }
+    drop(ready_tx);
+    for n in 0..args.runs {
+        match tokio::time::timeout(Duration::from_secs(60), ready_rx.recv()).await {
+            Ok(Some(())) => {}
+            // Every watcher ended or none got ready in time: report the first error.
+            Ok(None) | Err(_) => {
+                for w in watchers {
+                    if w.is_finished() {
+                        w.await??;
+                    }
+                }
+                anyhow::bail!(
+                    "only {n} of {} WebSocket subscriptions became live",
+                    args.runs
+                );
+            }
+        }
+    }
+    let worker = tokio::spawn(engine.worker().run(shutdown.clone()));
+    let mut lags = Vec::new();
+    let result = async {
+        for w in watchers {
+            lags.extend(w.await??);
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    shutdown.cancel();
+    let _ = worker.await;
+    result?;
+    Ok(lags)
+}
+
+/// One GraphQL WebSocket client following one run until `complete`.
+async fn ws_watch(
+    port: u16,
+    token: String,
+    run_id: String,
+    ready: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<Vec<f64>> {
+    let mut req = format!("ws://127.0.0.1:{port}/graphql/ws").into_client_request()?;
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .context("WebSocket connect")?;
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    ws.send(Message::text(init.to_string())).await?;
+    let query = format!(
+        "subscription {{ runEvents(runId: \"{run_id}\", afterSeq: 0) {{ seq kind createdAt }} }}"
+    );
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut lags = Vec::new();
+    let mut last_kind = String::new();
+    let mut ready = Some(ready);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .with_context(|| format!("run {run_id}: no `complete` within 120 s"))?;
+        // The receive time, before any parsing.
+        let received = chrono::Utc::now();
+        let msg = match msg {
+            Some(msg) => msg?,
+            None => anyhow::bail!("run {run_id}: WebSocket closed before `complete`"),
+        };
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Close(frame) => anyhow::bail!("run {run_id}: WebSocket closed: {frame:?}"),
+            _ => continue,
+        };
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        match v["type"].as_str() {
+            Some("connection_ack") => ws.send(Message::text(subscribe.to_string())).await?,
+            Some("next") => {
+                let event = &v["payload"]["data"]["runEvents"];
+                let kind = event["kind"].as_str().unwrap_or_default();
+                if kind == "RUN_QUEUED" {
+                    // Committed before the subscription: it only proves it is live.
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(()).await;
+                    }
+                } else {
+                    let created = event["createdAt"]
+                        .as_str()
+                        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                        .with_context(|| format!("run {run_id}: event without createdAt: {v}"))?;
+                    let lag = (received - created.with_timezone(&chrono::Utc))
+                        .num_microseconds()
+                        .unwrap_or(0) as f64
+                        / 1000.0;
+                    lags.push(lag);
+                }
+                last_kind = kind.to_owned();
+            }
+            Some("complete") => break,
+            Some("ping") => {
+                ws.send(Message::text(json!({ "type": "pong" }).to_string()))
+                    .await?
+            }
+            Some("pong") | Some("ka") => {}
+            _ => anyhow::bail!("run {run_id}: unexpected message {v}"),
+        }
+    }
+    anyhow::ensure!(
+        last_kind == "RUN_SUCCEEDED",
+        "run {run_id} ended with {last_kind} over WebSocket"
+    );
+    let _ = ws.close(None).await;
+    Ok(lags)
 }
 
 async fn wait_done(engine: &aiops_engine::Engine, id: aiops_engine::RunId) -> anyhow::Result<()> {

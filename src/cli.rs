@@ -45,6 +45,8 @@ enum Command {
         /// directory of the SQLite file, or ./data).
         #[arg(long, env = "AIOPS_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// An extra worker process (scale out on Postgres).
     Worker {
@@ -177,6 +179,30 @@ pub struct DbArgs {
     /// `postgres://…` or `sqlite://path`.
     #[arg(long = "database-url", env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Browser origins allowed to call the API (CORS), comma-separated; none by default.
+    #[arg(long, env = "AIOPS_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
+    /// Mutations one API key may make per minute.
+    #[arg(long, env = "AIOPS_MUTATIONS_PER_MINUTE", default_value_t = 600)]
+    mutations_per_minute: u32,
+}
+
+impl ApiArgs {
+    fn config(&self) -> aiops_api::ApiConfig {
+        aiops_api::ApiConfig {
+            cors_origins: self
+                .cors_origins
+                .iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            mutations_per_minute: self.mutations_per_minute,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -339,6 +365,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             engine,
             listen,
             data_dir: explicit_data_dir,
+            api,
         } => {
             let engine = open_engine(&db.url, engine.config()?).await?;
             let dir = data_dir(explicit_data_dir, &db.url);
@@ -364,7 +391,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             ];
             let worker = tokio::spawn(engine.worker().run(shutdown.clone()));
             let s = shutdown.clone();
-            aiops_api::serve(listener, engine, async move { s.cancelled().await }).await?;
+            aiops_api::serve_with(listener, engine, &api.config(), async move {
+                s.cancelled().await
+            })
+            .await?;
             worker.await??;
             for job in jobs {
                 let _ = job.await;

@@ -450,6 +450,12 @@ async fn authorization_matrix(backend: Backend) {
             Some("NOT_FOUND"),
         ),
         (
+            "mutation($id: UUID!) { retryRun(id: $id) { id } }",
+            unknown.clone(),
+            Role::Operator,
+            Some("NOT_FOUND"),
+        ),
+        (
             "mutation($id: UUID!) { approve(id: $id) { id } }",
             unknown.clone(),
             Role::Operator,
@@ -702,3 +708,188 @@ both_backends!(
     listing_runs_with_team_and_step_count_costs_constant_queries,
     listing_cost
 );
+
+/// Opens a `graphql-transport-ws` subscription and returns a receiver of `data` payloads.
+async fn open_subscription(
+    addr: &str,
+    token: &str,
+    query: &str,
+) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
+    let mut req = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket");
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    ws.send(Message::text(init.to_string())).await.unwrap();
+    let ack: Value =
+        serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(ack["type"], "connection_ack");
+    ws.send(Message::text(
+        json!({ "id": "s", "type": "subscribe", "payload": { "query": query } }).to_string(),
+    ))
+    .await
+    .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = ws.next().await {
+            let Ok(text) = msg.to_text() else { continue };
+            let v: Value = serde_json::from_str(text).unwrap_or_default();
+            if v["type"] == "next" && tx.send(v["payload"]["data"].clone()).is_err() {
+                break;
+            }
+        }
+    });
+    // The server registers the subscription after reading the message.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rx
+}
+
+async fn next_matching(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    loop {
+        let v = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("in time")
+            .expect("open");
+        if pred(&v) {
+            return v;
+        }
+    }
+}
+
+async fn live_inbox(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _w = h.spawn_worker();
+    let addr = serve_api(&h.engine, h.shutdown.child_token()).await;
+    let viewer = token_for(&h.engine, "viewer", Role::Viewer).await;
+    let operator = token_for(&h.engine, "operator", Role::Operator).await;
+    let api = Api::new(&addr, Some(&operator));
+    let mut updates = open_subscription(
+        &addr,
+        &viewer,
+        "subscription { runUpdates(filter: { trigger: API }) { id status } }",
+    )
+    .await;
+    let mut inbox = open_subscription(
+        &addr,
+        &viewer,
+        "subscription { approvalRequested { id runId tool status } }",
+    )
+    .await;
+    let id = start(
+        &api,
+        json!([{ "kind": "approval", "tool": "alertmanager_silence" }]),
+    )
+    .await;
+    let requested = next_matching(&mut inbox, |_| true).await["approvalRequested"].clone();
+    assert_eq!(
+        (requested["runId"].as_str(), requested["tool"].as_str()),
+        (Some(id.as_str()), Some("alertmanager_silence"))
+    );
+    assert_eq!(requested["status"], "PENDING");
+    next_matching(&mut updates, |v| {
+        v["runUpdates"]["id"] == id.as_str() && v["runUpdates"]["status"] == "WAITING_APPROVAL"
+    })
+    .await;
+    api.data(
+        "mutation($id: UUID!) { approve(id: $id) { status } }",
+        json!({ "id": requested["id"] }),
+    )
+    .await;
+    next_matching(&mut updates, |v| {
+        v["runUpdates"]["id"] == id.as_str() && v["runUpdates"]["status"] == "SUCCEEDED"
+    })
+    .await;
+}
+both_backends!(run_updates_and_approval_requested_are_live, live_inbox);
+
+async fn protections(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let config = aiops_api::ApiConfig {
+        cors_origins: vec!["https://console.example".into()],
+        mutations_per_minute: 3,
+    };
+    let addr = common::serve_api_with(&h.engine, config, h.shutdown.child_token()).await;
+    let a = token_for(&h.engine, "op-a", Role::Operator).await;
+    let b = token_for(&h.engine, "op-b", Role::Operator).await;
+    let api = Api::new(&addr, Some(&a));
+    let unknown = json!({ "id": uuid::Uuid::now_v7() });
+    const CANCEL: &str = "mutation($id: UUID!) { cancelRun(id: $id) { id } }";
+    for _ in 0..3 {
+        assert_eq!(api.error_code(CANCEL, unknown.clone()).await.0, "NOT_FOUND");
+    }
+    let (code, err) = api.error_code(CANCEL, unknown.clone()).await;
+    assert_eq!(code, "BAD_REQUEST");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("rate limit exceeded"),
+        "{err}"
+    );
+    assert!(err["extensions"]["retryAfterSeconds"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        api.data("{ me { username } }", json!({})).await["me"]["username"],
+        "op-a",
+        "queries are not limited"
+    );
+    let other = api.with_token(Some(&b));
+    assert_eq!(
+        other.error_code(CANCEL, unknown).await.0,
+        "NOT_FOUND",
+        "each key has its own budget"
+    );
+
+    // Request bodies over 1 MiB are refused before parsing.
+    let client = reqwest::Client::new();
+    let big = format!(
+        "{{\"query\":\"{{ health }}\",\"pad\":\"{}\"}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let resp = client
+        .post(format!("http://{addr}/graphql"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+
+    // CORS: the configured origin may call from a browser, others may not.
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, format!("http://{addr}/graphql"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let ok = preflight("https://console.example").await.unwrap();
+    assert_eq!(
+        ok.headers().get("access-control-allow-origin").unwrap(),
+        "https://console.example"
+    );
+    let denied = preflight("https://evil.example").await.unwrap();
+    assert!(
+        denied
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
+both_backends!(rate_limit_body_limit_and_cors, protections);

@@ -9,13 +9,15 @@ use aiops_engine::Engine;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State, WebSocketUpgrade};
-use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tower_http::cors::CorsLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 
 pub use graphql::{AiopsSchema, sdl};
 
@@ -28,20 +30,56 @@ struct AppState {
     schema: AiopsSchema,
 }
 
-/// The application router. Tests drive it over a real socket.
+/// Settings of the HTTP surface, loaded once by the binary.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Origins allowed to call the API from a browser (CORS); empty = same origin only.
+    pub cors_origins: Vec<String>,
+    /// Mutations one API key may make per minute.
+    pub mutations_per_minute: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            cors_origins: Vec::new(),
+            mutations_per_minute: 600,
+        }
+    }
+}
+
+/// The application router with default settings. Tests drive it over a real socket.
 pub fn app(engine: Engine) -> Router {
+    app_with(engine, &ApiConfig::default())
+}
+
+pub fn app_with(engine: Engine, config: &ApiConfig) -> Router {
     let state = AppState {
-        schema: graphql::schema(engine.clone()),
+        schema: graphql::schema(engine.clone(), config.mutations_per_minute),
         engine,
     };
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/graphql", post(graphql_http))
         .route("/graphql/ws", get(graphql_ws))
         .route("/graphiql", get(graphiql))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .with_state(state);
+    if config.cors_origins.is_empty() {
+        return router;
+    }
+    let origins: Vec<HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|o| o.parse().ok())
+        .collect();
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([AUTHORIZATION, CONTENT_TYPE]),
+    )
 }
 
 /// Liveness: the process answers.
@@ -126,15 +164,25 @@ async fn graphiql() -> Html<&'static str> {
     Html(include_str!("graphiql.html"))
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves.
+/// Serves the API with default settings on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, engine, &ApiConfig::default(), shutdown).await
+}
+
+/// Serves the API with `config` on `listener` until `shutdown` resolves.
+pub async fn serve_with(
+    listener: TcpListener,
+    engine: Engine,
+    config: &ApiConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "HTTP API listening (GraphiQL at /graphiql)");
-    axum::serve(listener, app(engine))
+    axum::serve(listener, app_with(engine, config))
         .with_graceful_shutdown(shutdown)
         .await
 }

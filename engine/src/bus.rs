@@ -160,7 +160,7 @@ fn is_final(kind: EventKind) -> bool {
 
 /// Events of `run_id` with `seq > after_seq`: first those already stored, then live
 /// ones as they commit, each exactly once and in order. The stream ends after the
-/// run's final event. Delivery relies on the bus (which announces `Resync` whenever
+/// run's final event, unless the log goes on past it (a retried run). Delivery relies on the bus (which announces `Resync` whenever
 /// it may have missed something); `fallback_poll` is a last-resort re-read.
 pub fn subscribe(
     db: DatabaseConnection,
@@ -179,6 +179,7 @@ pub fn subscribe(
             last: after_seq,
             buffered: std::collections::VecDeque::new(),
             done: false,
+            ending: false,
             caught_up: false,
             fallback_poll,
         },
@@ -196,6 +197,8 @@ struct Subscription {
     last: i64,
     buffered: std::collections::VecDeque<Event>,
     done: bool,
+    /// The last event emitted was a final one (RUN_SUCCEEDED, …).
+    ending: bool,
     caught_up: bool,
     fallback_poll: Duration,
 }
@@ -208,6 +211,21 @@ impl Subscription {
             }
             if self.done {
                 return None;
+            }
+            // The run's final event went out; end unless more follows it (a retry
+            // re-queues a failed run and its log goes on).
+            if self.ending {
+                match self.catch_up().await {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        self.done = true;
+                        return None;
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
             }
             if !self.caught_up {
                 match self.catch_up().await {
@@ -244,10 +262,7 @@ impl Subscription {
 
     fn emit(&mut self, e: Event) -> Event {
         self.last = e.seq;
-        if is_final(e.kind) {
-            self.done = true;
-            self.buffered.clear();
-        }
+        self.ending = is_final(e.kind);
         e
     }
 

@@ -454,6 +454,66 @@ impl Engine {
         .await
     }
 
+    /// Retries a FAILED or TIMED_OUT run from its failed step: the FAILED step records
+    /// are deleted so those steps run again, completed steps keep their recorded
+    /// results (replay returns them without running), and the run goes back to QUEUED
+    /// with a fresh deadline, no output, error or finish time, and a revoked lease.
+    /// One transaction appends `RUN_QUEUED` with `{retry: true, from, cleared_steps}`.
+    /// Any other state is an illegal transition (retry is the only way out of FAILED
+    /// and TIMED_OUT, which stay terminal for everything else).
+    pub async fn retry_run(&self, id: RunId) -> Result<Run> {
+        for _ in 0..5 {
+            let run = self.run(id).await?;
+            let illegal = |source| Error::IllegalTransition {
+                run_id: id.to_string(),
+                source,
+            };
+            if !matches!(run.status, RunStatus::Failed | RunStatus::TimedOut) {
+                return Err(illegal(crate::status::IllegalTransition {
+                    from: run.status,
+                    to: RunStatus::Queued,
+                }));
+            }
+            run.status
+                .check_transition(RunStatus::Queued)
+                .map_err(illegal)?;
+            let now = Utc::now();
+            let txn = self.inner.db.begin().await?;
+            // Rolled back below if the run changed state meanwhile.
+            let cleared = store::steps::delete_failed(&txn, id).await?;
+            let patch = RunPatch {
+                status: Some(RunStatus::Queued),
+                pause_requested: Some(false),
+                revoke_lease: true,
+                deadline_at: Some(None),
+                remaining_ms: Some(None),
+                wake_at: Some(None),
+                clear_output: true,
+                clear_error: true,
+                clear_finished: true,
+                ..RunPatch::default()
+            };
+            let event = NewEvent::new(
+                EventKind::RunQueued,
+                json!({ "retry": true, "from": run.status, "cleared_steps": cleared }),
+            );
+            let Some(written) =
+                store::runs::apply_patch(&txn, id, run.status, &patch, &[event], now).await?
+            else {
+                txn.rollback().await?;
+                continue;
+            };
+            events::notify(&txn, WAKE_CHANNEL, "").await?;
+            txn.commit().await?;
+            self.inner.bus.publish_events(&written);
+            self.wake_workers();
+            return self.run(id).await;
+        }
+        Err(Error::Conflict(format!(
+            "run {id} kept changing; try again"
+        )))
+    }
+
     pub async fn approval(&self, id: ApprovalId) -> Result<Approval> {
         store::approvals::get(&self.inner.db, id)
             .await?

@@ -25,6 +25,7 @@ string_enum!(
         InputReceived => "INPUT_RECEIVED",
         RunPaused => "RUN_PAUSED",
         RunResumed => "RUN_RESUMED",
+        RunRetryWait => "RUN_RETRY_WAIT",
         RunSucceeded => "RUN_SUCCEEDED",
         RunFailed => "RUN_FAILED",
         RunCancelled => "RUN_CANCELLED",

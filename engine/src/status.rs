@@ -87,6 +87,10 @@ impl RunStatus {
     }
 
     /// The §4 state machine. A paused run that never started resumes to QUEUED.
+    ///
+    /// FAILED and TIMED_OUT may go back to QUEUED, but only through an operator's
+    /// retry (`Engine::retry_run`); workers never write that transition, and the
+    /// states stay terminal (`is_terminal`) for everything else.
     pub fn check_transition(self, to: RunStatus) -> Result<(), IllegalTransition> {
         use RunStatus::*;
         let legal = match self {
@@ -105,7 +109,8 @@ impl RunStatus {
             Paused => matches!(to, Running | Queued | Cancelled),
             WaitingApproval | WaitingInput => matches!(to, Running | Cancelled | TimedOut),
             RetryWait => matches!(to, Running | Paused | Cancelled | TimedOut),
-            Succeeded | Failed | Cancelled | TimedOut => false,
+            Failed | TimedOut => matches!(to, Queued),
+            Succeeded | Cancelled => false,
         };
         if legal {
             Ok(())
@@ -161,12 +166,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn terminal_states_accept_no_transition() {
+    fn terminal_states_accept_no_transition_but_retry() {
+        use RunStatus::*;
         for from in RunStatus::ALL.iter().filter(|s| s.is_terminal()) {
             for to in RunStatus::ALL {
-                assert!(from.check_transition(*to).is_err(), "{from} -> {to}");
+                let retry = matches!(from, Failed | TimedOut) && *to == Queued;
+                assert_eq!(from.check_transition(*to).is_ok(), retry, "{from} -> {to}");
             }
         }
+        assert!(Failed.is_terminal() && TimedOut.is_terminal());
+        assert!(Succeeded.check_transition(Queued).is_err());
+        assert!(Cancelled.check_transition(Queued).is_err());
     }
 
     #[test]
@@ -184,6 +194,8 @@ mod tests {
             (RetryWait, Running),
             (Running, Succeeded),
             (Running, TimedOut),
+            (Failed, Queued),
+            (TimedOut, Queued),
         ] {
             assert_eq!(from.check_transition(to), Ok(()), "{from} -> {to}");
         }

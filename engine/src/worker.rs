@@ -260,8 +260,9 @@ impl Worker {
                 .await;
             return Ok(());
         };
-        // A run claimed straight from QUEUED has never executed: nothing to replay.
-        let (steps, approvals, questions) = if claim.previous == RunStatus::Queued {
+        // A run that never started has nothing to replay. (A retried run is claimed
+        // from QUEUED too, but keeps its completed steps: it is not fresh.)
+        let (steps, approvals, questions) = if claim.fresh {
             (Vec::new(), Vec::new(), Vec::new())
         } else {
             (
@@ -485,6 +486,11 @@ impl Worker {
         } else if has(&Park::Shutdown) {
             (RunStatus::Running, None, None)
         } else if let Some(wake) = retry_wake {
+            let wake_at = [Some(wake), sleep_wake].into_iter().flatten().min();
+            events.push(NewEvent::new(
+                EventKind::RunRetryWait,
+                json!({ "wake_at": wake_at }),
+            ));
             (
                 RunStatus::RetryWait,
                 [Some(wake), sleep_wake].into_iter().flatten().min(),

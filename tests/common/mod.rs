@@ -358,13 +358,22 @@ impl Drop for FlakyProxy {
 
 /// The real HTTP API on 127.0.0.1:0 in front of `engine`; stops with the token.
 pub async fn serve_api(engine: &Engine, shutdown: CancellationToken) -> String {
+    serve_api_with(engine, aiops_api::ApiConfig::default(), shutdown).await
+}
+
+pub async fn serve_api_with(
+    engine: &Engine,
+    config: aiops_api::ApiConfig,
+    shutdown: CancellationToken,
+) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind api");
     let addr = listener.local_addr().expect("api addr");
     let engine = engine.clone();
     tokio::spawn(async move {
-        let _ = aiops_api::serve(listener, engine, async move { shutdown.cancelled().await }).await;
+        let stop = async move { shutdown.cancelled().await };
+        let _ = aiops_api::serve_with(listener, engine, &config, stop).await;
     });
     format!("127.0.0.1:{}", addr.port())
 }

@@ -48,7 +48,18 @@ pub struct RoleGuard(pub EngineRole);
 
 impl Guard for RoleGuard {
     async fn check(&self, ctx: &Context<'_>) -> Result<()> {
-        principal(ctx)?.require(self.0).map_err(to_gql)
+        let p = principal(ctx)?;
+        p.require(self.0).map_err(to_gql)?;
+        if ctx.query_env.operation.node.ty == async_graphql::parser::types::OperationType::Mutation
+        {
+            // One budget per API key (per user for password sessions).
+            let key = p
+                .api_key_id
+                .map_or_else(|| p.user_id.to_string(), |k| k.to_string());
+            ctx.data::<std::sync::Arc<super::limits::RateLimiter>>()?
+                .check(&key)?;
+        }
+        Ok(())
     }
 }
 

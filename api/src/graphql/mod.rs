@@ -2,9 +2,10 @@
 
 pub mod auth;
 pub mod error;
+pub mod limits;
 mod loaders;
 mod mutation;
-mod query;
+pub(crate) mod query;
 mod subscription;
 pub mod types;
 
@@ -33,8 +34,9 @@ pub const MAX_DEPTH: usize = 12;
 pub const MAX_COMPLEXITY: usize = 1000;
 
 /// Builds the schema with its limits; `engine` is available to every resolver.
-pub fn schema(engine: Engine) -> AiopsSchema {
+pub fn schema(engine: Engine, mutations_per_minute: u32) -> AiopsSchema {
     Schema::build(Query::default(), Mutation::default(), SubscriptionRoot)
+        .data(Arc::new(limits::RateLimiter::new(mutations_per_minute)))
         .data(DataLoader::new(
             loaders::StepCounts(engine.clone()),
             tokio::spawn,

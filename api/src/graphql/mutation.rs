@@ -71,6 +71,19 @@ impl MutationRoot {
             .into())
     }
 
+    /// Retries a FAILED or TIMED_OUT run from its failed step: completed steps keep
+    /// their results and are not run again; the failed steps run again. The run goes
+    /// back to QUEUED with a fresh deadline; any other state is a CONFLICT.
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn retry_run(&self, ctx: &Context<'_>, id: Uuid) -> Result<Run> {
+        Ok(ctx
+            .data::<Engine>()?
+            .retry_run(RunId(id))
+            .await
+            .gql()?
+            .into())
+    }
+
     #[graphql(guard = "RoleGuard(Role::Operator)")]
     async fn approve(
         &self,

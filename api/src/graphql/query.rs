@@ -26,6 +26,20 @@ pub struct RunFilterInput {
     pub created_before: Option<DateTime<Utc>>,
 }
 
+impl RunFilterInput {
+    /// The same filter applied to one run (for live updates).
+    pub fn matches(&self, run: &aiops_engine::store::runs::Run) -> bool {
+        let status = RunStatus::from(run.status);
+        self.statuses.as_ref().is_none_or(|s| s.contains(&status))
+            && self
+                .team_id
+                .is_none_or(|t| run.team_id.map(|x| x.0) == Some(t))
+            && self.trigger.is_none_or(|t| Trigger::from(run.trigger) == t)
+            && self.created_after.is_none_or(|t| run.created_at >= t)
+            && self.created_before.is_none_or(|t| run.created_at < t)
+    }
+}
+
 /// Opaque keyset cursor: `created_at` and id of the last run of a page.
 fn encode_cursor(run: &Run) -> String {
     format!("{}|{}", run.created_at.timestamp_micros(), run.id)

@@ -61,7 +61,7 @@ mirror_enum!(
     EventKind from aiops_engine::EventKind {
         RunQueued, RunStarted, StepStarted, StepSucceeded, StepFailed, StepRetryScheduled, LlmToken,
         ToolCall, ToolResult, ApprovalRequested, ApprovalDecided, InputRequested, InputReceived,
-        RunPaused, RunResumed, RunSucceeded, RunFailed, RunCancelled, RunTimedOut
+        RunPaused, RunResumed, RunRetryWait, RunSucceeded, RunFailed, RunCancelled, RunTimedOut
     }
 );
 
@@ -311,6 +311,7 @@ impl From<QuestionRecord> for Question {
 
 /// A team at its latest version.
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct Team {
     pub id: Uuid,
     pub name: String,
@@ -336,6 +337,31 @@ impl From<TeamRecord> for Team {
             updated_at: t.updated_at,
         }
     }
+}
+
+#[ComplexObject]
+impl Team {
+    /// Every version of the team, oldest first; runs pin the version they started with.
+    async fn versions(&self, ctx: &Context<'_>) -> Result<Vec<TeamVersion>> {
+        let engine = ctx.data::<Engine>()?;
+        let versions =
+            aiops_engine::store::teams::versions(engine.db(), aiops_engine::TeamId(self.id))
+                .await
+                .gql()?;
+        Ok(versions
+            .into_iter()
+            .map(|(version, spec)| TeamVersion {
+                version,
+                spec: Json(spec),
+            })
+            .collect())
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct TeamVersion {
+    pub version: i32,
+    pub spec: Json<serde_json::Value>,
 }
 
 /// One rule a team document breaks, with where.

@@ -199,7 +199,9 @@ event_rows AS (
 approval_rows AS (
   INSERT INTO approvals (id, run_id, step_key, tool, args, risk_note, status, requested_at, expires_at,
                          created_at, updated_at)
-  SELECT a.id, a.run_id, a.step_key, a.tool, a.args, a.risk_note, 'PENDING', $2, a.expires_at, $2, $2
+  -- jsonb_to_recordset reads a JSON null as SQL NULL; args is NOT NULL and may be JSON null.
+  SELECT a.id, a.run_id, a.step_key, a.tool, COALESCE(a.args, 'null'::jsonb), a.risk_note, 'PENDING', $2,
+         a.expires_at, $2, $2
   FROM jsonb_to_recordset($5::jsonb) AS a(id uuid, run_id uuid, step_key text, tool text, args jsonb,
                                           risk_note text, expires_at timestamptz)
   JOIN fenced f ON f.id = a.run_id

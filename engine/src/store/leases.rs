@@ -26,6 +26,10 @@ pub struct Fence {
 pub struct Claim {
     pub fence: Fence,
     pub previous: RunStatus,
+    /// The run had never started before this claim (`started_at` was NULL): it has
+    /// no recorded steps, approvals or questions to replay. A retried run was claimed
+    /// from QUEUED too, but is not fresh.
+    pub fresh: bool,
     pub workflow: String,
     pub input: Json,
     pub deadline_at: DateTime<Utc>,
@@ -71,7 +75,7 @@ pub async fn claim(
 // RUN_RESUMED (announced to other processes by the bus after commit). Event ids (UUIDv7) come from the caller, one per row.
 const PG_CLAIM: &str = "\
 WITH c AS (
-  SELECT id, status AS prev FROM runs WHERE {CLAIMABLE}
+  SELECT id, status AS prev, started_at IS NULL AS fresh FROM runs WHERE {CLAIMABLE}
   ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
@@ -81,7 +85,7 @@ claimed AS (
       remaining_ms = NULL, wake_at = NULL,
       last_seq = r.last_seq + CASE WHEN c.prev = 'RUNNING' THEN 0 ELSE 1 END, updated_at = $1
   FROM c WHERE r.id = c.id
-  RETURNING r.id, c.prev, r.workflow, r.input, r.attempt, r.last_seq, r.deadline_at, r.pause_requested
+  RETURNING r.id, c.prev, r.workflow, r.input, r.attempt, r.last_seq, r.deadline_at, r.pause_requested, c.fresh
 ),
 announced AS (
   SELECT cl.*, row_number() OVER (ORDER BY cl.id) AS n FROM claimed cl WHERE cl.prev <> 'RUNNING'
@@ -96,7 +100,7 @@ event_rows AS (
   FROM announced a JOIN event_ids i ON i.n = a.n
   RETURNING 1
 )
-SELECT id, prev, workflow, input, attempt, last_seq, deadline_at, pause_requested FROM claimed";
+SELECT id, prev, workflow, input, attempt, last_seq, deadline_at, pause_requested, fresh FROM claimed";
 
 async fn claim_postgres(
     db: &(impl ConnectionTrait + TransactionTrait),
@@ -125,6 +129,8 @@ async fn claim_postgres(
     let mut claims = Vec::with_capacity(rows.len());
     for row in rows {
         let (mut claim, last_seq) = claim_from_row(&row, owner)?;
+        // `started_at` as it was before this claim (the CTE reads the old row).
+        claim.fresh = row.try_get_by_index(8)?;
         if let Some(e) = claim_event(claim.previous, claim.fence.attempt, owner) {
             claim.events = vec![Event {
                 run_id: claim.fence.run_id,
@@ -149,6 +155,9 @@ fn claim_from_row(row: &QueryResult, owner: &str) -> Result<(Claim, i64)> {
                 attempt: row.try_get_by_index(4)?,
             },
             previous: prev.parse()?,
+            // Set by the caller from the row as it was before the claim; `false` is
+            // the safe default (the worker then loads what there is to replay).
+            fresh: false,
             workflow: row.try_get_by_index(2)?,
             input: row.try_get_by_index(3)?,
             deadline_at: row.try_get_by_index(6)?,
@@ -172,7 +181,7 @@ async fn claim_sqlite(
         .query_all_raw(stmt(
             db,
             &format!(
-                "SELECT id, status, attempt, deadline_at, remaining_ms, timeout_ms FROM runs WHERE {CLAIMABLE} \
+                "SELECT id, status, attempt, deadline_at, remaining_ms, timeout_ms, started_at FROM runs WHERE {CLAIMABLE} \
                  ORDER BY created_at LIMIT $2"
             ),
             vec![now.into(), (limit as i64).into()],
@@ -186,6 +195,7 @@ async fn claim_sqlite(
         let deadline: Option<DateTime<Utc>> = cand.try_get_by_index(3)?;
         let remaining: Option<i64> = cand.try_get_by_index(4)?;
         let timeout: i64 = cand.try_get_by_index(5)?;
+        let started: Option<DateTime<Utc>> = cand.try_get_by_index(6)?;
         let previous: RunStatus = prev.parse()?;
         let deadline =
             deadline.unwrap_or(now + ChronoDuration::milliseconds(remaining.unwrap_or(timeout)));
@@ -217,6 +227,9 @@ async fn claim_sqlite(
         };
         let (mut claim, last_seq) = claim_from_row(&row, owner)?;
         claim.previous = previous;
+        // The update is guarded by the attempt read with the candidate, and only a
+        // claim sets `started_at`, so the candidate's value is the one before the claim.
+        claim.fresh = started.is_none();
         if let Some(e) = claim_event(previous, claim.fence.attempt, owner) {
             claim.events = events::insert(&txn, claim.fence.run_id, last_seq, &[e], now).await?;
         }

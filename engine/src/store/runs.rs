@@ -1,5 +1,5 @@
 //! The `runs` table: creation, reads, listing and state changes made outside a
-//! worker's lease (pause, resume, cancel, human decisions).
+//! worker's lease (pause, resume, cancel, retry, human decisions).
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -233,6 +233,12 @@ pub struct RunPatch {
     pub wake_at: Option<Option<DateTime<Utc>>>,
     pub error: Option<String>,
     pub finished: bool,
+    /// Set `output` to NULL (a retried run has no result yet).
+    pub clear_output: bool,
+    /// Set `error` to NULL; ignored when `error` is given.
+    pub clear_error: bool,
+    /// Set `finished_at` to NULL; ignored when `finished` is set.
+    pub clear_finished: bool,
 }
 
 /// Applies `patch` if the run is still in `expected` state, appending `new_events`
@@ -274,6 +280,15 @@ pub async fn apply_patch(
     }
     if patch.finished {
         push("finished_at", now.into());
+    }
+    if patch.clear_error && patch.error.is_none() {
+        sets.push("error = NULL".into());
+    }
+    if patch.clear_finished && !patch.finished {
+        sets.push("finished_at = NULL".into());
+    }
+    if patch.clear_output {
+        sets.push("output = NULL".into());
     }
     if patch.revoke_lease {
         sets.push("attempt = attempt + 1".into());

@@ -76,3 +76,14 @@ pub async fn count_by_runs(
         .await?;
     Ok(rows.into_iter().map(|(id, n)| (RunId(id), n)).collect())
 }
+
+/// Deletes the run's FAILED step records, so that a retried run executes those
+/// steps again (completed steps stay memoized). Returns how many were deleted.
+pub async fn delete_failed(db: &impl ConnectionTrait, run_id: RunId) -> Result<u64> {
+    let res = step::Entity::delete_many()
+        .filter(step::Column::RunId.eq(run_id.0))
+        .filter(step::Column::Status.eq(StepStatus::Failed.as_str()))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}
