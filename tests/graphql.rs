@@ -131,6 +131,7 @@ async fn runs_and_steps(backend: Backend) {
         )
         .await;
     assert_eq!(future["runs"]["edges"], json!([]));
+    assert_no_secrets(&h.engine, &api.transcript, &[]).await;
 }
 both_backends!(runs_start_query_paginate, runs_and_steps);
 
@@ -240,6 +241,7 @@ async fn error_codes(backend: Backend) {
         )
         .await;
     assert_eq!(applied["applyTeam"]["team"]["version"], 1);
+    assert_no_secrets(&h.engine, &api.transcript, &[]).await;
 }
 both_backends!(errors_carry_codes_and_limits_apply, error_codes);
 
@@ -297,6 +299,41 @@ async fn approvals_over_graphql(backend: Backend) {
         json!({ "status": "ANSWERED", "answer": "yes" })
     );
     wait_status(&api, &id, "SUCCEEDED").await;
+
+    // Pause at a step boundary, resume, and the run's usage.
+    let steps: Vec<_> = (0..6)
+        .map(|_| json!({ "kind": "work", "ms": 100 }))
+        .collect();
+    let long = start(&api, json!(steps)).await;
+    wait_status(&api, &long, "RUNNING").await;
+    let paused = api
+        .data(
+            "mutation($id: UUID!) { pauseRun(id: $id) { id } }",
+            json!({ "id": long }),
+        )
+        .await;
+    assert_eq!(paused["pauseRun"]["id"], long.as_str());
+    wait_status(&api, &long, "PAUSED").await;
+    let resumed = api
+        .data(
+            "mutation($id: UUID!) { resumeRun(id: $id) { status } }",
+            json!({ "id": long }),
+        )
+        .await;
+    assert_eq!(resumed["resumeRun"]["status"], "RUNNING");
+    wait_status(&api, &long, "SUCCEEDED").await;
+    let usage = api
+        .data(
+            "query($id: UUID!) { run(id: $id) { usage { inputTokens outputTokens costUsd } } }",
+            json!({ "id": long }),
+        )
+        .await;
+    assert_eq!(
+        usage["run"]["usage"],
+        json!({ "inputTokens": 0, "outputTokens": 0, "costUsd": 0.0 }),
+        "no LLM calls yet"
+    );
+    assert_no_secrets(&h.engine, &api.transcript, &[]).await;
 }
 both_backends!(approvals_and_questions_over_graphql, approvals_over_graphql);
 
@@ -383,6 +420,7 @@ async fn subscription_reconnect(backend: Backend) {
         ((k + 1)..=n).collect::<Vec<_>>(),
         "every later event exactly once"
     );
+    assert_no_secrets(&h.engine, &api.transcript, &[]).await;
 }
 both_backends!(
     subscription_reconnect_after_seq_misses_nothing,
@@ -703,6 +741,7 @@ async fn listing_cost(backend: Backend) {
     );
     assert!(cost[1] <= 6, "a handful of statements in all: {cost:?}");
     shutdown.cancel();
+    assert_no_secrets(&engine, &api.transcript, &[]).await;
 }
 both_backends!(
     listing_runs_with_team_and_step_count_costs_constant_queries,
@@ -810,6 +849,7 @@ async fn live_inbox(backend: Backend) {
         v["runUpdates"]["id"] == id.as_str() && v["runUpdates"]["status"] == "SUCCEEDED"
     })
     .await;
+    assert_no_secrets(&h.engine, &api.transcript, &[]).await;
 }
 both_backends!(run_updates_and_approval_requested_are_live, live_inbox);
 
@@ -891,5 +931,6 @@ async fn protections(backend: Backend) {
             .get("access-control-allow-origin")
             .is_none()
     );
+    assert_no_secrets(&h.engine, &api.transcript, &[]).await;
 }
 both_backends!(rate_limit_body_limit_and_cors, protections);

@@ -175,6 +175,20 @@ impl Run {
             .collect())
     }
 
+    /// Token usage and cost summed over the run's steps (recorded per LLM call).
+    async fn usage(&self, ctx: &Context<'_>) -> Result<Usage> {
+        let engine = ctx.data::<Engine>()?;
+        let steps = engine.steps(self.id.into()).await.gql()?;
+        Ok(steps
+            .iter()
+            .filter_map(|s| s.usage.as_ref())
+            .fold(Usage::default(), |acc, u| Usage {
+                input_tokens: acc.input_tokens + u["input_tokens"].as_i64().unwrap_or(0),
+                output_tokens: acc.output_tokens + u["output_tokens"].as_i64().unwrap_or(0),
+                cost_usd: acc.cost_usd + u["cost_usd"].as_f64().unwrap_or(0.0),
+            }))
+    }
+
     async fn approvals(&self, ctx: &Context<'_>) -> Result<Vec<Approval>> {
         let engine = ctx.data::<Engine>()?;
         Ok(engine
@@ -185,6 +199,14 @@ impl Run {
             .map(Approval::from)
             .collect())
     }
+}
+
+/// Tokens and cost of LLM calls.
+#[derive(SimpleObject, Default)]
+pub struct Usage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
 }
 
 /// One durable step of a run.
