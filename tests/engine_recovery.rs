@@ -27,6 +27,26 @@ fn executions(path: &PathBuf) -> HashMap<String, usize> {
     counts
 }
 
+/// Starts a run of `steps` work steps of `ms` each that records every executed
+/// attempt in a file; keep the returned directory alive.
+async fn start_recorded_work(
+    engine: &aiops_engine::Engine,
+    steps: usize,
+    ms: u64,
+) -> (tempfile::TempDir, PathBuf, aiops_engine::store::runs::Run) {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("side-effects.log");
+    let steps: Vec<_> = (0..steps)
+        .map(|_| json!({ "kind": "work", "ms": ms }))
+        .collect();
+    let input = json!({ "steps": steps, "record_to": record.display().to_string() });
+    let run = engine
+        .start_run(StartRun::new("script", input))
+        .await
+        .unwrap();
+    (dir, record, run)
+}
+
 /// Waits until at least `n` steps of the run succeeded; returns their keys.
 async fn wait_for_succeeded_steps(
     engine: &aiops_engine::Engine,
@@ -53,19 +73,7 @@ async fn sigkill_recovery(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("side-effects.log");
-    let steps: Vec<_> = (0..16)
-        .map(|_| json!({ "kind": "work", "ms": 150 }))
-        .collect();
-    let run = h
-        .engine
-        .start_run(StartRun::new(
-            "script",
-            json!({ "steps": steps, "record_to": record.display().to_string() }),
-        ))
-        .await
-        .unwrap();
+    let (_dir, record, run) = start_recorded_work(&h.engine, 16, 150).await;
 
     let mut first = WorkerProcess::spawn(&h.db.url, &[]);
     let completed_before_kill = wait_for_succeeded_steps(&h.engine, run.id, 5).await;
@@ -452,19 +460,7 @@ async fn database_outage(backend: Backend) {
     let proxy = common::FlakyProxy::start("127.0.0.1:5432").await;
     let db_name = h.db.url.rsplit('/').next().unwrap().to_owned();
     let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{db_name}", proxy.port);
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("side-effects.log");
-    let steps: Vec<_> = (0..12)
-        .map(|_| json!({ "kind": "work", "ms": 100 }))
-        .collect();
-    let run = h
-        .engine
-        .start_run(StartRun::new(
-            "script",
-            json!({ "steps": steps, "record_to": record.display().to_string() }),
-        ))
-        .await
-        .unwrap();
+    let (_dir, record, run) = start_recorded_work(&h.engine, 12, 100).await;
     let mut worker = WorkerProcess::spawn(&via_proxy, &[]);
     let before_cut = wait_for_succeeded_steps(&h.engine, run.id, 3).await;
     proxy.cut();
