@@ -14,6 +14,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tower_http::cors::CorsLayer;
@@ -182,6 +183,13 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "HTTP API listening (GraphiQL at /graphiql)");
+    // Without TCP_NODELAY, a frame sent before the client acknowledged the previous
+    // one waits for a delayed ACK (up to 40 ms): live events would stutter.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app_with(engine, config))
         .with_graceful_shutdown(shutdown)
         .await
