@@ -7,6 +7,7 @@ use std::time::Duration;
 use aiops_engine::auth::Role;
 use common::{Api, Backend, Harness, WorkerProcess, assert_no_secrets, serve_api, token_for};
 use futures::{SinkExt, StreamExt};
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -930,3 +931,49 @@ async fn protections(backend: Backend) {
     assert_no_secrets(&h.engine, &api.transcript, &[]).await;
 }
 both_backends!(rate_limit_body_limit_and_cors, protections);
+
+async fn internal_errors_are_opaque(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let admin = token_for(&h.engine, "admin", Role::Admin).await;
+    let api = Api::new(
+        &serve_api(&h.engine, h.shutdown.child_token()).await,
+        Some(&admin),
+    );
+    let id = start(&api, json!([{ "kind": "noop" }])).await;
+    // Break the database under the server: the next read of steps fails in SQL.
+    h.engine
+        .db()
+        .execute_unprepared("DROP TABLE steps")
+        .await
+        .unwrap();
+    let (code, err) = api
+        .error_code(
+            "query($id: UUID!) { run(id: $id) { steps { key } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(code, "INTERNAL");
+    let message = err["message"].as_str().unwrap();
+    assert!(message.starts_with("internal error (id "), "{message}");
+    // The path (`run.steps`) is the client's own query; message and extensions are ours.
+    let body = format!("{} {}", err["message"], err["extensions"]).to_lowercase();
+    for leak in [
+        "steps",
+        "select",
+        "relation",
+        "no such table",
+        "sqlx",
+        "panicked",
+    ] {
+        assert!(
+            !body.contains(leak),
+            "internal detail {leak:?} reached the client: {err}"
+        );
+    }
+}
+both_backends!(
+    internal_errors_reach_clients_only_as_an_id,
+    internal_errors_are_opaque
+);
