@@ -12,6 +12,15 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+/// The real server in front of the harness's engine, and a client holding an admin key.
+async fn admin_api(h: &Harness) -> Api {
+    let admin = token_for(&h.engine, "admin", Role::Admin).await;
+    Api::new(
+        &serve_api(&h.engine, h.shutdown.child_token()).await,
+        Some(&admin),
+    )
+}
+
 const START: &str =
     "mutation($input: StartRunInput!) { startRun(input: $input) { id status lastSeq } }";
 const RUN: &str = "query($id: UUID!) { run(id: $id) { id status output error lastSeq steps { key status attempts } events { seq kind } } }";
@@ -39,11 +48,7 @@ async fn runs_and_steps(backend: Backend) {
         return;
     };
     let _w = h.spawn_worker();
-    let admin = token_for(&h.engine, "admin", Role::Admin).await;
-    let api = Api::new(
-        &serve_api(&h.engine, h.shutdown.child_token()).await,
-        Some(&admin),
-    );
+    let api = admin_api(&h).await;
     assert_eq!(
         api.data("{ health workflows }", json!({})).await,
         json!({ "health": "ok", "workflows": ["script"] })
@@ -140,11 +145,7 @@ async fn error_codes(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let admin = token_for(&h.engine, "admin", Role::Admin).await;
-    let api = Api::new(
-        &serve_api(&h.engine, h.shutdown.child_token()).await,
-        Some(&admin),
-    );
+    let api = admin_api(&h).await;
     let (code, err) = api
         .error_code(
             START,
@@ -251,11 +252,7 @@ async fn approvals_over_graphql(backend: Backend) {
         return;
     };
     let _w = h.spawn_worker();
-    let admin = token_for(&h.engine, "admin", Role::Admin).await;
-    let api = Api::new(
-        &serve_api(&h.engine, h.shutdown.child_token()).await,
-        Some(&admin),
-    );
+    let api = admin_api(&h).await;
     let id = start(&api, json!([{ "kind": "approval", "tool": "webhook_action", "args": { "url": "x" } }, { "kind": "question", "text": "proceed?" }])).await;
     wait_status(&api, &id, "WAITING_APPROVAL").await;
     let pending = api
@@ -936,11 +933,7 @@ async fn internal_errors_are_opaque(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let admin = token_for(&h.engine, "admin", Role::Admin).await;
-    let api = Api::new(
-        &serve_api(&h.engine, h.shutdown.child_token()).await,
-        Some(&admin),
-    );
+    let api = admin_api(&h).await;
     let id = start(&api, json!([{ "kind": "noop" }])).await;
     // Break the database under the server: the next read of steps fails in SQL.
     h.engine
