@@ -540,6 +540,12 @@ async fn authorization_matrix(backend: Backend) {
             Role::Admin,
             Some("NOT_FOUND"),
         ),
+        (
+            "mutation { createApiKey(input: { name: \"own\" }) { apiKey { prefix } } }",
+            json!({}),
+            Role::Viewer,
+            None,
+        ),
     ];
     for (query, vars, needed, authorised_error) in &ops {
         let (code, _) = anonymous.error_code(query, vars.clone()).await;
