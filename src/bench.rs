@@ -77,7 +77,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let engine = crate::cli::open_engine(&args.database_url, config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(engine.clone().listen(shutdown.clone()));
-    let mut worker = Some(tokio::spawn(engine.worker().run(shutdown.clone())));
+    // The warm-up worker stops before the throughput phase; the listener keeps running.
+    let warmup_stop = shutdown.child_token();
+    let warmup_worker = tokio::spawn(engine.worker().run(warmup_stop.clone()));
     let backend = if args.database_url.starts_with("postgres") {
         "postgres"
     } else {
@@ -94,12 +96,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     // 1. Throughput: all runs queued up front while no worker runs, then one worker
     //    with `runs` slots executes them; enqueueing is timed separately.
-    if let Some(w) = worker.take() {
-        shutdown.cancel();
-        let _ = w.await;
-    }
-    let shutdown = CancellationToken::new();
-    tokio::spawn(engine.clone().listen(shutdown.clone()));
+    warmup_stop.cancel();
+    let _ = warmup_worker.await;
     // One bus receiver counts completions, so watching costs nothing per run.
     let warmup = succeeded_runs(&engine).await?;
     let mut bus = engine.bus().receiver();
