@@ -186,9 +186,15 @@ pub struct ApiArgs {
     /// Browser origins allowed to call the API (CORS), comma-separated; none by default.
     #[arg(long, env = "AIOPS_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
-    /// Mutations one API key may make per minute.
+    /// Mutations one API key may make per minute (every root field counts, aliases too).
     #[arg(long, env = "AIOPS_MUTATIONS_PER_MINUTE", default_value_t = 600)]
     mutations_per_minute: u32,
+    /// Login attempts per minute per username; each client address gets three times this.
+    #[arg(long, env = "AIOPS_LOGIN_ATTEMPTS_PER_MINUTE", default_value_t = 10)]
+    login_attempts_per_minute: u32,
+    /// Open HTTP connections at most (and, separately, open WebSockets); more are refused.
+    #[arg(long, env = "AIOPS_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
 }
 
 impl ApiArgs {
@@ -201,6 +207,10 @@ impl ApiArgs {
                 .filter(|o| !o.is_empty())
                 .collect(),
             mutations_per_minute: self.mutations_per_minute,
+            login_attempts_per_minute: self.login_attempts_per_minute,
+            max_connections: self.max_connections,
+            max_websockets: self.max_connections,
+            ..aiops_api::ApiConfig::default()
         }
     }
 }

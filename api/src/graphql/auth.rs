@@ -48,34 +48,30 @@ pub struct RoleGuard(pub EngineRole);
 
 impl Guard for RoleGuard {
     async fn check(&self, ctx: &Context<'_>) -> Result<()> {
-        let p = principal(ctx)?;
-        p.require(self.0).map_err(to_gql)?;
-        if ctx.query_env.operation.node.ty == async_graphql::parser::types::OperationType::Mutation
-        {
-            // One budget per API key (per user for password sessions).
-            let key = p
-                .api_key_id
-                .map_or_else(|| p.user_id.to_string(), |k| k.to_string());
-            ctx.data::<std::sync::Arc<super::limits::RateLimiter>>()?
-                .check(&key)?;
-        }
-        Ok(())
+        principal(ctx)?.require(self.0).map_err(to_gql)
     }
 }
 
-/// The caller, or UNAUTHENTICATED.
+/// The caller, or UNAUTHENTICATED saying that no key came with the request.
 pub fn principal<'a>(ctx: &Context<'a>) -> Result<&'a Principal> {
-    ctx.data_opt::<Principal>()
-        .ok_or_else(|| to_gql(aiops_engine::Error::Unauthenticated))
+    ctx.data_opt::<Principal>().ok_or_else(|| {
+        use async_graphql::ErrorExtensions;
+        async_graphql::Error::new(
+            "missing API key: send `Authorization: Bearer <key>` (over WebSocket, in connection_init)",
+        )
+        .extend_with(|_, e| e.set("code", super::error::UNAUTHENTICATED))
+    })
 }
 
-/// Reads a bearer token: `Bearer <token>` or the bare token.
-pub fn bearer(value: &str) -> &str {
+/// Reads a bearer token: `Bearer <token>` (the scheme in any case, RFC 7235) or the
+/// bare token. `None` when there is no token.
+pub fn bearer(value: &str) -> Option<&str> {
     let v = value.trim();
-    v.strip_prefix("Bearer ")
-        .or_else(|| v.strip_prefix("bearer "))
-        .unwrap_or(v)
-        .trim()
+    let token = match v.split_once(char::is_whitespace) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => v,
+    };
+    (!token.is_empty()).then_some(token)
 }
 
 /// The token a WebSocket client sent in `connection_init`, under any of the names
@@ -89,7 +85,7 @@ pub fn token_from_init(payload: &serde_json::Value) -> Option<String> {
                 .pointer("/headers/Authorization")
                 .and_then(|v| v.as_str())
         })
-        .map(|t| bearer(t).to_owned())
+        .and_then(|t| bearer(t).map(str::to_owned))
 }
 
 /// The caller as seen by `me`.
@@ -178,6 +174,7 @@ pub struct AuthQuery;
 #[Object]
 impl AuthQuery {
     /// The caller.
+    #[graphql(guard = "RoleGuard(EngineRole::Viewer)")]
     async fn me(&self, ctx: &Context<'_>) -> Result<Me> {
         let p = principal(ctx)?;
         Ok(Me {
@@ -201,6 +198,7 @@ impl AuthQuery {
     }
 
     /// The caller's API keys (admins may name another user).
+    #[graphql(guard = "RoleGuard(EngineRole::Viewer)")]
     async fn api_keys(&self, ctx: &Context<'_>, user_id: Option<Uuid>) -> Result<Vec<ApiKey>> {
         let owner = owner_for(ctx, user_id)?;
         Ok(ctx
@@ -238,6 +236,7 @@ impl AuthMutation {
         username: String,
         password: String,
     ) -> Result<ApiKeyCreated> {
+        super::policy::charge_login(ctx, &username)?;
         let engine = ctx.data::<Engine>()?;
         let p = engine.login(&username, &password).await.gql()?;
         let (key, token) = engine
@@ -272,6 +271,7 @@ impl AuthMutation {
     }
 
     /// A new key for the caller (or, for admins, another user); shown once.
+    #[graphql(guard = "RoleGuard(EngineRole::Viewer)")]
     async fn create_api_key(
         &self,
         ctx: &Context<'_>,
@@ -293,6 +293,7 @@ impl AuthMutation {
     }
 
     /// Revokes a key at once; its next request is UNAUTHENTICATED. Idempotent.
+    #[graphql(guard = "RoleGuard(EngineRole::Viewer)")]
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: Uuid) -> Result<ApiKey> {
         let p = principal(ctx)?;
         let engine = ctx.data::<Engine>()?;

@@ -54,6 +54,22 @@ pub fn to_gql(e: Error) -> async_graphql::Error {
     async_graphql::Error::new(e.to_string()).extend_with(|_, ext| ext.set("code", code))
 }
 
+/// A request-level error (no field, no position): GraphQL clients would show a
+/// position of line 0 as a bogus location.
+pub fn without_position(e: async_graphql::Error) -> ServerError {
+    let mut err = ServerError::new(e.message, None);
+    err.extensions = e.extensions;
+    err
+}
+
+/// A request-level BAD_REQUEST.
+pub fn bad_request(message: impl Into<String>) -> ServerError {
+    without_position(
+        async_graphql::Error::new(message.into())
+            .extend_with(|_, ext| ext.set("code", BAD_REQUEST)),
+    )
+}
+
 /// `?`-friendly conversion on engine results.
 pub trait ToGql<T> {
     fn gql(self) -> async_graphql::Result<T>;

@@ -1,4 +1,4 @@
-//! Per-key rate limiting of mutations (and of login attempts per username).
+//! Token-bucket rate limits (per API key, per username, per client address).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,19 +11,23 @@ use super::error::BAD_REQUEST;
 /// A token bucket per key: `per_minute` tokens, refilled continuously.
 pub struct RateLimiter {
     per_minute: u32,
+    /// What one token buys, for the error message ("mutations per minute per API key").
+    what: &'static str,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
 impl RateLimiter {
-    pub fn new(per_minute: u32) -> Self {
+    pub fn new(per_minute: u32, what: &'static str) -> Self {
         Self {
             per_minute: per_minute.max(1),
+            what,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes a token for `key`, or says how long until one is available.
-    pub fn check(&self, key: &str) -> async_graphql::Result<()> {
+    /// Takes `n` tokens for `key`, or takes none and says how long until there are
+    /// enough. Asking for more than the whole budget is refused outright.
+    pub fn check(&self, key: &str, n: u32) -> async_graphql::Result<()> {
         let capacity = f64::from(self.per_minute);
         let per_second = capacity / 60.0;
         let now = Instant::now();
@@ -35,14 +39,21 @@ impl RateLimiter {
         let (tokens, at) = buckets.entry(key.to_owned()).or_insert((capacity, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_second).min(capacity);
         *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        let need = f64::from(n.max(1));
+        if *tokens >= need {
+            *tokens -= need;
             return Ok(());
         }
-        let wait = ((1.0 - *tokens) / per_second).ceil() as u64;
-        let per_minute = self.per_minute;
+        let (per_minute, what) = (self.per_minute, self.what);
+        if need > capacity {
+            return Err(async_graphql::Error::new(format!(
+                "rate limit: this request needs {n} tokens, more than the whole budget of {per_minute} {what}"
+            ))
+            .extend_with(|_, e| e.set("code", BAD_REQUEST)));
+        }
+        let wait = ((need - *tokens) / per_second).ceil() as u64;
         Err(async_graphql::Error::new(format!(
-            "rate limit exceeded: {per_minute} mutations per minute per key; retry in {wait} s"
+            "rate limit exceeded: {per_minute} {what}; retry in {wait} s"
         ))
         .extend_with(|_, e| {
             e.set("code", BAD_REQUEST);
@@ -57,16 +68,23 @@ mod tests {
 
     #[test]
     fn allows_the_budget_then_refuses_with_a_retry_hint() {
-        let limiter = RateLimiter::new(3);
+        let limiter = RateLimiter::new(3, "mutations per minute per API key");
         for _ in 0..3 {
-            limiter.check("key-a").unwrap();
+            limiter.check("key-a", 1).unwrap();
         }
-        let err = limiter.check("key-a").unwrap_err();
+        let err = limiter.check("key-a", 1).unwrap_err();
         assert!(
             err.message.contains("3 mutations per minute"),
             "{}",
             err.message
         );
-        limiter.check("key-b").expect("keys have separate budgets");
+        limiter
+            .check("key-b", 1)
+            .expect("keys have separate budgets");
+        let err = limiter.check("key-c", 4).unwrap_err();
+        assert!(err.message.contains("whole budget"), "{}", err.message);
+        limiter
+            .check("key-c", 3)
+            .expect("exactly the budget at once");
     }
 }

@@ -2,9 +2,11 @@
 
 pub mod auth;
 pub mod error;
+pub mod input_checks;
 pub mod limits;
 mod loaders;
 mod mutation;
+pub mod policy;
 pub(crate) mod query;
 mod subscription;
 pub mod types;
@@ -28,15 +30,18 @@ pub struct Mutation(MutationRoot, auth::AuthMutation);
 
 pub type AiopsSchema = Schema<Query, Mutation, SubscriptionRoot>;
 
-/// Deepest query accepted.
-pub const MAX_DEPTH: usize = 12;
+pub use input_checks::MAX_DEPTH;
 /// Most expensive query accepted (async-graphql's complexity: 1 per field by default).
 pub const MAX_COMPLEXITY: usize = 1000;
 
 /// Builds the schema with its limits; `engine` is available to every resolver.
-pub fn schema(engine: Engine, mutations_per_minute: u32) -> AiopsSchema {
+pub fn schema(engine: Engine, config: &crate::ApiConfig) -> AiopsSchema {
+    let budgets = Arc::new(policy::Budgets::new(
+        config.mutations_per_minute,
+        config.login_attempts_per_minute,
+    ));
     Schema::build(Query::default(), Mutation::default(), SubscriptionRoot)
-        .data(Arc::new(limits::RateLimiter::new(mutations_per_minute)))
+        .data(budgets.clone())
         .data(DataLoader::new(
             loaders::StepCounts(engine.clone()),
             tokio::spawn,
@@ -46,8 +51,9 @@ pub fn schema(engine: Engine, mutations_per_minute: u32) -> AiopsSchema {
             tokio::spawn,
         ))
         .data(engine)
-        .limit_depth(MAX_DEPTH)
+        // Depth is limited by the policy (which exempts introspection).
         .limit_complexity(MAX_COMPLEXITY)
+        .extension(policy::RequestPolicy(budgets))
         .extension(ErrorCodes)
         .finish()
 }

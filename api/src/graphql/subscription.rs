@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 pub struct SubscriptionRoot;
 
-#[Subscription]
+#[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
     /// Events of a run with `seq > afterSeq`: the stored ones first, then live ones,
     /// each exactly once and in order, also when another process writes them. A client
