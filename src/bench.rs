@@ -74,7 +74,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         writer_shards: args.writer_shards,
         ..EngineConfig::default()
     };
-    let engine = crate::cli::open_engine(&args.database_url, config).await?;
+    // The benchmark runs the script workflow (no record files).
+    let workflows = aiops_engine::Workflows::default().with(
+        aiops_engine::script::NAME,
+        aiops_engine::script::ScriptWorkflow::new(None),
+    );
+    let opened = crate::cli::open_engine(
+        &args.database_url,
+        config,
+        workflows,
+        crate::cli::Access::Exclusive("aiops bench"),
+    )
+    .await?;
+    let engine = opened.engine.clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(engine.clone().listen(shutdown.clone()));
     // The warm-up worker stops before the throughput phase; the listener keeps running.

@@ -24,8 +24,11 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/aiops.db";
 )]
 pub struct Cli {
     /// Log as JSON lines instead of text.
-    #[arg(long, env = "AIOPS_LOG_JSON", global = true)]
+    #[arg(long, env = "AIOPS_LOG_JSON", global = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
     log_json: bool,
+    #[command(flatten)]
+    workflows: WorkflowArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -174,6 +177,34 @@ enum TeamCommand {
     },
 }
 
+/// Which workflows this process can start and execute.
+#[derive(Args, Debug, Clone, Default)]
+pub struct WorkflowArgs {
+    /// Register the built-in `script` workflow, a tool for tests, demos and benchmarks
+    /// (not for production servers).
+    #[arg(long, env = "AIOPS_ENABLE_SCRIPT_WORKFLOW", global = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub enable_script_workflow: bool,
+    /// Directory in which script runs may append to `record_to` files (nowhere else);
+    /// without it, scripts that ask for `record_to` are refused.
+    #[arg(long, env = "AIOPS_SCRIPT_RECORD_DIR", global = true)]
+    pub script_record_dir: Option<PathBuf>,
+}
+
+impl WorkflowArgs {
+    /// The registry of workflows, built once per process.
+    pub fn registry(&self) -> Workflows {
+        let mut workflows = Workflows::default();
+        if self.enable_script_workflow {
+            workflows = workflows.with(
+                aiops_engine::script::NAME,
+                aiops_engine::script::ScriptWorkflow::new(self.script_record_dir.clone()),
+            );
+        }
+        workflows
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct DbArgs {
     /// `postgres://…` or `sqlite://path`.
@@ -268,13 +299,55 @@ pub fn init_tracing(cli: &Cli) {
     }
 }
 
-/// Connects, migrates, and builds the engine.
-pub async fn open_engine(url: &str, config: EngineConfig) -> anyhow::Result<Engine> {
+/// How a command uses an SQLite database, which serves one process at a time.
+#[derive(Clone, Copy, Debug)]
+pub enum Access {
+    /// Executes runs or migrates: refused while another process holds the database.
+    Exclusive(&'static str),
+    /// A short command (create a user, apply a team) that may work beside the server
+    /// holding the database; it migrates only when nobody holds it.
+    Shared(&'static str),
+}
+
+/// An engine and, on SQLite, the lock that keeps other processes out.
+pub struct Opened {
+    pub engine: Engine,
+    _lock: Option<store::sqlite_lock::SqliteLock>,
+}
+
+impl std::ops::Deref for Opened {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// Locks (SQLite), connects, migrates, and builds the engine.
+pub async fn open_engine(
+    url: &str,
+    config: EngineConfig,
+    workflows: Workflows,
+    access: Access,
+) -> anyhow::Result<Opened> {
+    let (lock, migrate) = match access {
+        Access::Exclusive(holder) => (store::sqlite_lock::acquire(url, holder)?, true),
+        Access::Shared(holder) => match store::sqlite_lock::try_acquire(url, holder)? {
+            store::sqlite_lock::Attempt::Acquired(lock) => (Some(lock), true),
+            store::sqlite_lock::Attempt::NotSqlite => (None, true),
+            // The holder (a server) migrated it.
+            store::sqlite_lock::Attempt::HeldBy { .. } => (None, false),
+        },
+    };
     let db = store::connect(url)
         .await
         .with_context(|| format!("connecting to {}", redact(url)))?;
-    store::migrate(&db).await.context("applying migrations")?;
-    Ok(Engine::with_connection(db, config, Workflows::builtin()))
+    if migrate {
+        store::migrate(&db).await.context("applying migrations")?;
+    }
+    Ok(Opened {
+        engine: Engine::with_connection(db, config, workflows),
+        _lock: lock,
+    })
 }
 
 /// A database URL without its password, for messages.
@@ -369,6 +442,7 @@ fn shutdown_token() -> CancellationToken {
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let workflows = cli.workflows.registry();
     match cli.command {
         Command::Serve {
             db,
@@ -377,7 +451,18 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir: explicit_data_dir,
             api,
         } => {
-            let engine = open_engine(&db.url, engine.config()?).await?;
+            // Bound first: a port that is taken fails at once, before any migration.
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            let opened = open_engine(
+                &db.url,
+                engine.config()?,
+                workflows,
+                Access::Exclusive("aiops serve"),
+            )
+            .await?;
+            let engine = opened.engine.clone();
             let dir = data_dir(explicit_data_dir, &db.url);
             let password = std::env::var("AIOPS_BOOTSTRAP_ADMIN_PASSWORD").ok();
             if let Some(path) = engine
@@ -391,9 +476,6 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             let shutdown = shutdown_token();
-            let listener = tokio::net::TcpListener::bind(&listen)
-                .await
-                .with_context(|| format!("binding {listen}"))?;
             tracing::info!(database = %redact(&db.url), %listen, "aiops serve starting");
             let jobs = [
                 tokio::spawn(engine.clone().listen(shutdown.clone())),
@@ -409,10 +491,18 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             for job in jobs {
                 let _ = job.await;
             }
+            drop(opened);
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker { db, engine } => {
-            let engine = open_engine(&db.url, engine.config()?).await?;
+            let opened = open_engine(
+                &db.url,
+                engine.config()?,
+                workflows,
+                Access::Exclusive("aiops worker"),
+            )
+            .await?;
+            let engine = opened.engine.clone();
             let shutdown = shutdown_token();
             let listener = tokio::spawn(engine.clone().listen(shutdown.clone()));
             let worker = engine.worker();
@@ -422,6 +512,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { db } => {
+            let _lock = store::sqlite_lock::acquire(&db.url, "aiops migrate")?;
             let conn = store::connect(&db.url)
                 .await
                 .with_context(|| format!("connecting to {}", redact(&db.url)))?;
@@ -458,7 +549,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let engine = open_engine(&db.url, EngineConfig::default()).await?;
+            let engine = open_engine(
+                &db.url,
+                EngineConfig::default(),
+                workflows,
+                Access::Shared("aiops team apply"),
+            )
+            .await?;
             match engine.apply_team(&text).await {
                 Ok((team, changed)) => {
                     let what = if changed {
@@ -494,7 +591,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let input: serde_json::Value =
                 serde_json::from_str(&text).context("--input is not valid JSON")?;
-            let engine = open_engine(&db.url, EngineConfig::default()).await?;
+            let engine = open_engine(
+                &db.url,
+                EngineConfig::default(),
+                workflows,
+                Access::Shared("aiops run"),
+            )
+            .await?;
             let mut req = StartRun::new(workflow, input);
             req.idempotency_key = idempotency_key;
             let run = engine.start_run(req).await?;
@@ -523,11 +626,22 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The engine of a short administrative command (no workflows needed).
+async fn admin_engine(url: &str, holder: &'static str) -> anyhow::Result<Opened> {
+    open_engine(
+        url,
+        EngineConfig::default(),
+        Workflows::default(),
+        Access::Shared(holder),
+    )
+    .await
+}
+
 async fn user_command(command: UserCommand) -> anyhow::Result<ExitCode> {
     match command {
         UserCommand::Create { db, username, role } => {
             let password = read_new_password()?;
-            let engine = open_engine(&db.url, EngineConfig::default()).await?;
+            let engine = admin_engine(&db.url, "aiops user create").await?;
             let user = engine.create_user(&username, &password, role).await?;
             println!(
                 "user \"{}\" created with role {} (id {})",
@@ -535,7 +649,7 @@ async fn user_command(command: UserCommand) -> anyhow::Result<ExitCode> {
             );
         }
         UserCommand::List { db } => {
-            let engine = open_engine(&db.url, EngineConfig::default()).await?;
+            let engine = admin_engine(&db.url, "aiops user list").await?;
             println!(
                 "{:<36}  {:<24}  {:<8}  {:<8}  CREATED",
                 "ID", "USERNAME", "ROLE", "STATE"
@@ -565,7 +679,7 @@ async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             role,
             expires_days,
         } => {
-            let engine = open_engine(&db.url, EngineConfig::default()).await?;
+            let engine = admin_engine(&db.url, "aiops apikey create").await?;
             let user = engine.user_by_username(&username).await?;
             let expires_in = expires_days.map(|d| Duration::from_secs(u64::from(d) * 86_400));
             let (key, plaintext) = engine
@@ -583,7 +697,7 @@ async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             );
         }
         ApiKeyCommand::List { db, username } => {
-            let engine = open_engine(&db.url, EngineConfig::default()).await?;
+            let engine = admin_engine(&db.url, "aiops apikey list").await?;
             let user = engine.user_by_username(&username).await?;
             let now = chrono::Utc::now();
             println!(
@@ -614,7 +728,7 @@ async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             }
         }
         ApiKeyCommand::Revoke { db, id } => {
-            let engine = open_engine(&db.url, EngineConfig::default()).await?;
+            let engine = admin_engine(&db.url, "aiops apikey revoke").await?;
             let key = engine.revoke_api_key(id).await?;
             let at = key
                 .revoked_at

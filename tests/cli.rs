@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use aiops_engine::{Engine, EngineConfig, Error, Role, Workflows, store};
+use aiops_engine::{Engine, EngineConfig, Error, Role, store};
 
 fn aiops() -> Command {
     Command::new(env!("CARGO_BIN_EXE_aiops"))
@@ -87,6 +87,7 @@ async fn serve_runs_with_no_configuration_and_stops_on_sigterm() {
         .env_remove("AIOPS_DATA_DIR")
         .env_remove("AIOPS_BOOTSTRAP_ADMIN_PASSWORD")
         .env("AIOPS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("AIOPS_ENABLE_SCRIPT_WORKFLOW", "1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
@@ -101,7 +102,12 @@ async fn serve_runs_with_no_configuration_and_stops_on_sigterm() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let ready = ready.expect("serve answers /readyz");
+    let ready = ready.unwrap_or_else(|| {
+        panic!(
+            "serve answers /readyz: {}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        )
+    });
     assert_eq!(ready.status(), 200);
     let health: serde_json::Value = client
         .get(format!("{base}/healthz"))
@@ -150,6 +156,7 @@ async fn serve_runs_with_no_configuration_and_stops_on_sigterm() {
         ])
         .current_dir(dir.path())
         .env_remove("DATABASE_URL")
+        .env("AIOPS_ENABLE_SCRIPT_WORKFLOW", "1")
         .output()
         .unwrap();
     assert!(
@@ -174,7 +181,11 @@ async fn serve_runs_with_no_configuration_and_stops_on_sigterm() {
 /// An engine on a database the CLI uses (already migrated by it).
 async fn engine_on(url: &str) -> Engine {
     let db = store::connect(url).await.unwrap();
-    Engine::with_connection(db, EngineConfig::default(), Workflows::builtin())
+    Engine::with_connection(
+        db,
+        EngineConfig::default(),
+        aiops_engine::Workflows::default(),
+    )
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ fn script(steps: serde_json::Value) -> StartRun {
 fn recorded_script(steps: serde_json::Value, record_to: &std::path::Path) -> StartRun {
     StartRun::new(
         "script",
-        json!({ "steps": steps, "record_to": record_to.display().to_string() }),
+        json!({ "steps": steps, "record_to": common::record_name(&record_to) }),
     )
 }
 
@@ -76,8 +76,8 @@ async fn approval_approve(backend: Backend) {
         return;
     };
     let _worker = h.spawn_worker();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("effects.log");
+    let dir = h.record_dir.clone();
+    let log = dir.join("effects.log");
     let args =
         json!({ "matchers": [{ "name": "alertname", "value": "DiskFull" }], "duration": "2h" });
     let a = h
@@ -217,8 +217,8 @@ async fn approval_reject(backend: Backend) {
         return;
     };
     let _worker = h.spawn_worker();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("effects.log");
+    let dir = h.record_dir.clone();
+    let log = dir.join("effects.log");
     let run = h
         .engine
         .start_run(recorded_script(
@@ -548,8 +548,8 @@ async fn pause_resume(backend: Backend) {
         return;
     };
     let _worker = h.spawn_worker();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("effects.log");
+    let dir = h.record_dir.clone();
+    let log = dir.join("effects.log");
     let steps: Vec<_> = (0..8)
         .map(|_| json!({ "kind": "work", "ms": 150 }))
         .collect();
@@ -671,8 +671,8 @@ async fn cancel_long_step(backend: Backend) {
         return;
     };
     let _worker = h.spawn_worker();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("effects.log");
+    let dir = h.record_dir.clone();
+    let log = dir.join("effects.log");
     let run = h
         .engine
         .start_run(recorded_script(

@@ -28,18 +28,19 @@ fn executions(path: &PathBuf) -> HashMap<String, usize> {
 }
 
 /// Starts a run of `steps` work steps of `ms` each that records every executed
-/// attempt in a file; keep the returned directory alive.
+/// attempt in a file of the harness's record directory.
 async fn start_recorded_work(
-    engine: &aiops_engine::Engine,
+    h: &Harness,
     steps: usize,
     ms: u64,
-) -> (tempfile::TempDir, PathBuf, aiops_engine::store::runs::Run) {
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("side-effects.log");
+) -> (PathBuf, PathBuf, aiops_engine::store::runs::Run) {
+    let engine = &h.engine;
+    let dir = h.record_dir.clone();
+    let record = dir.join("side-effects.log");
     let steps: Vec<_> = (0..steps)
         .map(|_| json!({ "kind": "work", "ms": ms }))
         .collect();
-    let input = json!({ "steps": steps, "record_to": record.display().to_string() });
+    let input = json!({ "steps": steps, "record_to": common::record_name(&record) });
     let run = engine
         .start_run(StartRun::new("script", input))
         .await
@@ -73,9 +74,9 @@ async fn sigkill_recovery(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let (_dir, record, run) = start_recorded_work(&h.engine, 16, 150).await;
+    let (_dir, record, run) = start_recorded_work(&h, 16, 150).await;
 
-    let mut first = WorkerProcess::spawn(&h.db.url, &[]);
+    let mut first = WorkerProcess::spawn(&h.db.url, &h.record_dir, &[]);
     let completed_before_kill = wait_for_succeeded_steps(&h.engine, run.id, 5).await;
     first.kill();
     // The killed process still holds the lease until it expires; nobody else may
@@ -86,7 +87,7 @@ async fn sigkill_recovery(backend: Backend) {
     );
 
     // Postgres: another worker process takes over. SQLite: the restarted process.
-    let _second = WorkerProcess::spawn(&h.db.url, &[]);
+    let _second = WorkerProcess::spawn(&h.db.url, &h.record_dir, &[]);
     let done = wait_for_status(
         &h.engine,
         run.id,
@@ -235,8 +236,8 @@ async fn many_runs_many_workers(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("side-effects.log");
+    let dir = h.record_dir.clone();
+    let record = dir.join("side-effects.log");
     let mut ids = Vec::new();
     for _ in 0..200 {
         let run = h
@@ -245,7 +246,7 @@ async fn many_runs_many_workers(backend: Backend) {
                 "script",
                 json!({
                     "steps": [{ "kind": "noop" }, { "kind": "work", "ms": 20 }, { "kind": "noop" }],
-                    "record_to": record.display().to_string(),
+                    "record_to": common::record_name(&record),
                 }),
             ))
             .await
@@ -256,6 +257,7 @@ async fn many_runs_many_workers(backend: Backend) {
         .map(|_| {
             WorkerProcess::spawn(
                 &h.db.url,
+                &h.record_dir,
                 &[
                     ("AIOPS_MAX_CONCURRENT_RUNS", "16"),
                     // Mutual exclusion is the point here, not expiry: a long lease keeps a
@@ -310,7 +312,7 @@ async fn graceful_shutdown(backend: Backend) {
         ))
         .await
         .unwrap();
-    let mut worker = WorkerProcess::spawn(&h.db.url, &[]);
+    let mut worker = WorkerProcess::spawn(&h.db.url, &h.record_dir, &[]);
     loop {
         let events = h.engine.events(run.id, 0, 100).await.unwrap();
         if events.iter().any(|e| e.kind == EventKind::StepStarted) {
@@ -423,7 +425,7 @@ async fn cross_process_events(backend: Backend) {
         .unwrap();
     // This process only subscribes; a worker in another process writes every event.
     let subscription = h.engine.subscribe(run.id, 0);
-    let _worker = WorkerProcess::spawn(&h.db.url, &[]);
+    let _worker = WorkerProcess::spawn(&h.db.url, &h.record_dir, &[]);
     let seqs: Vec<i64> = tokio::time::timeout(
         // Well under the 15 s fallback poll: delivery must come from notifications
         // (Postgres) or the 50 ms poll the harness configures for SQLite.
@@ -460,8 +462,8 @@ async fn database_outage(backend: Backend) {
     let proxy = common::FlakyProxy::start("127.0.0.1:5432").await;
     let db_name = h.db.url.rsplit('/').next().unwrap().to_owned();
     let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{db_name}", proxy.port);
-    let (_dir, record, run) = start_recorded_work(&h.engine, 12, 100).await;
-    let mut worker = WorkerProcess::spawn(&via_proxy, &[]);
+    let (_dir, record, run) = start_recorded_work(&h, 12, 100).await;
+    let mut worker = WorkerProcess::spawn(&via_proxy, &h.record_dir, &[]);
     let before_cut = wait_for_succeeded_steps(&h.engine, run.id, 3).await;
     proxy.cut();
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -20,7 +20,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 fn recorded_script(steps: serde_json::Value, record_to: &Path) -> StartRun {
     StartRun::new(
         "script",
-        json!({ "steps": steps, "record_to": record_to.display().to_string() }),
+        json!({ "steps": steps, "record_to": common::record_name(&record_to) }),
     )
 }
 
@@ -112,8 +112,8 @@ async fn retry_reruns_only_the_failed_step(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("effects.log");
+    let dir = h.record_dir.clone();
+    let log = dir.join("effects.log");
     let worker = StoppableWorker::start(&h);
     let run = h
         .engine
@@ -206,9 +206,9 @@ async fn retry_succeeds_once_the_cause_is_fixed(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("effects.log");
-    let saved = dir.path().join("effects.saved");
+    let dir = h.record_dir.clone();
+    let log = dir.join("effects.log");
+    let saved = dir.join("effects.saved");
     let worker = StoppableWorker::start(&h);
     let run = h
         .engine
@@ -332,8 +332,8 @@ async fn retry_of_timed_out_run(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("effects.log");
+    let dir = h.record_dir.clone();
+    let log = dir.join("effects.log");
     let worker = StoppableWorker::start(&h);
     let mut req = StartRun::new(
         "script",
@@ -344,7 +344,7 @@ async fn retry_of_timed_out_run(backend: Backend) {
                 { "kind": "noop" }
             ],
             "retry": { "initial_ms": 1500, "max_retries": 2 },
-            "record_to": log.display().to_string()
+            "record_to": common::record_name(&log)
         }),
     );
     req.timeout = Some(Duration::from_millis(1000));

@@ -425,7 +425,7 @@ async fn subscription_reconnect(backend: Backend) {
     let id = start(&api, json!(steps)).await;
     // The worker runs in another process: on Postgres its events reach this API
     // process through LISTEN/NOTIFY.
-    let _worker = WorkerProcess::spawn(&h.db.url, &[]);
+    let _worker = WorkerProcess::spawn(&h.db.url, &h.record_dir, &[]);
     let first = subscribe_events(&addr, "graphql-transport-ws", &token, &id, 0, 6).await;
     assert_eq!(first, (1..=6).collect::<Vec<_>>());
     let k = *first.last().unwrap();
@@ -707,7 +707,7 @@ async fn listing_cost(backend: Backend) {
     let engine = aiops_engine::Engine::with_connection(
         conn,
         common::fast_config(),
-        aiops_engine::Workflows::builtin(),
+        common::test_workflows(None),
     );
     let shutdown = tokio_util::sync::CancellationToken::new();
     let admin = token_for(&engine, "admin", Role::Admin).await;

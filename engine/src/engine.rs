@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::Stream;
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde_json::{Value as Json, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -206,7 +206,7 @@ impl Engine {
                 "idempotency_key: must be 1 to 200 characters".into(),
             ));
         }
-        let txn = self.inner.db.begin().await?;
+        let txn = store::begin_write(&self.inner.db).await?;
         let (run, written, created) = store::runs::insert(
             &txn,
             NewRun {
@@ -290,7 +290,7 @@ impl Engine {
                     })?;
             }
             let now = Utc::now();
-            let txn = self.inner.db.begin().await?;
+            let txn = store::begin_write(&self.inner.db).await?;
             let Some(written) =
                 store::runs::apply_patch(&txn, id, run.status, &patch, &new_events, now).await?
             else {
@@ -478,7 +478,7 @@ impl Engine {
                 .check_transition(RunStatus::Queued)
                 .map_err(illegal)?;
             let now = Utc::now();
-            let txn = self.inner.db.begin().await?;
+            let txn = store::begin_write(&self.inner.db).await?;
             // Rolled back below if the run changed state meanwhile.
             let cleared = store::steps::delete_failed(&txn, id).await?;
             let patch = RunPatch {
@@ -637,7 +637,7 @@ impl Engine {
         decision: HumanDecision<'_>,
     ) -> Result<bool> {
         let now = Utc::now();
-        let txn = self.inner.db.begin().await?;
+        let txn = store::begin_write(&self.inner.db).await?;
         let row = txn
             .query_one_raw(stmt(
                 &txn,
@@ -721,7 +721,7 @@ impl Engine {
             return Ok(());
         }
         let now = Utc::now();
-        let txn = db.begin().await?;
+        let txn = crate::store::begin_write(db).await?;
         let patch = RunPatch {
             status: Some(RunStatus::Running),
             deadline_at: Some(
@@ -757,7 +757,7 @@ impl Engine {
     /// transaction with its event. Loses cleanly to a decision made meanwhile.
     pub(crate) async fn close_human_wait(&self, fence: &Fence, wait: HumanWaitClose) -> Result<()> {
         let now = Utc::now();
-        let txn = self.inner.db.begin().await?;
+        let txn = store::begin_write(&self.inner.db).await?;
         let row = txn
             .query_one_raw(stmt(
                 &txn,
@@ -806,7 +806,7 @@ impl Engine {
         let spec = topology::parse_and_validate(text, &topology::Catalog::builtin())
             .map_err(Error::Violations)?;
         let json = serde_json::to_value(&spec).map_err(|e| Error::Invalid(format!("team: {e}")))?;
-        let txn = self.inner.db.begin().await?;
+        let txn = store::begin_write(&self.inner.db).await?;
         let applied = store::teams::put(
             &txn,
             &spec.name,
@@ -1139,7 +1139,7 @@ impl Engine {
         // Insert first, count after: the write comes before any read in the transaction,
         // so a concurrent bootstrap waits for this one (SQLite's write lock, Postgres's
         // unique index) and then fails on the username instead of on a stale snapshot.
-        let txn = db.begin().await?;
+        let txn = crate::store::begin_write(db).await?;
         match store::users::insert(&txn, "admin", &hash, crate::auth::Role::Admin, Utc::now()).await
         {
             Ok(_) => {}

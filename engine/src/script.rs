@@ -1,8 +1,9 @@
 //! The built-in **script workflow**: a list of steps that sleep, fail, ask for
 //! approval, ask a question, run in parallel, panic or produce output.
 //!
-//! It exists for tests, demos and the benchmark until the agent runtime lands; it
-//! exercises every engine feature through the same `StepContext` agents will use.
+//! It exists for tests, demos and the benchmark; it exercises every engine feature
+//! through the same `StepContext` agents use. It is not a production workflow: the
+//! binary registers it only when `AIOPS_ENABLE_SCRIPT_WORKFLOW=1`.
 //!
 //! ```json
 //! { "steps": [ {"kind": "work", "ms": 200},
@@ -10,12 +11,16 @@
 //!              {"kind": "approval", "tool": "alertmanager_silence", "args": {}},
 //!              {"kind": "parallel", "branches": [[{"kind": "noop"}], [{"kind": "noop"}]]},
 //!              {"kind": "output", "value": {"summary": "done"}} ],
-//!   "record_to": "/tmp/side-effects.log" }
+//!   "record_to": "side-effects.log" }
 //! ```
 //! `record_to` appends one line `step_key attempt` per executed attempt: a side
-//! effect outside the engine, which lets tests count how often a step really ran.
+//! effect outside the engine, which lets tests count how often a step really ran. It
+//! names a plain file inside the record directory the server's operator chose
+//! (`AIOPS_SCRIPT_RECORD_DIR`), never a path: a script cannot make the server write
+//! anywhere else.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -28,6 +33,16 @@ use crate::retry::{RetryPolicy, StepFailure};
 use crate::workflow::{Workflow, WorkflowError, WorkflowFuture};
 
 pub const NAME: &str = "script";
+
+/// Most steps one script may hold, parallel branches included.
+pub const MAX_SCRIPT_STEPS: usize = 1_000;
+/// Most branches of one `parallel` step.
+pub const MAX_BRANCHES: usize = 100;
+/// Deepest nesting of `parallel` steps.
+pub const MAX_PARALLEL_DEPTH: usize = 5;
+/// Longest duration a script may name (`ms`, `expires_in_ms`, `retry_after_ms`, …): a
+/// week. The run deadline (at most 30 minutes of running time) ends runs long before.
+pub const MAX_DURATION_MS: u64 = 7 * 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,21 +118,136 @@ enum ScriptStep {
     },
 }
 
-fn parse(input: &Json) -> Result<Script, String> {
+fn parse(input: &Json, record_dir: Option<&PathBuf>) -> Result<Script, String> {
     let script: Script =
         serde_json::from_value(input.clone()).map_err(|e| format!("script input: {e}"))?;
     if script.steps.is_empty() {
         return Err("script input: steps: at least one step is required".into());
     }
+    let total = check_steps(&script.steps, "steps", 1)?;
+    if total > MAX_SCRIPT_STEPS {
+        return Err(format!(
+            "script input: steps: {total} steps, at most {MAX_SCRIPT_STEPS} are allowed"
+        ));
+    }
+    if let Some(r) = &script.retry {
+        check_ms("retry.initial_ms", r.initial_ms)?;
+        check_ms("retry.max_ms", r.max_ms)?;
+        if !(1.0..=10.0).contains(&r.factor) {
+            return Err(format!(
+                "script input: retry.factor: must be between 1 and 10, got {}",
+                r.factor
+            ));
+        }
+        if r.max_retries > 100 {
+            return Err(format!(
+                "script input: retry.max_retries: at most 100, got {}",
+                r.max_retries
+            ));
+        }
+    }
+    if let Some(name) = &script.record_to {
+        check_record_name(name)?;
+        if record_dir.is_none() {
+            return Err(
+                "script input: record_to: this server has no record directory \
+                 (AIOPS_SCRIPT_RECORD_DIR is unset)"
+                    .into(),
+            );
+        }
+    }
     Ok(script)
 }
 
-pub struct ScriptWorkflow;
+fn check_ms(path: &str, ms: u64) -> Result<(), String> {
+    if ms > MAX_DURATION_MS {
+        return Err(format!(
+            "script input: {path}: {ms} ms is more than the maximum of {MAX_DURATION_MS} ms (7 days)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks limits and durations; returns the number of steps, branches included.
+fn check_steps(steps: &[ScriptStep], path: &str, depth: usize) -> Result<usize, String> {
+    let mut total = 0usize;
+    for (i, step) in steps.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        total += 1;
+        match step {
+            ScriptStep::Work { ms } | ScriptStep::Sleep { ms } => {
+                check_ms(&format!("{at}.ms"), *ms)?
+            }
+            ScriptStep::Fail {
+                retry_after_ms: Some(ms),
+                ..
+            } => check_ms(&format!("{at}.retry_after_ms"), *ms)?,
+            ScriptStep::Approval {
+                expires_in_ms: Some(ms),
+                ..
+            } => check_ms(&format!("{at}.expires_in_ms"), *ms)?,
+            ScriptStep::Parallel { branches } => {
+                if depth > MAX_PARALLEL_DEPTH {
+                    return Err(format!(
+                        "script input: {at}: parallel steps nest deeper than {MAX_PARALLEL_DEPTH}"
+                    ));
+                }
+                if branches.len() > MAX_BRANCHES {
+                    return Err(format!(
+                        "script input: {at}.branches: {} branches, at most {MAX_BRANCHES} are allowed",
+                        branches.len()
+                    ));
+                }
+                for (b, branch) in branches.iter().enumerate() {
+                    total += check_steps(branch, &format!("{at}.branches[{b}]"), depth + 1)?;
+                    if total > MAX_SCRIPT_STEPS {
+                        return Err(format!(
+                            "script input: steps: more than {MAX_SCRIPT_STEPS} steps"
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(total)
+}
+
+/// `record_to` is a file name, not a path: letters, digits, `.`, `_`, `-`.
+fn check_record_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "script input: record_to: {name:?} must be a plain file name (letters, digits, '.', '_', '-'; \
+             no '/'), created inside the server's record directory"
+        ))
+    }
+}
+
+/// The script workflow, writing `record_to` files only inside `record_dir`.
+pub struct ScriptWorkflow {
+    record_dir: Option<PathBuf>,
+}
+
+impl ScriptWorkflow {
+    /// `record_dir`: where `record_to` files go; `None` refuses scripts that ask for one.
+    pub fn new(record_dir: Option<PathBuf>) -> Self {
+        Self { record_dir }
+    }
+}
 
 impl Workflow for ScriptWorkflow {
     fn run(&self, ctx: StepContext) -> WorkflowFuture {
+        let record_dir = self.record_dir.clone();
         async move {
-            let script = parse(ctx.input()).map_err(WorkflowError::Failed)?;
+            let script = parse(ctx.input(), record_dir.as_ref()).map_err(WorkflowError::Failed)?;
             let opts = StepOptions {
                 retry: script.retry.as_ref().map(|r| RetryPolicy {
                     initial: Duration::from_millis(r.initial_ms),
@@ -129,7 +259,11 @@ impl Workflow for ScriptWorkflow {
                 ..StepOptions::default()
             };
             let env = Env {
-                record_to: script.record_to.clone(),
+                record_to: script
+                    .record_to
+                    .as_ref()
+                    .zip(record_dir.as_ref())
+                    .map(|(name, dir)| dir.join(name)),
                 opts,
             };
             let mut report = Report::default();
@@ -145,12 +279,12 @@ impl Workflow for ScriptWorkflow {
     }
 
     fn validate_input(&self, input: &Json) -> Result<(), String> {
-        parse(input).map(|_| ())
+        parse(input, self.record_dir.as_ref()).map(|_| ())
     }
 }
 
 struct Env {
-    record_to: Option<String>,
+    record_to: Option<PathBuf>,
     opts: StepOptions,
 }
 
@@ -164,14 +298,20 @@ struct Report {
 
 fn record(env: &Env, key: &str, attempt: u32) -> Result<(), StepFailure> {
     if let Some(path) = &env.record_to {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| StepFailure::permanent(format!("record_to {path}: {e}")))?;
+        let failed = |e: std::io::Error| {
+            StepFailure::permanent(format!("record_to {}: {e}", path.display()))
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        // Never through a symbolic link planted in the record directory.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(path).map_err(failed)?;
         // One write call per line: O_APPEND keeps lines from several processes whole.
         f.write_all(format!("{key} {attempt}\n").as_bytes())
-            .map_err(|e| StepFailure::permanent(format!("record_to {path}: {e}")))?;
+            .map_err(failed)?;
     }
     Ok(())
 }
@@ -318,10 +458,70 @@ mod tests {
 
     #[test]
     fn rejects_bad_scripts_with_the_reason() {
-        let err = parse(&json!({ "steps": [{ "kind": "teleport" }] })).unwrap_err();
+        let err = parse(&json!({ "steps": [{ "kind": "teleport" }] }), None).unwrap_err();
         assert!(err.contains("unknown variant `teleport`"), "{err}");
-        let err = parse(&json!({ "steps": [] })).unwrap_err();
+        let err = parse(&json!({ "steps": [] }), None).unwrap_err();
         assert!(err.contains("at least one step"), "{err}");
-        assert!(parse(&json!({ "steps": [{ "kind": "work", "ms": 1 }] })).is_ok());
+        assert!(parse(&json!({ "steps": [{ "kind": "work", "ms": 1 }] }), None).is_ok());
+    }
+
+    #[test]
+    fn record_to_is_a_file_name_inside_the_record_dir() {
+        let dir = PathBuf::from("/srv/records");
+        let script = |to: &str| json!({ "steps": [{ "kind": "noop" }], "record_to": to });
+        for bad in [
+            "../initial-admin-password",
+            "/etc/passwd",
+            "a/b",
+            ".hidden",
+            "",
+        ] {
+            let err = parse(&script(bad), Some(&dir)).unwrap_err();
+            assert!(err.contains("plain file name"), "{bad}: {err}");
+        }
+        let err = parse(&script("side-effects.log"), None).unwrap_err();
+        assert!(err.contains("AIOPS_SCRIPT_RECORD_DIR"), "{err}");
+        assert!(parse(&script("side-effects.log"), Some(&dir)).is_ok());
+    }
+
+    #[test]
+    fn sizes_and_durations_are_bounded() {
+        let err = parse(
+            &json!({ "steps": [{ "kind": "sleep", "ms": u64::MAX }] }),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("steps[0].ms") && err.contains("maximum"),
+            "{err}"
+        );
+        let err = parse(
+            &json!({ "steps": [{ "kind": "approval", "tool": "t", "expires_in_ms": 1e15 as u64 }] }),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.contains("expires_in_ms"), "{err}");
+        let branches: Vec<Json> = (0..101).map(|_| json!([{ "kind": "noop" }])).collect();
+        let err = parse(
+            &json!({ "steps": [{ "kind": "parallel", "branches": branches }] }),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.contains("101 branches"), "{err}");
+        let branches: Vec<Json> = (0..100)
+            .map(|_| {
+                json!(
+                    (0..20)
+                        .map(|_| json!({ "kind": "noop" }))
+                        .collect::<Vec<_>>()
+                )
+            })
+            .collect();
+        let err = parse(
+            &json!({ "steps": [{ "kind": "parallel", "branches": branches }] }),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.contains("1000 steps"), "{err}");
     }
 }

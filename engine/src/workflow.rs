@@ -35,11 +35,6 @@ pub trait Workflow: Send + Sync + 'static {
 pub struct Workflows(Arc<BTreeMap<String, Arc<dyn Workflow>>>);
 
 impl Workflows {
-    /// The built-in ones: for now the `script` workflow.
-    pub fn builtin() -> Self {
-        Self::default().with(crate::script::NAME, crate::script::ScriptWorkflow)
-    }
-
     pub fn with(self, name: &str, workflow: impl Workflow) -> Self {
         let mut map = (*self.0).clone();
         map.insert(name.to_owned(), Arc::new(workflow));

@@ -123,11 +123,31 @@ pub fn fast_config() -> EngineConfig {
     }
 }
 
+/// The workflows of test engines: the script workflow, writing `record_to` files
+/// only inside `record_dir`.
+pub fn test_workflows(record_dir: Option<&std::path::Path>) -> Workflows {
+    Workflows::default().with(
+        aiops_engine::script::NAME,
+        aiops_engine::script::ScriptWorkflow::new(record_dir.map(std::path::Path::to_owned)),
+    )
+}
+
+/// The `record_to` value for a file of the harness's record directory.
+pub fn record_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .expect("a file path")
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// A migrated engine on a fresh database, plus the database (keep it alive).
 pub struct Harness {
     pub db: TestDb,
     pub engine: Engine,
     pub shutdown: CancellationToken,
+    /// Where scripts' `record_to` files go (`AIOPS_SCRIPT_RECORD_DIR` of worker processes).
+    pub record_dir: PathBuf,
+    _record_dir: tempfile::TempDir,
 }
 
 impl Harness {
@@ -139,13 +159,16 @@ impl Harness {
         let db = TestDb::create(backend).await?;
         let conn = store::connect(&db.url).await.expect("connect");
         store::migrate(&conn).await.expect("migrate");
-        let engine = Engine::with_connection(conn, config, Workflows::builtin());
+        let record_dir = tempfile::tempdir().expect("record dir");
+        let engine = Engine::with_connection(conn, config, test_workflows(Some(record_dir.path())));
         let shutdown = CancellationToken::new();
         tokio::spawn(engine.clone().listen(shutdown.clone()));
         Some(Harness {
             db,
             engine,
             shutdown,
+            record_dir: record_dir.path().to_owned(),
+            _record_dir: record_dir,
         })
     }
 
@@ -158,7 +181,7 @@ impl Harness {
     /// another process would have.
     pub async fn second_engine(&self, config: EngineConfig) -> Engine {
         let conn = store::connect(&self.db.url).await.expect("connect");
-        let engine = Engine::with_connection(conn, config, Workflows::builtin());
+        let engine = Engine::with_connection(conn, config, test_workflows(Some(&self.record_dir)));
         tokio::spawn(engine.clone().listen(self.shutdown.child_token()));
         engine
     }
@@ -226,10 +249,16 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    pub fn spawn(db_url: &str, extra_env: &[(&str, &str)]) -> WorkerProcess {
+    pub fn spawn(
+        db_url: &str,
+        record_dir: &std::path::Path,
+        extra_env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aiops"));
         cmd.arg("worker")
             .env("DATABASE_URL", db_url)
+            .env("AIOPS_ENABLE_SCRIPT_WORKFLOW", "1")
+            .env("AIOPS_SCRIPT_RECORD_DIR", record_dir)
             .env("AIOPS_LEASE_TTL_MS", "1500")
             .env("AIOPS_HEARTBEAT_MS", "300")
             .env("AIOPS_POLL_MS", "50")

@@ -123,7 +123,7 @@ pub async fn commit(
     if is_postgres(db) {
         commit_postgres(db, batch, now).await
     } else {
-        let txn = db.begin().await?;
+        let txn = crate::store::begin_write(db).await?;
         let mut out = Vec::with_capacity(batch.len());
         for cp in batch {
             out.push(commit_one(&txn, cp, now).await?);

@@ -200,7 +200,7 @@ async fn claim_sqlite(
         let deadline =
             deadline.unwrap_or(now + ChronoDuration::milliseconds(remaining.unwrap_or(timeout)));
         let inc = i64::from(previous != RunStatus::Running);
-        let txn = db.begin().await?;
+        let txn = crate::store::begin_write(db).await?;
         let row = txn
             .query_one_raw(stmt(
                 &txn,

@@ -10,6 +10,7 @@ pub mod events;
 pub mod leases;
 pub mod questions;
 pub mod runs;
+pub mod sqlite_lock;
 pub mod steps;
 pub mod teams;
 pub mod users;
@@ -18,7 +19,8 @@ use std::time::Duration;
 
 use aiops_migrations::MigratorTrait;
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, Value,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
 };
 
 use crate::Result;
@@ -30,13 +32,8 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection> {
     opts.sqlx_logging(false)
         .acquire_timeout(Duration::from_secs(10));
     if url.starts_with("sqlite:") {
-        if let Some(path) = sqlite_path(url)
-            && let Some(dir) = std::path::Path::new(&path).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                crate::Error::Invalid(format!("cannot create directory {}: {e}", dir.display()))
-            })?;
+        if let Some(path) = sqlite_path(url) {
+            create_private_file(std::path::Path::new(&path))?;
         }
         opts.max_connections(8).map_sqlx_sqlite_opts(|o| {
             o.create_if_missing(true)
@@ -55,6 +52,44 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection> {
     Ok(Database::connect(opts).await?)
 }
 
+/// Creates `dir` (and missing parents) readable by its owner only (0700); an
+/// existing directory is left as it is.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| {
+        crate::Error::Invalid(format!("cannot create directory {}: {e}", dir.display()))
+    })
+}
+
+/// Creates the SQLite database file (and its directory) readable by its owner only
+/// before SQLite opens it: SQLite gives its WAL and shared-memory files the mode of
+/// the database file. An existing file is left as it is.
+fn create_private_file(path: &std::path::Path) -> Result<()> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        create_private_dir(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(crate::Error::Invalid(format!(
+            "cannot create the SQLite database {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 fn sqlx_sqlite_journal() -> sea_orm::sqlx::sqlite::SqliteJournalMode {
     sea_orm::sqlx::sqlite::SqliteJournalMode::Wal
 }
@@ -65,12 +100,27 @@ fn sqlx_sqlite_sync() -> sea_orm::sqlx::sqlite::SqliteSynchronous {
     sea_orm::sqlx::sqlite::SqliteSynchronous::Normal
 }
 
-fn sqlite_path(url: &str) -> Option<String> {
+pub(crate) fn sqlite_path(url: &str) -> Option<String> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     (!path.is_empty() && path != ":memory:").then(|| path.to_owned())
+}
+
+/// Begins a transaction that will write. On SQLite it takes the write lock at once
+/// (`BEGIN IMMEDIATE`): a deferred transaction that reads first and writes later
+/// fails with "database is locked" when another connection wrote in between, and no
+/// busy timeout helps it. Postgres ignores the mode.
+pub async fn begin_write<C>(db: &C) -> Result<C::Transaction>
+where
+    C: ConnectionTrait + TransactionTrait,
+{
+    let options = TransactionOptions {
+        sqlite_transaction_mode: (!is_postgres(db)).then_some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    };
+    Ok(db.begin_with_options(options).await?)
 }
 
 /// Applies every pending migration.
