@@ -39,6 +39,8 @@ pub enum BusMessage {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ControlSignal {
     Pause,
+    /// A pause requested of a running run was withdrawn before it took effect.
+    Unpause,
     Cancel,
 }
 
@@ -46,6 +48,7 @@ impl ControlSignal {
     pub fn as_str(self) -> &'static str {
         match self {
             ControlSignal::Pause => "pause",
+            ControlSignal::Unpause => "unpause",
             ControlSignal::Cancel => "cancel",
         }
     }

@@ -43,6 +43,10 @@ pub struct EngineConfig {
     pub batch_max: usize,
     /// Checkpoint writers committing concurrently (Postgres; SQLite uses one).
     pub writer_shards: usize,
+    /// Most steps (step keys, sleeps and human waits included) one run may hold.
+    pub max_steps_per_run: usize,
+    /// Largest run input accepted, in bytes of JSON.
+    pub max_input_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +70,8 @@ impl Default for EngineConfig {
             // One NOTIFY payload per batch must stay under Postgres's 8000-byte limit.
             batch_max: 128,
             writer_shards: 4,
+            max_steps_per_run: 10_000,
+            max_input_bytes: 512 * 1024,
         }
     }
 }

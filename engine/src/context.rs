@@ -55,6 +55,13 @@ pub enum StepError {
     DuplicateKey(String),
     #[error("invalid step key {key:?}: {reason}")]
     InvalidKey { key: String, reason: &'static str },
+    /// A value handed to the step (its input, an approval's arguments…) cannot be
+    /// stored (e.g. it contains NUL); nothing was run or recorded.
+    #[error("step {key}: {message}")]
+    Unstorable { key: String, message: String },
+    /// The run reached its step budget (`EngineConfig::max_steps_per_run`).
+    #[error("step {key}: the run already has {limit} steps, the most one run may have")]
+    TooManySteps { key: String, limit: usize },
     /// The recorded output no longer deserializes into the type asked for.
     #[error("recorded output of step {key} does not match the expected type: {message}")]
     OutputMismatch { key: String, message: String },
@@ -133,6 +140,8 @@ pub(crate) enum Halt {
     LeaseLost,
     Cancelled,
     Database(String),
+    /// The database refused a checkpoint's data: the run fails with this reason.
+    Refused(String),
 }
 
 #[derive(Default)]
@@ -326,7 +335,12 @@ impl StepContext {
         if let Some(reason) = reason {
             return Err(StepError::InvalidKey { key, reason });
         }
-        if !lock(&self.shared.used_keys).insert(key.clone()) {
+        let mut used = lock(&self.shared.used_keys);
+        let limit = self.shared.config.max_steps_per_run;
+        if used.len() >= limit && !used.contains(&key) {
+            return Err(StepError::TooManySteps { key, limit });
+        }
+        if !used.insert(key.clone()) {
             return Err(StepError::DuplicateKey(key));
         }
         Ok(key)
@@ -348,10 +362,26 @@ impl StepContext {
         }
     }
 
-    /// Commits a checkpoint; a lost lease or a database error halts the run here.
+    /// Commits a checkpoint; a lost lease or a database error halts the run here. A
+    /// refusal of the data (a value the database cannot store) is the caller's to
+    /// handle: see [`StepContext::commit_or_fail_run`].
+    async fn try_commit(&self, cp: Checkpoint) -> Result<(), String> {
+        match self.shared.writer.commit(cp).await {
+            Ok(_) => Ok(()),
+            Err(Error::Refused(message)) => Err(message),
+            Err(e) => {
+                self.halt_on(e);
+                suspend().await
+            }
+        }
+    }
+
+    /// Commits a checkpoint whose values were checked before; should the database
+    /// refuse it anyway, the run fails with the reason (it can never be written, so
+    /// retrying would loop).
     async fn commit(&self, cp: Checkpoint) {
-        if let Err(e) = self.shared.writer.commit(cp).await {
-            self.halt_on(e);
+        if let Err(message) = self.try_commit(cp).await {
+            self.shared.halt(Halt::Refused(message));
             suspend::<()>().await;
         }
     }
@@ -385,6 +415,14 @@ impl StepContext {
         Fut: Future<Output = Result<T, StepFailure>>,
     {
         let key = self.claim_key(key)?;
+        if let Some(input) = &opts.input {
+            crate::storable::check_json(input, "input").map_err(|message| {
+                StepError::Unstorable {
+                    key: key.clone(),
+                    message,
+                }
+            })?;
+        }
         let recorded = lock(&self.shared.memo).get(&key).cloned();
         let mut attempts = 0u32;
         let mut first_started = None;
@@ -493,12 +531,18 @@ impl StepContext {
                 }
             }
             let failure = match result {
-                Ok(Ok(value)) => match serde_json::to_value(&value) {
+                Ok(Ok(value)) => match serde_json::to_value(&value)
+                    .map_err(|e| format!("output is not representable as JSON: {e}"))
+                    .and_then(|output| {
+                        crate::storable::check_json(&output, "output")
+                            .map(|()| output)
+                            .map_err(|e| format!("step result cannot be stored: {e}"))
+                    }) {
                     Ok(output) => {
                         let finished_at = Utc::now();
                         let mut cp = self.checkpoint();
                         if !started_recorded {
-                            cp.events.push(started_event);
+                            cp.events.push(started_event.clone());
                         }
                         cp.steps.push(StepRecord {
                             key: key.clone(),
@@ -520,12 +564,16 @@ impl StepContext {
                                 "duration_ms": (finished_at - started_at).num_milliseconds(),
                             }),
                         ));
-                        self.commit(cp).await;
-                        return Ok(value);
+                        match self.try_commit(cp).await {
+                            Ok(()) => return Ok(value),
+                            // Refused (the writer's last line of defence): fail this
+                            // step, nothing else.
+                            Err(e) => {
+                                StepFailure::permanent(format!("step result cannot be stored: {e}"))
+                            }
+                        }
                     }
-                    Err(e) => {
-                        StepFailure::permanent(format!("output is not representable as JSON: {e}"))
-                    }
+                    Err(e) => StepFailure::permanent(e),
                 },
                 Ok(Err(failure)) => failure,
                 Err(panic) => {
@@ -538,7 +586,7 @@ impl StepContext {
             }
             let retry = failure.is_retryable() && attempts <= policy.max_retries;
             if !retry {
-                let message = failure.to_string();
+                let message = crate::storable::scrub(&failure.to_string());
                 cp.steps.push(StepRecord {
                     key: key.clone(),
                     status: StepStatus::Failed,
@@ -559,15 +607,14 @@ impl StepContext {
                 return Err(StepError::Failed { key, message });
             }
             let delay = policy.delay(attempts, failure.retry_after());
-            let next_attempt_at =
-                Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            let next_attempt_at = crate::storable::after(Utc::now(), delay);
             cp.steps.push(StepRecord {
                 key: key.clone(),
                 status: StepStatus::RetryWait,
                 input: opts.input.clone(),
                 output: None,
                 usage: None,
-                error: Some(failure.to_string()),
+                error: Some(crate::storable::scrub(&failure.to_string())),
                 attempts: attempts as i32,
                 started_at: Some(first_started_at),
                 finished_at: None,
@@ -578,7 +625,7 @@ impl StepContext {
                 json!({
                     "step_key": key,
                     "attempt": attempts,
-                    "error": failure.to_string(),
+                    "error": crate::storable::scrub(&failure.to_string()),
                     "delay_ms": delay.as_millis() as u64,
                     "next_attempt_at": next_attempt_at,
                 }),
@@ -617,7 +664,7 @@ impl StepContext {
             None => {
                 self.boundary().await;
                 let now = Utc::now();
-                let until = now + chrono::Duration::from_std(duration).unwrap_or_default();
+                let until = crate::storable::after(now, duration);
                 announced = duration > self.shared.config.long_wait_threshold;
                 if announced {
                     let mut cp = self.checkpoint();
@@ -663,6 +710,17 @@ impl StepContext {
         request: ApprovalRequest,
     ) -> Result<ApprovalOutcome, StepError> {
         let key = self.claim_key(key)?;
+        let storable = crate::storable::check_text(&request.tool, "tool")
+            .and_then(|()| crate::storable::check_json(&request.args, "args"))
+            .and_then(|()| {
+                request
+                    .risk_note
+                    .as_deref()
+                    .map_or(Ok(()), |r| crate::storable::check_text(r, "risk_note"))
+            });
+        if let Err(message) = storable {
+            return Err(StepError::Unstorable { key, message });
+        }
         let existing = lock(&self.shared.approvals).get(&key).cloned();
         let approval = match existing {
             Some(a) if a.status == ApprovalStatus::Pending && a.expires_at <= Utc::now() => {
@@ -692,7 +750,7 @@ impl StepContext {
                 let ttl = request
                     .expires_in
                     .unwrap_or(self.shared.config.approval_ttl);
-                let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
+                let expires_at = crate::storable::after(Utc::now(), ttl);
                 let id = ApprovalId::new();
                 {
                     let mut park = lock(&self.shared.park);
@@ -734,6 +792,10 @@ impl StepContext {
         question: impl Into<String>,
     ) -> Result<InputOutcome, StepError> {
         let key = self.claim_key(key)?;
+        let question = question.into();
+        if let Err(message) = crate::storable::check_text(&question, "question") {
+            return Err(StepError::Unstorable { key, message });
+        }
         let existing = lock(&self.shared.questions).get(&key).cloned();
         let q = match existing {
             Some(q) if q.status == QuestionStatus::Pending && q.expires_at <= Utc::now() => {
@@ -760,11 +822,9 @@ impl StepContext {
             Some(q) => q,
             None => {
                 self.boundary().await;
-                let expires_at = Utc::now()
-                    + chrono::Duration::from_std(self.shared.config.question_ttl)
-                        .unwrap_or_default();
+                let expires_at =
+                    crate::storable::after(Utc::now(), self.shared.config.question_ttl);
                 let id = QuestionId::new();
-                let question = question.into();
                 {
                     let mut park = lock(&self.shared.park);
                     park.events.push(NewEvent::new(

@@ -169,7 +169,7 @@ impl Engine {
         }
     }
 
-    fn wake_workers(&self) {
+    pub(crate) fn wake_workers(&self) {
         // notify_one keeps a permit when no worker is waiting right now, so a wake-up
         // that arrives while the worker is busy claiming is not lost.
         self.inner.work.notify_one();
@@ -290,18 +290,40 @@ impl Engine {
                     })?;
             }
             let now = Utc::now();
+            let mut new_events = new_events;
             let txn = store::begin_write(&self.inner.db).await?;
+            // The run row first, as everywhere (decisions, the holder's commits).
+            if store::runs::lock_row(&txn, id).await? != Some(run.status) {
+                txn.rollback().await?;
+                continue;
+            }
+            if let Some(status) = patch.status.filter(|s| s.is_terminal()) {
+                // Waits of an ended run close with it, each logged before its final event.
+                let reason = format!("run ended {status}");
+                let closed: Vec<NewEvent> =
+                    store::approvals::expire_pending_of_run(&txn, id, &reason, now)
+                        .await?
+                        .into_iter()
+                        .map(|(a, key)| NewEvent::approval_closed(a, &key, &reason))
+                        .chain(
+                            store::questions::expire_pending_of_run(&txn, id, now)
+                                .await?
+                                .into_iter()
+                                .map(|(q, key)| NewEvent::question_closed(q, &key, &reason)),
+                        )
+                        .collect();
+                let at = new_events
+                    .iter()
+                    .position(NewEvent::is_final)
+                    .unwrap_or(new_events.len());
+                new_events.splice(at..at, closed);
+            }
             let Some(written) =
                 store::runs::apply_patch(&txn, id, run.status, &patch, &new_events, now).await?
             else {
                 txn.rollback().await?;
                 continue;
             };
-            if patch.status.is_some_and(RunStatus::is_terminal) {
-                let reason = format!("run ended {}", patch.status.map_or("", |s| s.as_str()));
-                store::approvals::expire_pending_of_run(&txn, id, &reason, now).await?;
-                store::questions::expire_pending_of_run(&txn, id, now).await?;
-            }
             if let Some(signal) = signal {
                 events::notify(&txn, CONTROL_CHANNEL, &format!("{}:{id}", signal.as_str())).await?;
             }
@@ -403,13 +425,15 @@ impl Engine {
                         None,
                     ))
                 }
+                // Withdraw a pause the holder has not taken yet; the holder is told,
+                // and its pause commit only lands while the pause is still requested.
                 RunStatus::Running if run.pause_requested => Some((
                     RunPatch {
                         pause_requested: Some(false),
                         ..RunPatch::default()
                     },
                     Vec::new(),
-                    None,
+                    Some(ControlSignal::Unpause),
                 )),
                 s if s.is_terminal() => {
                     return Err(Error::IllegalTransition {
@@ -479,7 +503,10 @@ impl Engine {
                 .map_err(illegal)?;
             let now = Utc::now();
             let txn = store::begin_write(&self.inner.db).await?;
-            // Rolled back below if the run changed state meanwhile.
+            if store::runs::lock_row(&txn, id).await? != Some(run.status) {
+                txn.rollback().await?;
+                continue;
+            }
             let cleared = store::steps::delete_failed(&txn, id).await?;
             let patch = RunPatch {
                 status: Some(RunStatus::Queued),
@@ -638,16 +665,13 @@ impl Engine {
     ) -> Result<bool> {
         let now = Utc::now();
         let txn = store::begin_write(&self.inner.db).await?;
-        let row = txn
-            .query_one_raw(stmt(
-                &txn,
-                "UPDATE runs SET updated_at = $1 WHERE id = $2 RETURNING status, remaining_ms",
-                vec![now.into(), run_id.0.into()],
-            ))
+        let status = store::runs::lock_row(&txn, run_id)
             .await?
             .ok_or_else(|| Error::not_found("run", run_id))?;
-        let status: RunStatus = row.try_get_by_index::<String>(0)?.parse()?;
-        let remaining: Option<i64> = row.try_get_by_index(1)?;
+        let remaining = store::runs::get(&txn, run_id)
+            .await?
+            .ok_or_else(|| Error::not_found("run", run_id))?
+            .remaining_ms;
         let won = match decision {
             HumanDecision::Approval {
                 id,
@@ -689,68 +713,6 @@ impl Engine {
             self.wake_workers();
         }
         Ok(true)
-    }
-
-    /// After a worker parked a run for a person, a decision on one of the waits it
-    /// parked on may have landed between its claim and its park (the deciding
-    /// transaction then saw the run RUNNING and left it); if so, requeue the run.
-    pub(crate) async fn resume_if_decided(
-        &self,
-        run_id: RunId,
-        waiting: RunStatus,
-        approvals: &[ApprovalId],
-        questions: &[QuestionId],
-    ) -> Result<()> {
-        let db = &self.inner.db;
-        let mut decided = false;
-        for id in approvals {
-            decided |= store::approvals::get(db, *id)
-                .await?
-                .is_some_and(|a| a.status != ApprovalStatus::Pending);
-        }
-        for id in questions {
-            decided |= store::questions::get(db, *id)
-                .await?
-                .is_some_and(|q| q.status != QuestionStatus::Pending);
-        }
-        if !decided {
-            return Ok(());
-        }
-        let run = self.run(run_id).await?;
-        if run.status != waiting {
-            return Ok(());
-        }
-        let now = Utc::now();
-        let txn = crate::store::begin_write(db).await?;
-        let patch = RunPatch {
-            status: Some(RunStatus::Running),
-            deadline_at: Some(
-                run.remaining_ms
-                    .map(|r| now + chrono::Duration::milliseconds(r)),
-            ),
-            remaining_ms: Some(None),
-            wake_at: Some(None),
-            ..RunPatch::default()
-        };
-        let written = store::runs::apply_patch(
-            &txn,
-            run_id,
-            waiting,
-            &patch,
-            &[NewEvent::new(
-                EventKind::RunResumed,
-                json!({ "from": waiting }),
-            )],
-            now,
-        )
-        .await?;
-        events::notify(&txn, WAKE_CHANNEL, "").await?;
-        txn.commit().await?;
-        if let Some(written) = written {
-            self.inner.bus.publish_events(&written);
-            self.wake_workers();
-        }
-        Ok(())
     }
 
     /// Expires an approval or question as the lease holder, fenced, in one
@@ -910,6 +872,7 @@ impl Engine {
                     let signal = match signal {
                         "cancel" => ControlSignal::Cancel,
                         "pause" => ControlSignal::Pause,
+                        "unpause" => ControlSignal::Unpause,
                         _ => return None,
                     };
                     Some((signal, id.parse::<RunId>().ok()?))

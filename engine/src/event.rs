@@ -55,4 +55,54 @@ impl NewEvent {
     pub fn new(kind: EventKind, payload: Value) -> Self {
         Self { kind, payload }
     }
+
+    /// An approval closed without a person's decision (it expired, or its run ended):
+    /// the audit trail of the event log records it like a decision.
+    pub(crate) fn approval_closed(
+        id: crate::ids::ApprovalId,
+        step_key: &str,
+        reason: &str,
+    ) -> Self {
+        Self::new(
+            EventKind::ApprovalDecided,
+            serde_json::json!({
+                "approval_id": id, "step_key": step_key,
+                "status": crate::status::ApprovalStatus::Expired,
+                "decided_by": null, "comment": reason,
+            }),
+        )
+    }
+
+    /// A question closed without an answer (it expired, or its run ended).
+    pub(crate) fn question_closed(
+        id: crate::ids::QuestionId,
+        step_key: &str,
+        reason: &str,
+    ) -> Self {
+        Self::new(
+            EventKind::InputReceived,
+            serde_json::json!({
+                "question_id": id, "step_key": step_key,
+                "status": crate::status::QuestionStatus::Expired,
+                "answer": null, "reason": reason,
+            }),
+        )
+    }
+
+    pub(crate) fn is_final(&self) -> bool {
+        self.kind.is_final()
+    }
+}
+
+impl EventKind {
+    /// The last event of a run's execution (until a retry re-queues it).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            EventKind::RunSucceeded
+                | EventKind::RunFailed
+                | EventKind::RunCancelled
+                | EventKind::RunTimedOut
+        )
+    }
 }

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod retry;
 pub mod script;
 pub mod status;
+pub mod storable;
 pub mod store;
 pub mod topology;
 pub mod worker;

@@ -19,10 +19,10 @@ use crate::context::{Halt, HumanWaits, Park, RunShared, StepContext, panic_messa
 use crate::engine::Engine;
 use crate::event::{EventKind, NewEvent};
 use crate::ids::RunId;
-use crate::status::{ApprovalStatus, QuestionStatus, RunStatus};
+use crate::status::RunStatus;
 use crate::store;
 use crate::store::approvals::Approval;
-use crate::store::checkpoint::{Checkpoint, RunChange};
+use crate::store::checkpoint::{Checkpoint, HumanWaits as HumanWaitsPolicy, Outcome, RunChange};
 use crate::store::leases::{self, Claim, Fence};
 use crate::store::questions::Question;
 
@@ -176,13 +176,11 @@ impl Worker {
                 Ok(renewed) => {
                     for (id, shared) in &held {
                         match renewed.iter().find(|r| r.run_id == *id) {
-                            Some(r) if r.attempt == shared.fence.attempt => {
-                                if r.pause_requested {
-                                    shared
-                                        .pause
-                                        .store(true, std::sync::atomic::Ordering::SeqCst);
-                                }
-                            }
+                            // The database's flag is the truth: a pause requested or
+                            // withdrawn by another process arrives here at the latest.
+                            Some(r) if r.attempt == shared.fence.attempt => shared
+                                .pause
+                                .store(r.pause_requested, std::sync::atomic::Ordering::SeqCst),
                             _ => shared.halt(Halt::LeaseLost),
                         }
                     }
@@ -211,6 +209,12 @@ impl Worker {
                                     .pause
                                     .store(true, std::sync::atomic::Ordering::SeqCst);
                             }
+                            // An operator withdrew a pause not yet taken.
+                            ControlSignal::Unpause => {
+                                shared
+                                    .pause
+                                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                            }
                         }
                     }
                 }
@@ -230,7 +234,17 @@ impl Worker {
                 tracing::warn!(error = %e, "run execution ended with a database error; releasing it");
                 self.release_with_retry(&claim.fence).await;
             }
-            lock(&self.active).remove(&run_id);
+            {
+                // This worker may have re-claimed the run meanwhile (a newer attempt
+                // is registered): leave that one in place.
+                let mut active = lock(&self.active);
+                if active
+                    .get(&run_id)
+                    .is_some_and(|s| s.fence.attempt == claim.fence.attempt)
+                {
+                    active.remove(&run_id);
+                }
+            }
             drop(permit);
         }
         .instrument(span)
@@ -255,9 +269,17 @@ impl Worker {
         let db = self.engine.db();
         let fence = claim.fence.clone();
         let Some(workflow) = self.engine.workflows().get(&claim.workflow) else {
-            let message = format!("unknown workflow \"{}\"", claim.workflow);
-            self.finish(&fence, RunStatus::Failed, None, Some(message), false)
-                .await;
+            let message = format!(
+                "unknown workflow \"{}\": this process does not run it",
+                claim.workflow
+            );
+            let ending = Ending {
+                status: RunStatus::Failed,
+                output: None,
+                error: Some(crate::storable::scrub(&message)),
+                had_human_waits: true,
+            };
+            self.finish(&fence, ending).await;
             return Ok(());
         };
         // A run that never started has nothing to replay. (A retried run is claimed
@@ -296,7 +318,7 @@ impl Worker {
             + (claim.deadline_at - Utc::now())
                 .to_std()
                 .unwrap_or_default();
-        enum Outcome {
+        enum Stop {
             Finished(
                 std::thread::Result<
                     std::result::Result<serde_json::Value, crate::workflow::WorkflowError>,
@@ -306,75 +328,70 @@ impl Worker {
             Halted(Halt),
             TimedOut,
         }
+        // A run claimed at or past its deadline times out without running anything.
         let outcome = loop {
             tokio::select! {
-                result = &mut orchestration => break Outcome::Finished(result),
+                biased;
+                _ = tokio::time::sleep_until(deadline) => break Stop::TimedOut,
+                result = &mut orchestration => break Stop::Finished(result),
                 _ = shared.wakeup.notified() => {
                     if let Some(h) = shared.halt_reason() {
-                        break Outcome::Halted(h);
+                        break Stop::Halted(h);
                     }
                     if shared.releasable() {
-                        break Outcome::Park;
+                        break Stop::Park;
                     }
                 }
-                _ = tokio::time::sleep_until(deadline) => break Outcome::TimedOut,
             }
         };
         // Dropping the orchestration aborts whatever step was still in flight.
         drop(orchestration);
         let had_human_waits = shared.has_human_waits() || !lock(&shared.park).approvals.is_empty();
+        let ending = |status, output, error| Ending {
+            status,
+            output,
+            error,
+            had_human_waits,
+        };
         match outcome {
-            Outcome::Finished(Ok(Ok(output))) => {
-                self.finish(
-                    &fence,
-                    RunStatus::Succeeded,
-                    Some(output),
-                    None,
-                    had_human_waits,
-                )
-                .await
+            Stop::Finished(Ok(Ok(output))) => {
+                self.finish(&fence, ending(RunStatus::Succeeded, Some(output), None))
+                    .await
             }
-            Outcome::Finished(Ok(Err(e))) => {
-                self.finish(
-                    &fence,
-                    RunStatus::Failed,
-                    None,
-                    Some(e.to_string()),
-                    had_human_waits,
-                )
-                .await
+            Stop::Finished(Ok(Err(e))) => {
+                let message = crate::storable::scrub(&e.to_string());
+                self.finish(&fence, ending(RunStatus::Failed, None, Some(message)))
+                    .await
             }
-            Outcome::Finished(Err(panic)) => {
-                let message = format!("workflow panicked: {}", panic_message(&panic));
-                self.finish(
-                    &fence,
-                    RunStatus::Failed,
-                    None,
-                    Some(message),
-                    had_human_waits,
-                )
-                .await
+            Stop::Finished(Err(panic)) => {
+                let message = crate::storable::scrub(&format!(
+                    "workflow panicked: {}",
+                    panic_message(&panic)
+                ));
+                self.finish(&fence, ending(RunStatus::Failed, None, Some(message)))
+                    .await
             }
-            Outcome::TimedOut => {
+            Stop::TimedOut => {
                 let message = format!(
                     "run exceeded its deadline ({})",
                     claim.deadline_at.to_rfc3339()
                 );
-                self.finish(
-                    &fence,
-                    RunStatus::TimedOut,
-                    None,
-                    Some(message),
-                    had_human_waits,
-                )
-                .await
+                self.finish(&fence, ending(RunStatus::TimedOut, None, Some(message)))
+                    .await
             }
-            Outcome::Park => self.release_parked(&shared).await?,
-            Outcome::Halted(Halt::LeaseLost) => tracing::warn!("lease lost; execution abandoned"),
-            Outcome::Halted(Halt::Cancelled) => {
+            Stop::Park => self.release_parked(&shared).await?,
+            Stop::Halted(Halt::LeaseLost) => tracing::warn!("lease lost; execution abandoned"),
+            Stop::Halted(Halt::Cancelled) => {
                 tracing::info!("run cancelled; in-flight step aborted")
             }
-            Outcome::Halted(Halt::Database(message)) => {
+            Stop::Halted(Halt::Refused(message)) => {
+                let message = crate::storable::scrub(&format!(
+                    "the database refused to store a checkpoint of this run: {message}"
+                ));
+                self.finish(&fence, ending(RunStatus::Failed, None, Some(message)))
+                    .await
+            }
+            Stop::Halted(Halt::Database(message)) => {
                 return Err(crate::Error::Unavailable(message));
             }
         }
@@ -382,54 +399,87 @@ impl Worker {
     }
 
     /// Writes a terminal state. A lost lease here means someone else (cancel, a
-    /// takeover) already decided the run's fate.
-    async fn finish(
-        &self,
-        fence: &Fence,
-        status: RunStatus,
-        output: Option<serde_json::Value>,
-        error: Option<String>,
-        close_human_waits: bool,
-    ) {
-        let kind = match status {
-            RunStatus::Succeeded => EventKind::RunSucceeded,
-            RunStatus::TimedOut => EventKind::RunTimedOut,
-            _ => EventKind::RunFailed,
-        };
-        let mut cp = Checkpoint::new(fence.clone());
-        cp.events.push(NewEvent::new(
-            kind,
-            json!({ "status": status, "error": error }),
-        ));
-        cp.run = Some(RunChange {
+    /// takeover) already decided the run's fate. Pending approvals and questions are
+    /// closed (and logged) in the same fenced transaction.
+    async fn finish(&self, fence: &Fence, ending: Ending) {
+        let Ending {
             status,
             output,
             error,
-            wake_at: None,
-            release: true,
-            park_remaining_ms: None,
-            finished: true,
+            had_human_waits,
+        } = ending;
+        let checkpoint =
+            |status: RunStatus, output: Option<serde_json::Value>, error: Option<String>| {
+                let kind = match status {
+                    RunStatus::Succeeded => EventKind::RunSucceeded,
+                    RunStatus::TimedOut => EventKind::RunTimedOut,
+                    _ => EventKind::RunFailed,
+                };
+                let mut cp = Checkpoint::new(fence.clone());
+                cp.events.push(NewEvent::new(
+                    kind,
+                    json!({ "status": status, "error": error }),
+                ));
+                cp.run = Some(RunChange {
+                    status,
+                    output,
+                    error,
+                    wake_at: None,
+                    release: true,
+                    park_remaining_ms: None,
+                    finished: true,
+                    only_if_pause_requested: false,
+                });
+                cp
+            };
+        let waits = had_human_waits.then(|| HumanWaitsPolicy {
+            close_pending: Some(format!("run ended {status}")),
+            ..HumanWaitsPolicy::default()
         });
-        match self.engine.writer().commit(cp).await {
-            Ok(_) => {
-                if close_human_waits {
-                    let now = Utc::now();
-                    let db = self.engine.db();
-                    let reason = format!("run ended {status}");
-                    if let Err(e) =
-                        store::approvals::expire_pending_of_run(db, fence.run_id, &reason, now)
-                            .await
-                    {
-                        tracing::warn!(error = %e, "could not close pending approvals");
-                    }
-                    if let Err(e) =
-                        store::questions::expire_pending_of_run(db, fence.run_id, now).await
-                    {
-                        tracing::warn!(error = %e, "could not close pending questions");
-                    }
-                }
+        let result = match self
+            .commit(checkpoint(status, output, error), waits.as_ref())
+            .await
+        {
+            // An output the database cannot store: the run fails, saying why.
+            Err(crate::Error::Refused(message)) if status == RunStatus::Succeeded => {
+                let error =
+                    crate::storable::scrub(&format!("run output cannot be stored: {message}"));
+                self.commit(
+                    checkpoint(RunStatus::Failed, None, Some(error)),
+                    waits.as_ref(),
+                )
+                .await
             }
-            Err(e) => tracing::warn!(error = %e, %status, "terminal state not written"),
+            other => other,
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, %status, "terminal state not written");
+        }
+    }
+
+    /// Commits a lease holder's checkpoint: through the batching writer, or, when
+    /// people are involved, in a transaction of its own that handles their waits
+    /// under the run's row lock.
+    async fn commit(
+        &self,
+        cp: Checkpoint,
+        waits: Option<&HumanWaitsPolicy>,
+    ) -> Result<Vec<crate::Event>> {
+        let Some(waits) = waits else {
+            return self.engine.writer().commit(cp).await;
+        };
+        if let Err(message) = cp.validate() {
+            return Err(crate::Error::Refused(message));
+        }
+        let run_id = cp.fence.run_id;
+        match store::checkpoint::commit_with_human_waits(self.engine.db(), cp, waits, Utc::now())
+            .await?
+        {
+            Outcome::Committed(events) => {
+                self.engine.bus().publish_events(&events);
+                Ok(events)
+            }
+            Outcome::LeaseLost => Err(crate::Error::LeaseLost(run_id.to_string())),
         }
     }
 
@@ -449,14 +499,17 @@ impl Worker {
             Park::Input { wake_at } => Some(*wake_at),
             _ => None,
         });
+        // Timed waits count against the deadline, which always wins.
         let retry_wake = earliest(|p| match p {
             Park::Retry { wake_at } => Some(*wake_at),
             _ => None,
-        });
+        })
+        .map(|w| w.min(shared.deadline_at));
         let sleep_wake = earliest(|p| match p {
             Park::Sleep { wake_at } => Some(*wake_at),
             _ => None,
-        });
+        })
+        .map(|w| w.min(shared.deadline_at));
         let timed_wake = [retry_wake, sleep_wake].into_iter().flatten().min();
         let has = |want: &Park| {
             state
@@ -465,7 +518,8 @@ impl Worker {
                 .any(|p| std::mem::discriminant(p) == std::mem::discriminant(want))
         };
         let mut events = std::mem::take(&mut state.events);
-        let (status, wake_at, park_remaining_ms) = if has(&Park::Pause) {
+        let pausing = has(&Park::Pause);
+        let (status, wake_at, park_remaining_ms) = if pausing {
             events.push(NewEvent::new(
                 EventKind::RunPaused,
                 json!({ "remaining_ms": remaining }),
@@ -491,11 +545,7 @@ impl Worker {
                 EventKind::RunRetryWait,
                 json!({ "wake_at": wake_at }),
             ));
-            (
-                RunStatus::RetryWait,
-                [Some(wake), sleep_wake].into_iter().flatten().min(),
-                None,
-            )
+            (RunStatus::RetryWait, wake_at, None)
         } else {
             (RunStatus::Running, sleep_wake, None)
         };
@@ -511,25 +561,59 @@ impl Worker {
             release: true,
             park_remaining_ms,
             finished: false,
+            only_if_pause_requested: pausing,
         });
-        match self.engine.writer().commit(cp).await {
+        // Waiting for people: a decision that landed since the claim must not be
+        // missed, so the check happens under the run's lock, with the park.
+        let waits =
+            matches!(status, RunStatus::WaitingApproval | RunStatus::WaitingInput).then(|| {
+                HumanWaitsPolicy {
+                    approvals: std::mem::take(&mut state.waiting_approvals),
+                    questions: std::mem::take(&mut state.waiting_questions),
+                    close_pending: None,
+                }
+            });
+        match self.commit(cp, waits.as_ref()).await {
             Ok(_) => {}
+            // The pause was withdrawn after this execution stopped for it: give the
+            // run back as it is, to be claimed and continued at once.
+            Err(crate::Error::LeaseLost(_)) if pausing => {
+                if leases::release(self.engine.db(), &shared.fence, Utc::now()).await? {
+                    self.engine.wake_workers();
+                }
+                return Ok(());
+            }
             Err(crate::Error::LeaseLost(_)) => return Ok(()),
+            // A value in the park the database cannot store (an approval's args):
+            // the run fails, saying why, rather than parking again and again.
+            Err(crate::Error::Refused(message)) => {
+                let message = format!("the database refused to store this run's wait: {message}");
+                self.finish(
+                    &shared.fence,
+                    Ending {
+                        status: RunStatus::Failed,
+                        output: None,
+                        error: Some(crate::storable::scrub(&message)),
+                        had_human_waits: true,
+                    },
+                )
+                .await;
+                return Ok(());
+            }
             Err(e) => return Err(e),
         }
         tracing::debug!(%status, ?wake_at, "run released");
-        if matches!(status, RunStatus::WaitingApproval | RunStatus::WaitingInput) {
-            self.engine
-                .resume_if_decided(
-                    shared.fence.run_id,
-                    status,
-                    &state.waiting_approvals,
-                    &state.waiting_questions,
-                )
-                .await?;
-        }
         Ok(())
     }
+}
+
+/// How an execution ends.
+struct Ending {
+    status: RunStatus,
+    output: Option<serde_json::Value>,
+    error: Option<String>,
+    /// The run has (or had) approvals or questions, which must be closed with it.
+    had_human_waits: bool,
 }
 
 #[async_trait::async_trait]
@@ -562,14 +646,8 @@ pub(crate) enum HumanWaitClose {
 impl HumanWaitClose {
     pub(crate) fn expired_event(&self) -> NewEvent {
         match self {
-            HumanWaitClose::Approval(a) => NewEvent::new(
-                EventKind::ApprovalDecided,
-                json!({ "approval_id": a.id, "step_key": a.step_key, "status": ApprovalStatus::Expired, "decided_by": null, "comment": "expired" }),
-            ),
-            HumanWaitClose::Question(q) => NewEvent::new(
-                EventKind::InputReceived,
-                json!({ "question_id": q.id, "step_key": q.step_key, "status": QuestionStatus::Expired, "answer": null }),
-            ),
+            HumanWaitClose::Approval(a) => NewEvent::approval_closed(a.id, &a.step_key, "expired"),
+            HumanWaitClose::Question(q) => NewEvent::question_closed(q.id, &q.step_key, "expired"),
         }
     }
 }

@@ -7,6 +7,7 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bus::EventBus;
+use crate::error::DbFailure;
 use crate::event::Event;
 use crate::store::checkpoint::{self, Checkpoint, Outcome};
 use crate::{Error, Result};
@@ -48,9 +49,14 @@ impl CheckpointWriter {
     }
 
     /// Queues a checkpoint; the returned receiver resolves once it is durable (or
-    /// rejected). Checkpoints of one run commit in the order they were submitted.
+    /// rejected). Checkpoints of one run commit in the order they were submitted. One
+    /// holding a value the database cannot store is refused here, never queued.
     pub async fn submit(&self, checkpoint: Checkpoint) -> oneshot::Receiver<Result<Vec<Event>>> {
         let (reply, rx) = oneshot::channel();
+        if let Err(message) = checkpoint.validate() {
+            let _ = reply.send(Err(Error::Refused(message)));
+            return rx;
+        }
         let shard = self.shard(checkpoint.fence.run_id);
         if let Err(mpsc::error::SendError(p)) = shard.send(Pending { checkpoint, reply }).await {
             let _ = p
@@ -100,9 +106,8 @@ async fn run(
             }
         }
         let checkpoints: Vec<Checkpoint> = batch.iter().map(|p| p.checkpoint.clone()).collect();
-        let now = chrono::Utc::now();
         let started = std::time::Instant::now();
-        let committed = checkpoint::commit(&db, &checkpoints, now).await;
+        let committed = commit_retrying(&db, &checkpoints).await;
         tracing::trace!(
             batch = checkpoints.len(),
             micros = started.elapsed().as_micros() as u64,
@@ -111,25 +116,69 @@ async fn run(
         match committed {
             Ok(outcomes) => {
                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                    let result = match outcome {
-                        Outcome::Committed(events) => {
-                            bus.publish_events(&events);
-                            Ok(events)
-                        }
-                        Outcome::LeaseLost => Err(Error::LeaseLost(
-                            pending.checkpoint.fence.run_id.to_string(),
-                        )),
-                    };
-                    let _ = pending.reply.send(result);
+                    deliver(&bus, pending, Ok(outcome));
+                }
+            }
+            // The database refused some checkpoint's data: commit each alone, so that
+            // only the one at fault fails and its neighbours are not replayed.
+            Err(e) if batch.len() > 1 && is_content_error(&e) => {
+                tracing::warn!(error = %e, batch = batch.len(), "checkpoint batch refused; isolating");
+                for pending in batch {
+                    let alone = commit_retrying(&db, std::slice::from_ref(&pending.checkpoint))
+                        .await
+                        .map(|mut o| o.pop().unwrap_or(Outcome::LeaseLost));
+                    deliver(&bus, pending, alone);
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, batch = batch.len(), "checkpoint batch failed");
-                let message = e.to_string();
+                let (refused, message) = (is_content_error(&e), e.to_string());
                 for pending in batch {
-                    let _ = pending.reply.send(Err(Error::Unavailable(message.clone())));
+                    let e = if refused {
+                        Error::Refused(message.clone())
+                    } else {
+                        Error::Unavailable(message.clone())
+                    };
+                    deliver(&bus, pending, Err(e));
                 }
             }
         }
     }
+}
+
+fn is_content_error(e: &Error) -> bool {
+    matches!(e, Error::Database(db) if crate::error::classify_db(db) == DbFailure::Content)
+}
+
+/// Commits a batch, retrying at once when it lost a race (deadlock, busy database).
+async fn commit_retrying(db: &DatabaseConnection, batch: &[Checkpoint]) -> Result<Vec<Outcome>> {
+    let mut tries = 0;
+    loop {
+        match checkpoint::commit(db, batch, chrono::Utc::now()).await {
+            Err(e) if e.is_transient() && tries < 5 => {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "checkpoint batch lost a race; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(5 * tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Answers one checkpoint: committed events go to the bus; a refusal of its data is
+/// `Refused` (writing it again cannot help); anything else is `Unavailable`.
+fn deliver(bus: &EventBus, pending: Pending, result: Result<Outcome>) {
+    let reply = match result {
+        Ok(Outcome::Committed(events)) => {
+            bus.publish_events(&events);
+            Ok(events)
+        }
+        Ok(Outcome::LeaseLost) => Err(Error::LeaseLost(
+            pending.checkpoint.fence.run_id.to_string(),
+        )),
+        Err(e @ (Error::Refused(_) | Error::Unavailable(_))) => Err(e),
+        Err(e) if is_content_error(&e) => Err(Error::Refused(e.to_string())),
+        Err(e) => Err(Error::Unavailable(e.to_string())),
+    };
+    let _ = pending.reply.send(reply);
 }

@@ -22,7 +22,7 @@ pub fn to_gql(e: Error) -> async_graphql::Error {
         | Error::NotPending { .. }
         | Error::Conflict(_)
         | Error::LeaseLost(_) => CONFLICT,
-        Error::Invalid(_) => VALIDATION_FAILED,
+        Error::Invalid(_) | Error::Refused(_) => VALIDATION_FAILED,
         Error::Violations(violations) => {
             let list: Vec<async_graphql::Value> = violations
                 .iter()

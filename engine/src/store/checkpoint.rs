@@ -50,6 +50,10 @@ pub struct RunChange {
     /// Parking for a person: keep this much of the deadline for later and stop the clock.
     pub park_remaining_ms: Option<i64>,
     pub finished: bool,
+    /// Only while the run's pause is still requested: an operator who withdrew it
+    /// (`resume_run`) wins over a holder about to pause, and the commit reports the
+    /// lease as lost.
+    pub only_if_pause_requested: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -94,11 +98,137 @@ impl Checkpoint {
     }
 }
 
+impl Checkpoint {
+    /// Checks every value can be stored on both databases; the error says which
+    /// value and why. The writer refuses invalid checkpoints before queueing them.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        use crate::storable::{check_json, check_text, check_time};
+        let json =
+            |v: &Option<Json>, path: &str| v.as_ref().map_or(Ok(()), |v| check_json(v, path));
+        let time = |t: Option<DateTime<Utc>>, path: &str| t.map_or(Ok(()), |t| check_time(t, path));
+        for s in &self.steps {
+            let at = format!("step {}", s.key);
+            check_text(&s.key, "step key")?;
+            json(&s.input, &format!("{at} input"))?;
+            json(&s.output, &format!("{at} output"))?;
+            json(&s.usage, &format!("{at} usage"))?;
+            s.error
+                .as_deref()
+                .map_or(Ok(()), |e| check_text(e, &format!("{at} error")))?;
+            time(s.started_at, &format!("{at} started_at"))?;
+            time(s.finished_at, &format!("{at} finished_at"))?;
+            time(s.next_attempt_at, &format!("{at} next_attempt_at"))?;
+        }
+        for e in &self.events {
+            check_json(&e.payload, &format!("event {} payload", e.kind))?;
+        }
+        if let Some(c) = &self.run {
+            json(&c.output, "run output")?;
+            c.error
+                .as_deref()
+                .map_or(Ok(()), |e| check_text(e, "run error"))?;
+            time(c.wake_at, "run wake_at")?;
+        }
+        for a in &self.approvals {
+            check_text(&a.tool, "approval tool")?;
+            check_json(&a.args, "approval args")?;
+            a.risk_note
+                .as_deref()
+                .map_or(Ok(()), |r| check_text(r, "approval risk_note"))?;
+            check_time(a.expires_at, "approval expires_at")?;
+        }
+        for q in &self.questions {
+            check_text(&q.question, "question")?;
+            check_time(q.expires_at, "question expires_at")?;
+        }
+        Ok(())
+    }
+}
+
 /// The fate of one checkpoint of a batch.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     Committed(Vec<Event>),
     LeaseLost,
+}
+
+/// What a commit does about a run's human waits, inside the transaction that checks
+/// its fence (a decision locks the run row first too, so the two serialise).
+#[derive(Clone, Debug, Default)]
+pub struct HumanWaits {
+    /// Parking on these waits: if any was decided meanwhile, the run is released as
+    /// RUNNING (claimable at once) instead of waiting for a decision that came.
+    pub approvals: Vec<ApprovalId>,
+    pub questions: Vec<QuestionId>,
+    /// Ending the run: close every wait still pending with this reason, logging each
+    /// close before the run's final event.
+    pub close_pending: Option<String>,
+}
+
+/// Commits one checkpoint in its own transaction, with [`HumanWaits`] handled under
+/// the run's row lock. Used for the rare commits that involve people; everything
+/// else goes through the batched [`commit`].
+pub async fn commit_with_human_waits(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    mut cp: Checkpoint,
+    waits: &HumanWaits,
+    now: DateTime<Utc>,
+) -> Result<Outcome> {
+    let txn = super::begin_write(db).await?;
+    let lock = if is_postgres(db) { " FOR UPDATE" } else { "" };
+    let fenced = txn
+        .query_one_raw(stmt(
+            &txn,
+            &format!(
+                "SELECT status FROM runs WHERE id = $1 AND {}{lock}",
+                super::leases::FENCE
+            ),
+            vec![
+                cp.fence.run_id.0.into(),
+                cp.fence.attempt.into(),
+                cp.fence.owner.clone().into(),
+                now.into(),
+            ],
+        ))
+        .await?;
+    if fenced.is_none() {
+        txn.rollback().await?;
+        return Ok(Outcome::LeaseLost);
+    }
+    let decided = super::approvals::any_decided(&txn, &waits.approvals).await?
+        || super::questions::any_decided(&txn, &waits.questions).await?;
+    if decided && let Some(change) = &mut cp.run {
+        change.status = RunStatus::Running;
+        change.wake_at = None;
+        change.park_remaining_ms = None;
+    }
+    if let Some(reason) = &waits.close_pending {
+        let run_id = cp.fence.run_id;
+        let mut closes: Vec<NewEvent> =
+            super::approvals::expire_pending_of_run(&txn, run_id, reason, now)
+                .await?
+                .into_iter()
+                .map(|(id, key)| NewEvent::approval_closed(id, &key, reason))
+                .collect();
+        closes.extend(
+            super::questions::expire_pending_of_run(&txn, run_id, now)
+                .await?
+                .into_iter()
+                .map(|(id, key)| NewEvent::question_closed(id, &key, reason)),
+        );
+        let at = cp
+            .events
+            .iter()
+            .position(NewEvent::is_final)
+            .unwrap_or(cp.events.len());
+        cp.events.splice(at..at, closes);
+    }
+    let outcome = commit_one(&txn, &cp, now).await?;
+    match outcome {
+        Outcome::Committed(_) => txn.commit().await?,
+        Outcome::LeaseLost => txn.rollback().await?,
+    }
+    Ok(outcome)
 }
 
 /// Commits a batch of checkpoints of distinct runs. The batch either commits as a
@@ -144,7 +274,12 @@ WITH ops AS (
   SELECT * FROM jsonb_to_recordset($1::jsonb) AS o(
     run_id uuid, owner text, attempt bigint, n_events bigint, status text,
     has_output boolean, output jsonb, error text, set_wake boolean, wake_at timestamptz,
-    release boolean, park boolean, remaining_ms bigint, finished boolean)
+    release boolean, park boolean, remaining_ms bigint, finished boolean, need_pause boolean)
+),
+-- Row locks in one order (by id) in every multi-row statement on runs: the
+-- heartbeat locks its runs the same way, so the two can never deadlock.
+locked AS MATERIALIZED (
+  SELECT id FROM runs WHERE id = ANY(ARRAY(SELECT run_id FROM ops)) ORDER BY id FOR UPDATE
 ),
 fenced AS (
   UPDATE runs r SET
@@ -163,8 +298,9 @@ fenced AS (
   FROM ops o
   -- The ANY() keeps the lookup on the primary key whatever the table's size: plans
   -- are generic and cached per connection, so they must not depend on statistics.
-  WHERE r.id = ANY(ARRAY(SELECT run_id FROM ops))
+  WHERE r.id = ANY(ARRAY(SELECT id FROM locked))
     AND r.id = o.run_id AND r.attempt = o.attempt AND r.lease_owner = o.owner AND r.lease_expires_at > $2
+    AND (NOT o.need_pause OR r.pause_requested)
   RETURNING r.id, r.last_seq
 ),
 step_rows AS (
@@ -245,6 +381,7 @@ async fn commit_postgres(
             "park": change.is_some_and(|c| c.park_remaining_ms.is_some()),
             "remaining_ms": change.and_then(|c| c.park_remaining_ms),
             "finished": change.is_some_and(|c| c.finished),
+            "need_pause": change.is_some_and(|c| c.only_if_pause_requested),
         }));
         for s in &cp.steps {
             steps.push(json!({
@@ -369,8 +506,13 @@ async fn commit_one(
         cp.fence.attempt.into(),
         cp.fence.owner.clone().into(),
     ]);
+    let pause_guard = if cp.run.as_ref().is_some_and(|c| c.only_if_pause_requested) {
+        " AND pause_requested"
+    } else {
+        ""
+    };
     let sql = format!(
-        "UPDATE runs SET {} WHERE id = ${} AND attempt = ${} AND lease_owner = ${} AND lease_expires_at > $2 \
+        "UPDATE runs SET {} WHERE id = ${} AND attempt = ${} AND lease_owner = ${} AND lease_expires_at > $2{pause_guard} \
          RETURNING last_seq",
         sets.join(", "),
         n + 1,

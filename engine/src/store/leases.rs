@@ -13,6 +13,10 @@ use crate::event::{Event, EventKind, NewEvent};
 use crate::ids::RunId;
 use crate::status::RunStatus;
 
+/// The fence every write of a lease holder presents, for a `runs` row: parameters
+/// `$2` attempt, `$3` owner, `$4` now. Zero rows means the lease is lost.
+pub(crate) const FENCE: &str = "attempt = $2 AND lease_owner = $3 AND lease_expires_at > $4";
+
 /// Proof of a claim: who holds the run and under which attempt.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Fence {
@@ -44,12 +48,24 @@ const CLAIMABLE: &str = "status IN ('QUEUED','RUNNING','RETRY_WAIT','WAITING_APP
         AND (wake_at IS NULL OR wake_at <= $1 OR deadline_at <= $1)) \
     OR (status IN ('RETRY_WAIT','WAITING_APPROVAL','WAITING_INPUT') AND (wake_at <= $1 OR deadline_at <= $1)))";
 
-fn claim_event(previous: RunStatus, attempt: i64, owner: &str) -> Option<NewEvent> {
-    let payload = json!({ "from": previous, "attempt": attempt, "worker": owner });
+/// The event a claim writes: RUN_STARTED for a queued run, RUN_RESUMED for every
+/// other. A claim of a RUNNING run whose holder's lease expired is a takeover (the
+/// holder died or hung); a RUNNING run without a holder was given back (graceful
+/// shutdown) or woke from a sleep.
+fn claim_event(previous: RunStatus, attempt: i64, owner: &str, was_held: bool) -> NewEvent {
     match previous {
-        RunStatus::Queued => Some(NewEvent::new(EventKind::RunStarted, payload)),
-        RunStatus::Running => None,
-        _ => Some(NewEvent::new(EventKind::RunResumed, payload)),
+        RunStatus::Queued => NewEvent::new(
+            EventKind::RunStarted,
+            json!({ "from": previous, "attempt": attempt, "worker": owner }),
+        ),
+        _ => NewEvent::new(
+            EventKind::RunResumed,
+            json!({
+                "from": previous, "attempt": attempt, "worker": owner,
+                "takeover": previous == RunStatus::Running && was_held,
+                "previous_attempt": attempt - 1,
+            }),
+        ),
     }
 }
 
@@ -75,7 +91,8 @@ pub async fn claim(
 // RUN_RESUMED (announced to other processes by the bus after commit). Event ids (UUIDv7) come from the caller, one per row.
 const PG_CLAIM: &str = "\
 WITH c AS (
-  SELECT id, status AS prev, started_at IS NULL AS fresh FROM runs WHERE {CLAIMABLE}
+  SELECT id, status AS prev, started_at IS NULL AS fresh, lease_owner IS NOT NULL AS held
+  FROM runs WHERE {CLAIMABLE}
   ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
@@ -83,12 +100,12 @@ claimed AS (
       started_at = COALESCE(r.started_at, $1),
       deadline_at = COALESCE(r.deadline_at, $1 + COALESCE(r.remaining_ms, r.timeout_ms) * interval '1 millisecond'),
       remaining_ms = NULL, wake_at = NULL,
-      last_seq = r.last_seq + CASE WHEN c.prev = 'RUNNING' THEN 0 ELSE 1 END, updated_at = $1
+      last_seq = r.last_seq + 1, updated_at = $1
   FROM c WHERE r.id = c.id
-  RETURNING r.id, c.prev, r.workflow, r.input, r.attempt, r.last_seq, r.deadline_at, r.pause_requested, c.fresh
+  RETURNING r.id, c.prev, r.workflow, r.input, r.attempt, r.last_seq, r.deadline_at, r.pause_requested, c.fresh, c.held
 ),
 announced AS (
-  SELECT cl.*, row_number() OVER (ORDER BY cl.id) AS n FROM claimed cl WHERE cl.prev <> 'RUNNING'
+  SELECT cl.*, row_number() OVER (ORDER BY cl.id) AS n FROM claimed cl
 ),
 event_ids AS (
   SELECT value::uuid AS id, ordinality AS n FROM jsonb_array_elements_text($5::jsonb) WITH ORDINALITY
@@ -96,11 +113,16 @@ event_ids AS (
 event_rows AS (
   INSERT INTO events (id, run_id, seq, kind, payload, created_at)
   SELECT i.id, a.id, a.last_seq, CASE WHEN a.prev = 'QUEUED' THEN 'RUN_STARTED' ELSE 'RUN_RESUMED' END,
-         jsonb_build_object('from', a.prev, 'attempt', a.attempt, 'worker', $3::text), $1
+         CASE WHEN a.prev = 'QUEUED'
+           THEN jsonb_build_object('from', a.prev, 'attempt', a.attempt, 'worker', $3::text)
+           ELSE jsonb_build_object('from', a.prev, 'attempt', a.attempt, 'worker', $3::text,
+                                   'takeover', a.prev = 'RUNNING' AND a.held,
+                                   'previous_attempt', a.attempt - 1)
+         END, $1
   FROM announced a JOIN event_ids i ON i.n = a.n
   RETURNING 1
 )
-SELECT id, prev, workflow, input, attempt, last_seq, deadline_at, pause_requested, fresh FROM claimed";
+SELECT id, prev, workflow, input, attempt, last_seq, deadline_at, pause_requested, fresh, held FROM claimed";
 
 async fn claim_postgres(
     db: &(impl ConnectionTrait + TransactionTrait),
@@ -131,15 +153,15 @@ async fn claim_postgres(
         let (mut claim, last_seq) = claim_from_row(&row, owner)?;
         // `started_at` as it was before this claim (the CTE reads the old row).
         claim.fresh = row.try_get_by_index(8)?;
-        if let Some(e) = claim_event(claim.previous, claim.fence.attempt, owner) {
-            claim.events = vec![Event {
-                run_id: claim.fence.run_id,
-                seq: last_seq,
-                kind: e.kind,
-                payload: e.payload,
-                created_at: now,
-            }];
-        }
+        let held: bool = row.try_get_by_index(9)?;
+        let e = claim_event(claim.previous, claim.fence.attempt, owner, held);
+        claim.events = vec![Event {
+            run_id: claim.fence.run_id,
+            seq: last_seq,
+            kind: e.kind,
+            payload: e.payload,
+            created_at: now,
+        }];
         claims.push(claim);
     }
     Ok(claims)
@@ -181,7 +203,7 @@ async fn claim_sqlite(
         .query_all_raw(stmt(
             db,
             &format!(
-                "SELECT id, status, attempt, deadline_at, remaining_ms, timeout_ms, started_at FROM runs WHERE {CLAIMABLE} \
+                "SELECT id, status, attempt, deadline_at, remaining_ms, timeout_ms, started_at, lease_owner FROM runs WHERE {CLAIMABLE} \
                  ORDER BY created_at LIMIT $2"
             ),
             vec![now.into(), (limit as i64).into()],
@@ -196,25 +218,24 @@ async fn claim_sqlite(
         let remaining: Option<i64> = cand.try_get_by_index(4)?;
         let timeout: i64 = cand.try_get_by_index(5)?;
         let started: Option<DateTime<Utc>> = cand.try_get_by_index(6)?;
+        let held = cand.try_get_by_index::<Option<String>>(7)?.is_some();
         let previous: RunStatus = prev.parse()?;
         let deadline =
             deadline.unwrap_or(now + ChronoDuration::milliseconds(remaining.unwrap_or(timeout)));
-        let inc = i64::from(previous != RunStatus::Running);
         let txn = crate::store::begin_write(db).await?;
         let row = txn
             .query_one_raw(stmt(
                 &txn,
                 "UPDATE runs SET status = 'RUNNING', attempt = attempt + 1, lease_owner = $1, lease_expires_at = $2, \
                      started_at = COALESCE(started_at, $3), deadline_at = $4, remaining_ms = NULL, wake_at = NULL, \
-                     last_seq = last_seq + $5, updated_at = $3 \
-                 WHERE id = $6 AND attempt = $7 AND status = $8 \
+                     last_seq = last_seq + 1, updated_at = $3 \
+                 WHERE id = $5 AND attempt = $6 AND status = $7 \
                  RETURNING id, status, workflow, input, attempt, last_seq, deadline_at, pause_requested",
                 vec![
                     owner.into(),
                     lease_until.into(),
                     now.into(),
                     deadline.into(),
-                    inc.into(),
                     id.into(),
                     attempt.into(),
                     prev.clone().into(),
@@ -230,9 +251,8 @@ async fn claim_sqlite(
         // The update is guarded by the attempt read with the candidate, and only a
         // claim sets `started_at`, so the candidate's value is the one before the claim.
         claim.fresh = started.is_none();
-        if let Some(e) = claim_event(previous, claim.fence.attempt, owner) {
-            claim.events = events::insert(&txn, claim.fence.run_id, last_seq, &[e], now).await?;
-        }
+        let e = claim_event(previous, claim.fence.attempt, owner, held);
+        claim.events = events::insert(&txn, claim.fence.run_id, last_seq, &[e], now).await?;
         txn.commit().await?;
         claims.push(claim);
     }
@@ -261,11 +281,24 @@ pub async fn heartbeat(
     }
     let lease_until =
         now + ChronoDuration::from_std(lease_ttl).unwrap_or(ChronoDuration::seconds(30));
-    let sql = format!(
-        "UPDATE runs SET lease_expires_at = $1 WHERE lease_owner = $2 AND lease_expires_at > $3 AND id IN ({}) \
-         RETURNING id, attempt, pause_requested",
-        placeholders(4, runs.len())
-    );
+    // Postgres: lock the rows in id order first, as the checkpoint batch does, so the
+    // two multi-row statements cannot deadlock. (SQLite has one writer at a time.)
+    let sql = if is_postgres(db) {
+        format!(
+            "WITH locked AS MATERIALIZED (SELECT id FROM runs WHERE id IN ({}) AND lease_owner = $2 \
+               ORDER BY id FOR UPDATE) \
+             UPDATE runs SET lease_expires_at = $1 \
+             WHERE id = ANY(ARRAY(SELECT id FROM locked)) AND lease_owner = $2 AND lease_expires_at > $3 \
+             RETURNING id, attempt, pause_requested",
+            placeholders(4, runs.len())
+        )
+    } else {
+        format!(
+            "UPDATE runs SET lease_expires_at = $1 WHERE lease_owner = $2 AND lease_expires_at > $3 AND id IN ({}) \
+             RETURNING id, attempt, pause_requested",
+            placeholders(4, runs.len())
+        )
+    };
     let mut values: Vec<Value> = vec![lease_until.into(), owner.into(), now.into()];
     values.extend(runs.iter().map(|r| Value::from(r.0)));
     let rows = db.query_all_raw(stmt(db, &sql, values)).await?;

@@ -103,18 +103,44 @@ pub async fn close(
         == 1)
 }
 
+/// Closes every pending question of a run that ended; returns `(id, step_key)` of
+/// each, oldest first, so the caller can log them.
 pub async fn expire_pending_of_run(
     db: &impl ConnectionTrait,
     run_id: RunId,
     now: DateTime<Utc>,
-) -> Result<u64> {
-    let res = db
-        .execute_raw(stmt(
+) -> Result<Vec<(QuestionId, String)>> {
+    let rows = db
+        .query_all_raw(stmt(
             db,
             "UPDATE questions SET status = 'EXPIRED', answered_at = $1, updated_at = $1 \
-             WHERE run_id = $2 AND status = 'PENDING'",
+             WHERE run_id = $2 AND status = 'PENDING' RETURNING id, step_key, created_at",
             vec![now.into(), run_id.0.into()],
         ))
         .await?;
-    Ok(res.rows_affected())
+    let mut closed = rows
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get_by_index::<DateTime<Utc>>(2)?,
+                QuestionId(r.try_get_by_index(0)?),
+                r.try_get_by_index::<String>(1)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    closed.sort();
+    Ok(closed.into_iter().map(|(_, id, key)| (id, key)).collect())
+}
+
+/// Whether any of `ids` is no longer pending (answered or expired).
+pub async fn any_decided(db: &impl ConnectionTrait, ids: &[QuestionId]) -> Result<bool> {
+    if ids.is_empty() {
+        return Ok(false);
+    }
+    let sql = format!(
+        "SELECT 1 FROM questions WHERE status <> 'PENDING' AND id IN ({}) LIMIT 1",
+        super::placeholders(1, ids.len())
+    );
+    let values: Vec<Value> = ids.iter().map(|id| Value::from(id.0)).collect();
+    Ok(db.query_one_raw(stmt(db, &sql, values)).await?.is_some())
 }

@@ -172,6 +172,22 @@ pub async fn get(db: &impl ConnectionTrait, id: RunId) -> Result<Option<Run>> {
         .transpose()
 }
 
+/// Locks a run's row for the rest of the transaction and returns its status
+/// (`None`: no such run). Every transaction that changes a run and its approvals or
+/// questions locks the run row first, so they serialise without deadlocks. (SQLite
+/// write transactions begin IMMEDIATE and hold the whole database already.)
+pub async fn lock_row(db: &impl ConnectionTrait, id: RunId) -> Result<Option<RunStatus>> {
+    let sql = if super::is_postgres(db) {
+        "SELECT status FROM runs WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT status FROM runs WHERE id = $1"
+    };
+    let Some(row) = db.query_one_raw(stmt(db, sql, vec![id.0.into()])).await? else {
+        return Ok(None);
+    };
+    Ok(Some(row.try_get_by_index::<String>(0)?.parse()?))
+}
+
 /// Filters for listing runs; all optional.
 #[derive(Clone, Debug, Default)]
 pub struct RunFilter {
