@@ -465,15 +465,19 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let engine = opened.engine.clone();
             let dir = data_dir(explicit_data_dir, &db.url);
             let password = std::env::var("AIOPS_BOOTSTRAP_ADMIN_PASSWORD").ok();
-            if let Some(path) = engine
+            match engine
                 .bootstrap_admin(&dir, password.as_deref())
                 .await
                 .context("creating the first admin user")?
             {
-                tracing::info!(
+                Some(aiops_engine::auth::Bootstrapped::PasswordFile(path)) => tracing::info!(
                     path = %path.display(),
                     "no users yet: created user \"admin\" (ADMIN); its password is in this file, readable only by this OS user"
-                );
+                ),
+                Some(aiops_engine::auth::Bootstrapped::GivenPassword) => tracing::info!(
+                    "no users yet: created user \"admin\" (ADMIN) with the password of AIOPS_BOOTSTRAP_ADMIN_PASSWORD"
+                ),
+                None => {}
             }
             let shutdown = shutdown_token();
             tracing::info!(database = %redact(&db.url), %listen, "aiops serve starting");

@@ -332,10 +332,14 @@ async fn bootstrap(backend: Backend) {
     );
     let created: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
     assert_eq!(created.len(), 1, "{created:?}");
-    let path = &created[0];
+    let aiops_engine::auth::Bootstrapped::PasswordFile(path) = &created[0] else {
+        panic!("a random password goes to a file: {created:?}");
+    };
     assert_eq!(path, &data.join("initial-admin-password"));
     #[cfg(unix)]
     assert_eq!(mode(path), 0o600);
+    #[cfg(unix)]
+    assert_eq!(mode(&data), 0o700, "the data directory is private");
     let password = std::fs::read_to_string(path).unwrap().trim().to_owned();
     assert_eq!(password.len(), 24);
     assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()));
@@ -361,14 +365,9 @@ async fn bootstrap_with_given_password(backend: Backend) {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    // A stale file from an earlier installation is replaced, with mode 0600.
+    // A file from an earlier installation (perhaps of another database) is left alone.
     let stale = dir.path().join("initial-admin-password");
     std::fs::write(&stale, "old").unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
     assert!(matches!(
         h.engine
             .bootstrap_admin(dir.path(), Some("too-short"))
@@ -377,17 +376,16 @@ async fn bootstrap_with_given_password(backend: Backend) {
     ));
     assert!(h.engine.users().await.unwrap().is_empty());
 
-    let path = h
+    let done = h
         .engine
         .bootstrap_admin(dir.path(), Some("given-admin-password"))
         .await
-        .unwrap()
-        .expect("created");
-    #[cfg(unix)]
-    assert_eq!(mode(&path), 0o600);
+        .unwrap();
+    assert_eq!(done, Some(aiops_engine::auth::Bootstrapped::GivenPassword));
     assert_eq!(
-        std::fs::read_to_string(&path).unwrap().trim(),
-        "given-admin-password"
+        std::fs::read_to_string(&stale).unwrap(),
+        "old",
+        "a chosen password is not written to disk, and no file is overwritten"
     );
     h.engine
         .login("admin", "given-admin-password")
@@ -397,6 +395,39 @@ async fn bootstrap_with_given_password(backend: Backend) {
 both_backends!(
     bootstrap_uses_a_given_password,
     bootstrap_with_given_password
+);
+
+/// A password file left by an earlier first start (of this or another database)
+/// is never overwritten: the start is refused with the reason, and no user appears.
+async fn bootstrap_refuses_to_overwrite(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("initial-admin-password");
+    std::fs::write(&file, "password of another database's admin\n").unwrap();
+    let err = h
+        .engine
+        .bootstrap_admin(dir.path(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("already exists") && err.contains("never overwritten"),
+        "{err}"
+    );
+    assert!(
+        h.engine.users().await.unwrap().is_empty(),
+        "nothing created"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "password of another database's admin\n"
+    );
+}
+both_backends!(
+    bootstrap_never_overwrites_a_password_file,
+    bootstrap_refuses_to_overwrite
 );
 
 async fn bootstrap_with_existing_users(backend: Backend) {

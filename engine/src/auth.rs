@@ -265,22 +265,14 @@ pub fn hash_api_key(key: &str) -> String {
 pub const INITIAL_ADMIN_PASSWORD_FILE: &str = "initial-admin-password";
 
 /// Writes `contents` to a new file at `path` readable and writable by its owner only
-/// (0600 on Unix), replacing any file there (the file is created fresh, so the mode of
-/// a previous file does not carry over).
+/// (0600 on Unix). An existing file is never replaced.
 pub(crate) fn write_secret_file(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     let fail = |e: std::io::Error| Error::Invalid(format!("cannot write {}: {e}", path.display()));
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Invalid(format!("cannot create directory {}: {e}", dir.display()))
-        })?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fail(e)),
+        crate::store::create_private_dir(dir)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -289,10 +281,34 @@ pub(crate) fn write_secret_file(path: &Path, contents: &str) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(fail)?;
+    let mut file = match options.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(password_file_exists(path));
+        }
+        Err(e) => return Err(fail(e)),
+    };
     file.write_all(contents.as_bytes()).map_err(fail)?;
     file.write_all(b"\n").map_err(fail)?;
     file.sync_all().map_err(fail)
+}
+
+/// What the first start did about the first admin's password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bootstrapped {
+    /// A random password, written to this file (mode 0600).
+    PasswordFile(std::path::PathBuf),
+    /// The password the operator chose (`AIOPS_BOOTSTRAP_ADMIN_PASSWORD`); not written.
+    GivenPassword,
+}
+
+pub(crate) fn password_file_exists(path: &Path) -> Error {
+    Error::Invalid(format!(
+        "{} already exists: it holds the password of an earlier first admin, perhaps of \
+         another database, and is never overwritten. Nothing was created. Move it away, or \
+         point AIOPS_DATA_DIR elsewhere, or choose the password with AIOPS_BOOTSTRAP_ADMIN_PASSWORD",
+        path.display()
+    ))
 }
 
 #[cfg(test)]

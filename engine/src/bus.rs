@@ -13,7 +13,7 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::broadcast;
 
 use crate::Result;
-use crate::event::{Event, EventKind};
+use crate::event::Event;
 use crate::ids::RunId;
 use crate::store;
 
@@ -151,16 +151,6 @@ async fn send_hints(db: &DatabaseConnection, payload: &str) {
 /// Page size when catching up from the database.
 const REPLAY_PAGE: u64 = 500;
 
-fn is_final(kind: EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::RunSucceeded
-            | EventKind::RunFailed
-            | EventKind::RunCancelled
-            | EventKind::RunTimedOut
-    )
-}
-
 /// Events of `run_id` with `seq > after_seq`: first those already stored, then live
 /// ones as they commit, each exactly once and in order. The stream ends after the
 /// run's final event, unless the log goes on past it (a retried run). Delivery relies on the bus (which announces `Resync` whenever
@@ -184,6 +174,7 @@ pub fn subscribe(
             done: false,
             ending: false,
             caught_up: false,
+            checked_final: false,
             fallback_poll,
         },
         |mut sub| async move {
@@ -203,6 +194,8 @@ struct Subscription {
     /// The last event emitted was a final one (RUN_SUCCEEDED, …).
     ending: bool,
     caught_up: bool,
+    /// Whether the first empty replay checked if the run had already ended.
+    checked_final: bool,
     fallback_poll: Duration,
 }
 
@@ -239,6 +232,22 @@ impl Subscription {
                         return Some(Err(e));
                     }
                 }
+                // Nothing to replay: if the run has already ended and its log holds
+                // nothing after `after_seq`, there is nothing to wait for.
+                if !self.checked_final {
+                    self.checked_final = true;
+                    match store::runs::get(&self.db, self.run_id).await {
+                        Ok(Some(run)) if run.status.is_terminal() && run.last_seq <= self.last => {
+                            self.done = true;
+                            return None;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            self.done = true;
+                            return Some(Err(e));
+                        }
+                    }
+                }
                 continue;
             }
             match tokio::time::timeout(self.fallback_poll, self.rx.recv()).await {
@@ -265,7 +274,7 @@ impl Subscription {
 
     fn emit(&mut self, e: Event) -> Event {
         self.last = e.seq;
-        self.ending = is_final(e.kind);
+        self.ending = e.kind.is_final();
         e
     }
 

@@ -187,6 +187,14 @@ impl Engine {
                 known.join(", ")
             ))
         })?;
+        let size = serde_json::to_vec(&req.input).map_or(usize::MAX, |v| v.len());
+        if size > self.inner.config.max_input_bytes {
+            return Err(Error::Invalid(format!(
+                "input: {size} bytes of JSON, at most {} are accepted",
+                self.inner.config.max_input_bytes
+            )));
+        }
+        crate::storable::check_json(&req.input, "input").map_err(Error::Invalid)?;
         workflow
             .validate_input(&req.input)
             .map_err(Error::Invalid)?;
@@ -200,10 +208,11 @@ impl Engine {
             )));
         }
         if let Some(key) = &req.idempotency_key
-            && (key.is_empty() || key.len() > 200)
+            && (key.is_empty() || key.len() > 200 || key.chars().any(char::is_control))
         {
             return Err(Error::Invalid(
-                "idempotency_key: must be 1 to 200 characters".into(),
+                "idempotency_key: must be 1 to 200 characters, none of them control characters"
+                    .into(),
             ));
         }
         let txn = store::begin_write(&self.inner.db).await?;
@@ -574,6 +583,10 @@ impl Engine {
         by: &str,
         comment: Option<&str>,
     ) -> Result<Approval> {
+        crate::storable::check_text(by, "decided_by").map_err(Error::Invalid)?;
+        if let Some(c) = comment {
+            crate::storable::check_text(c, "comment").map_err(Error::Invalid)?;
+        }
         let approval = self.approval(id).await?;
         let status = match decision {
             Decision::Approve => ApprovalStatus::Approved,
@@ -619,10 +632,12 @@ impl Engine {
         answer: &str,
         by: &str,
     ) -> Result<Question> {
-        let question = self.question(id).await?;
         if answer.trim().is_empty() {
             return Err(Error::Invalid("answer: must not be empty".into()));
         }
+        crate::storable::check_text(answer, "answer").map_err(Error::Invalid)?;
+        crate::storable::check_text(by, "answered_by").map_err(Error::Invalid)?;
+        let question = self.question(id).await?;
         let event = NewEvent::new(
             EventKind::InputReceived,
             json!({ "question_id": id, "step_key": question.step_key, "status": QuestionStatus::Answered, "answered_by": by }),
@@ -768,6 +783,7 @@ impl Engine {
         let spec = topology::parse_and_validate(text, &topology::Catalog::builtin())
             .map_err(Error::Violations)?;
         let json = serde_json::to_value(&spec).map_err(|e| Error::Invalid(format!("team: {e}")))?;
+        crate::storable::check_json(&json, "team").map_err(Error::Invalid)?;
         let txn = store::begin_write(&self.inner.db).await?;
         let applied = store::teams::put(
             &txn,
@@ -785,6 +801,24 @@ impl Engine {
         store::teams::get_by_name(&self.inner.db, name)
             .await?
             .ok_or_else(|| Error::not_found("team", name))
+    }
+
+    /// Runs changed at or after `since` (live views re-read these after a gap).
+    pub async fn runs_changed_since(
+        &self,
+        since: chrono::DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Run>> {
+        store::runs::changed_since(&self.inner.db, since, limit).await
+    }
+
+    /// Approvals still pending that were requested at or after `since`.
+    pub async fn approvals_pending_since(
+        &self,
+        since: chrono::DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Approval>> {
+        store::approvals::pending_requested_since(&self.inner.db, since, limit).await
     }
 
     /// Deletes finished runs older than the retention period; returns how many.
@@ -955,7 +989,13 @@ impl Engine {
     /// Checks a username and password. Every failure (unknown user, wrong password,
     /// disabled user) is the same [`Error::Unauthenticated`] and takes about as long.
     pub async fn login(&self, username: &str, password: &str) -> Result<crate::auth::Principal> {
-        let credentials = store::users::credentials(&self.inner.db, username).await?;
+        // A name no user can have is an unknown user: not worth a query (and a NUL
+        // would make Postgres fail), but still verified against the dummy hash.
+        let credentials = if crate::auth::validate_username(username).is_ok() {
+            store::users::credentials(&self.inner.db, username).await?
+        } else {
+            None
+        };
         let (user, hash) = match credentials {
             Some(c) => (Some(c.user), Some(c.password_hash)),
             None => (None, None),
@@ -983,8 +1023,10 @@ impl Engine {
         expires_in: Option<Duration>,
     ) -> Result<(crate::auth::ApiKey, String)> {
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > 100 {
-            return Err(Error::Invalid("name: must be 1 to 100 characters".into()));
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(Error::Invalid(
+                "name: must be 1 to 100 characters, none of them control characters".into(),
+            ));
         }
         let user = self.user(user_id).await?;
         if user.disabled {
@@ -1080,23 +1122,34 @@ impl Engine {
         })
     }
 
-    /// On a database without users, creates the user `admin` (role ADMIN) with
-    /// `password` or, if `None`, a random 24-character one, writes the password to
-    /// `<data_dir>/initial-admin-password` (mode 0600) and returns that path. Does
+    /// On a database without users, creates the user `admin` (role ADMIN). With a
+    /// `password` chosen by the operator nothing is written to disk; otherwise a
+    /// random 24-character password goes to a new `<data_dir>/initial-admin-password`
+    /// (mode 0600), which must not exist yet: an existing one belongs to an earlier
+    /// first admin (perhaps of another database) and is never overwritten. Does
     /// nothing and returns `None` when any user exists (also when another process
     /// bootstraps at the same moment). The password is never logged.
     pub async fn bootstrap_admin(
         &self,
         data_dir: &std::path::Path,
         password: Option<&str>,
-    ) -> Result<Option<std::path::PathBuf>> {
+    ) -> Result<Option<crate::auth::Bootstrapped>> {
         let db = &self.inner.db;
         if store::users::count(db).await? > 0 {
             return Ok(None);
         }
-        let password = match password {
-            Some(p) => p.to_owned(),
-            None => crate::auth::random_password(24),
+        let path = data_dir.join(crate::auth::INITIAL_ADMIN_PASSWORD_FILE);
+        let (password, file) = match password {
+            Some(p) => {
+                crate::auth::validate_password(p)?;
+                (p.to_owned(), None)
+            }
+            None => {
+                if path.exists() {
+                    return Err(crate::auth::password_file_exists(&path));
+                }
+                (crate::auth::random_password(24), Some(path))
+            }
         };
         let hash = crate::auth::hash_password_off_thread(password.clone()).await?;
         // Insert first, count after: the write comes before any read in the transaction,
@@ -1118,14 +1171,17 @@ impl Engine {
             txn.rollback().await?;
             return Ok(None);
         }
+        let Some(path) = file else {
+            txn.commit().await?;
+            return Ok(Some(crate::auth::Bootstrapped::GivenPassword));
+        };
         // Written before the commit: if writing fails, no admin exists whose password
         // nobody knows, and the next start tries again.
-        let path = data_dir.join(crate::auth::INITIAL_ADMIN_PASSWORD_FILE);
         crate::auth::write_secret_file(&path, &password)?;
         if let Err(e) = txn.commit().await {
             let _ = std::fs::remove_file(&path);
             return Err(e.into());
         }
-        Ok(Some(path))
+        Ok(Some(crate::auth::Bootstrapped::PasswordFile(path)))
     }
 }

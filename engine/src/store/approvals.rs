@@ -152,3 +152,21 @@ pub async fn any_decided(db: &impl ConnectionTrait, ids: &[ApprovalId]) -> Resul
     let values: Vec<Value> = ids.iter().map(|id| Value::from(id.0)).collect();
     Ok(db.query_one_raw(stmt(db, &sql, values)).await?.is_some())
 }
+
+/// Pending approvals requested at or after `since`, oldest first, at most `limit`.
+pub async fn pending_requested_since(
+    db: &impl ConnectionTrait,
+    since: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<Approval>> {
+    approval::Entity::find()
+        .filter(approval::Column::Status.eq(ApprovalStatus::Pending.as_str()))
+        .filter(approval::Column::RequestedAt.gte(since))
+        .order_by_asc(approval::Column::RequestedAt)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_model)
+        .collect()
+}

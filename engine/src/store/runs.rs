@@ -237,6 +237,34 @@ pub async fn list(db: &impl ConnectionTrait, filter: &RunFilter, limit: u64) -> 
         .collect()
 }
 
+/// Runs changed at or after `since`, oldest change first, at most `limit`: what a
+/// live view re-reads after it may have missed notifications. Only live runs and
+/// runs finished since then can have changed, which keeps this on indexes.
+pub async fn changed_since(
+    db: &impl ConnectionTrait,
+    since: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<Run>> {
+    let live = RunStatus::ALL
+        .iter()
+        .filter(|s| !s.is_terminal())
+        .map(|s| s.as_str());
+    run::Entity::find()
+        .filter(
+            Condition::any()
+                .add(run::Column::Status.is_in(live))
+                .add(run::Column::FinishedAt.gte(since)),
+        )
+        .filter(run::Column::UpdatedAt.gte(since))
+        .order_by_asc(run::Column::UpdatedAt)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(Run::try_from)
+        .collect()
+}
+
 /// A state change made outside any worker lease, guarded by the state it expects.
 #[derive(Clone, Debug, Default)]
 pub struct RunPatch {
