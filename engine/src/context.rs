@@ -366,6 +366,9 @@ impl StepContext {
     /// refusal of the data (a value the database cannot store) is the caller's to
     /// handle: see [`StepContext::commit_or_fail_run`].
     async fn try_commit(&self, cp: Checkpoint) -> Result<(), String> {
+        // A commit under way is work in flight: the run must not be released (and
+        // this future dropped) while its outcome is unknown.
+        let _in_flight = InFlight::new(&self.shared);
         match self.shared.writer.commit(cp).await {
             Ok(_) => Ok(()),
             Err(Error::Refused(message)) => Err(message),

@@ -37,6 +37,7 @@ struct Inner {
     workflows: Workflows,
     /// Wakes this process's workers when a run becomes runnable.
     work: Notify,
+    stats: Arc<crate::stats::Stats>,
 }
 
 #[derive(Clone)]
@@ -118,9 +119,11 @@ impl Engine {
         } else {
             1
         };
+        let stats = Arc::new(crate::stats::Stats::default());
         let writer = crate::writer::CheckpointWriter::spawn(
             db.clone(),
             bus.clone(),
+            stats.clone(),
             config.batch_max,
             shards,
         );
@@ -132,6 +135,7 @@ impl Engine {
                 config: Arc::new(config),
                 workflows,
                 work: Notify::new(),
+                stats,
             }),
         }
     }
@@ -150,6 +154,15 @@ impl Engine {
 
     pub fn workflows(&self) -> &Workflows {
         &self.inner.workflows
+    }
+
+    /// Counters of rare events in this process (lost races, lost leases…).
+    pub fn stats(&self) -> crate::EngineStats {
+        self.inner.stats.snapshot()
+    }
+
+    pub(crate) fn counters(&self) -> &crate::stats::Stats {
+        &self.inner.stats
     }
 
     pub(crate) fn writer(&self) -> &crate::writer::CheckpointWriter {
@@ -868,16 +881,26 @@ impl Engine {
                 .await
             {
                 tracing::warn!(error = %e, "LISTEN failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
             }
+            // Whatever was notified before this point may have been missed.
+            self.resync();
             loop {
                 let n = tokio::select! {
-                    n = listener.recv() => n,
+                    n = listener.try_recv() => n,
                     _ = shutdown.cancelled() => return,
                 };
                 match n {
-                    Ok(n) => self.on_notification(n.channel(), n.payload()),
+                    Ok(Some(n)) => self.on_notification(n.channel(), n.payload()),
+                    // The connection dropped and was made again (LISTEN renewed):
+                    // notifications sent in between are lost.
+                    Ok(None) => {
+                        tracing::warn!("LISTEN connection was lost and re-made; resynchronising");
+                        self.resync();
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
                         break;
@@ -885,6 +908,14 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Tells everyone in this process who relies on notifications to re-read the
+    /// database: subscribers catch up, live views re-read what changed, idle
+    /// workers look for runnable runs.
+    fn resync(&self) {
+        self.inner.bus.publish(BusMessage::Resync);
+        self.wake_workers();
     }
 
     fn on_notification(&self, channel: &str, payload: &str) {

@@ -66,6 +66,9 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(config.max_concurrent_runs.max(1)));
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(shutdown.clone()));
         let control = tokio::spawn(self.clone().control_loop(shutdown.clone()));
+        // Should this loop end any other way (dropped, aborted), its helpers end with
+        // it: a heartbeat outliving its worker would keep leases of runs nobody runs.
+        let _helpers = AbortOnDrop(vec![heartbeat.abort_handle(), control.abort_handle()]);
         let mut tasks = tokio::task::JoinSet::new();
         let mut backoff = Duration::from_millis(100);
         tracing::info!(worker = %self.id, "worker started");
@@ -164,15 +167,32 @@ impl Worker {
                 continue;
             }
             let ids: Vec<RunId> = held.iter().map(|(id, _)| *id).collect();
-            match leases::heartbeat(
+            let mut beat = leases::heartbeat(
                 self.engine.db(),
                 &self.id,
                 &ids,
                 config.lease_ttl,
                 Utc::now(),
             )
-            .await
-            {
+            .await;
+            // A lost race (deadlock, busy database) is retried at once: a late
+            // heartbeat risks every lease this worker holds.
+            for _ in 0..3 {
+                match &beat {
+                    Err(e) if e.is_transient() => {
+                        beat = leases::heartbeat(
+                            self.engine.db(),
+                            &self.id,
+                            &ids,
+                            config.lease_ttl,
+                            Utc::now(),
+                        )
+                        .await
+                    }
+                    _ => break,
+                }
+            }
+            match beat {
                 Ok(renewed) => {
                     for (id, shared) in &held {
                         match renewed.iter().find(|r| r.run_id == *id) {
@@ -186,7 +206,10 @@ impl Worker {
                     }
                 }
                 // Keep executing: fenced writes stay safe, and the next beat may succeed.
-                Err(e) => tracing::warn!(worker = %self.id, error = %e, "heartbeat failed"),
+                Err(e) => {
+                    crate::stats::Stats::add(&self.engine.counters().heartbeat_failures);
+                    tracing::warn!(worker = %self.id, error = %e, "heartbeat failed")
+                }
             }
         }
     }
@@ -229,21 +252,15 @@ impl Worker {
         let run_id = claim.fence.run_id;
         let span = tracing::info_span!("run", run.id = %run_id, attempt = claim.fence.attempt);
         async move {
+            // However this execution ends (even aborted), the run stops being held here.
+            let _held = Held {
+                active: self.active.clone(),
+                fence: claim.fence.clone(),
+            };
             self.engine.bus().publish_events(&claim.events);
             if let Err(e) = self.execute_claim(claim.clone()).await {
                 tracing::warn!(error = %e, "run execution ended with a database error; releasing it");
                 self.release_with_retry(&claim.fence).await;
-            }
-            {
-                // This worker may have re-claimed the run meanwhile (a newer attempt
-                // is registered): leave that one in place.
-                let mut active = lock(&self.active);
-                if active
-                    .get(&run_id)
-                    .is_some_and(|s| s.fence.attempt == claim.fence.attempt)
-                {
-                    active.remove(&run_id);
-                }
             }
             drop(permit);
         }
@@ -328,18 +345,24 @@ impl Worker {
             Halted(Halt),
             TimedOut,
         }
-        // A run claimed at or past its deadline times out without running anything.
-        let outcome = loop {
-            tokio::select! {
-                biased;
-                _ = tokio::time::sleep_until(deadline) => break Stop::TimedOut,
-                result = &mut orchestration => break Stop::Finished(result),
-                _ = shared.wakeup.notified() => {
-                    if let Some(h) = shared.halt_reason() {
-                        break Stop::Halted(h);
-                    }
-                    if shared.releasable() {
-                        break Stop::Park;
+        // The deadline always wins: a run claimed at or past it times out without
+        // running anything, and a run about to park past it times out instead.
+        let past_deadline = || Utc::now() >= claim.deadline_at;
+        let outcome = if past_deadline() {
+            Stop::TimedOut
+        } else {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = tokio::time::sleep_until(deadline) => break Stop::TimedOut,
+                    result = &mut orchestration => break Stop::Finished(result),
+                    _ = shared.wakeup.notified() => {
+                        if let Some(h) = shared.halt_reason() {
+                            break Stop::Halted(h);
+                        }
+                        if shared.releasable() {
+                            break if past_deadline() { Stop::TimedOut } else { Stop::Park };
+                        }
                     }
                 }
             }
@@ -380,7 +403,10 @@ impl Worker {
                     .await
             }
             Stop::Park => self.release_parked(&shared).await?,
-            Stop::Halted(Halt::LeaseLost) => tracing::warn!("lease lost; execution abandoned"),
+            Stop::Halted(Halt::LeaseLost) => {
+                crate::stats::Stats::add(&self.engine.counters().leases_lost);
+                tracing::warn!("lease lost; execution abandoned")
+            }
             Stop::Halted(Halt::Cancelled) => {
                 tracing::info!("run cancelled; in-flight step aborted")
             }
@@ -604,6 +630,36 @@ impl Worker {
         }
         tracing::debug!(%status, ?wake_at, "run released");
         Ok(())
+    }
+}
+
+/// Aborts tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Removes a run from the worker's held runs when its execution ends, unless the
+/// worker has re-claimed the run meanwhile (a newer attempt is registered).
+struct Held {
+    active: Arc<Mutex<HashMap<RunId, Arc<RunShared>>>>,
+    fence: Fence,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut active = lock(&self.active);
+        if active
+            .get(&self.fence.run_id)
+            .is_some_and(|s| s.fence.attempt == self.fence.attempt)
+        {
+            active.remove(&self.fence.run_id);
+        }
     }
 }
 

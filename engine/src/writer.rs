@@ -7,8 +7,11 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bus::EventBus;
+use std::sync::Arc;
+
 use crate::error::DbFailure;
 use crate::event::Event;
+use crate::stats::Stats;
 use crate::store::checkpoint::{self, Checkpoint, Outcome};
 use crate::{Error, Result};
 
@@ -29,11 +32,23 @@ pub struct CheckpointWriter {
 
 impl CheckpointWriter {
     /// Starts `shards` writer tasks; they end when every handle is dropped.
-    pub fn spawn(db: DatabaseConnection, bus: EventBus, batch_max: usize, shards: usize) -> Self {
+    pub(crate) fn spawn(
+        db: DatabaseConnection,
+        bus: EventBus,
+        stats: Arc<Stats>,
+        batch_max: usize,
+        shards: usize,
+    ) -> Self {
         let shards: Vec<_> = (0..shards.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(4096);
-                tokio::spawn(run(db.clone(), bus.clone(), rx, batch_max.max(1)));
+                tokio::spawn(run(
+                    db.clone(),
+                    bus.clone(),
+                    stats.clone(),
+                    rx,
+                    batch_max.max(1),
+                ));
                 tx
             })
             .collect();
@@ -79,6 +94,7 @@ impl CheckpointWriter {
 async fn run(
     db: DatabaseConnection,
     bus: EventBus,
+    stats: Arc<Stats>,
     mut rx: mpsc::Receiver<Pending>,
     batch_max: usize,
 ) {
@@ -107,7 +123,7 @@ async fn run(
         }
         let checkpoints: Vec<Checkpoint> = batch.iter().map(|p| p.checkpoint.clone()).collect();
         let started = std::time::Instant::now();
-        let committed = commit_retrying(&db, &checkpoints).await;
+        let committed = commit_retrying(&db, &stats, &checkpoints).await;
         tracing::trace!(
             batch = checkpoints.len(),
             micros = started.elapsed().as_micros() as u64,
@@ -116,18 +132,20 @@ async fn run(
         match committed {
             Ok(outcomes) => {
                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                    deliver(&bus, pending, Ok(outcome));
+                    deliver(&bus, &stats, pending, Ok(outcome));
                 }
             }
             // The database refused some checkpoint's data: commit each alone, so that
             // only the one at fault fails and its neighbours are not replayed.
             Err(e) if batch.len() > 1 && is_content_error(&e) => {
                 tracing::warn!(error = %e, batch = batch.len(), "checkpoint batch refused; isolating");
+                Stats::add(&stats.checkpoint_batches_isolated);
                 for pending in batch {
-                    let alone = commit_retrying(&db, std::slice::from_ref(&pending.checkpoint))
-                        .await
-                        .map(|mut o| o.pop().unwrap_or(Outcome::LeaseLost));
-                    deliver(&bus, pending, alone);
+                    let alone =
+                        commit_retrying(&db, &stats, std::slice::from_ref(&pending.checkpoint))
+                            .await
+                            .map(|mut o| o.pop().unwrap_or(Outcome::LeaseLost));
+                    deliver(&bus, &stats, pending, alone);
                 }
             }
             Err(e) => {
@@ -139,7 +157,7 @@ async fn run(
                     } else {
                         Error::Unavailable(message.clone())
                     };
-                    deliver(&bus, pending, Err(e));
+                    deliver(&bus, &stats, pending, Err(e));
                 }
             }
         }
@@ -151,12 +169,17 @@ fn is_content_error(e: &Error) -> bool {
 }
 
 /// Commits a batch, retrying at once when it lost a race (deadlock, busy database).
-async fn commit_retrying(db: &DatabaseConnection, batch: &[Checkpoint]) -> Result<Vec<Outcome>> {
+async fn commit_retrying(
+    db: &DatabaseConnection,
+    stats: &Stats,
+    batch: &[Checkpoint],
+) -> Result<Vec<Outcome>> {
     let mut tries = 0;
     loop {
         match checkpoint::commit(db, batch, chrono::Utc::now()).await {
             Err(e) if e.is_transient() && tries < 5 => {
                 tries += 1;
+                Stats::add(&stats.checkpoint_retries);
                 tracing::debug!(error = %e, tries, "checkpoint batch lost a race; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(5 * tries)).await;
             }
@@ -167,7 +190,10 @@ async fn commit_retrying(db: &DatabaseConnection, batch: &[Checkpoint]) -> Resul
 
 /// Answers one checkpoint: committed events go to the bus; a refusal of its data is
 /// `Refused` (writing it again cannot help); anything else is `Unavailable`.
-fn deliver(bus: &EventBus, pending: Pending, result: Result<Outcome>) {
+fn deliver(bus: &EventBus, stats: &Stats, pending: Pending, result: Result<Outcome>) {
+    if matches!(&result, Err(e) if matches!(e, Error::Refused(_)) || is_content_error(e)) {
+        Stats::add(&stats.checkpoints_refused);
+    }
     let reply = match result {
         Ok(Outcome::Committed(events)) => {
             bus.publish_events(&events);

@@ -156,11 +156,21 @@ impl Harness {
     }
 
     pub async fn with_config(backend: Backend, config: EngineConfig) -> Option<Harness> {
+        Self::with_workflows(backend, config, |w| w).await
+    }
+
+    /// A harness whose engine also runs the workflows `extra` registers.
+    pub async fn with_workflows(
+        backend: Backend,
+        config: EngineConfig,
+        extra: impl FnOnce(Workflows) -> Workflows,
+    ) -> Option<Harness> {
         let db = TestDb::create(backend).await?;
         let conn = store::connect(&db.url).await.expect("connect");
         store::migrate(&conn).await.expect("migrate");
         let record_dir = tempfile::tempdir().expect("record dir");
-        let engine = Engine::with_connection(conn, config, test_workflows(Some(record_dir.path())));
+        let engine =
+            Engine::with_connection(conn, config, extra(test_workflows(Some(record_dir.path()))));
         let shutdown = CancellationToken::new();
         tokio::spawn(engine.clone().listen(shutdown.clone()));
         Some(Harness {
@@ -212,12 +222,15 @@ pub async fn wait_for_status(
         if tokio::time::Instant::now() >= deadline {
             let events = engine.events(id, 0, 1000).await.unwrap_or_default();
             panic!(
-                "run {id} is {} (error {:?}), wanted {want:?} within {within:?}; events: {:#?}",
+                "run {id} is {} (error {:?}, deadline {:?}, wake {:?}, lease {:?}), wanted {want:?} within {within:?}; events: {:#?}",
                 run.status,
                 run.error,
+                run.deadline_at,
+                run.wake_at,
+                run.lease_expires_at,
                 events
                     .iter()
-                    .map(|e| (e.seq, e.kind, e.payload.clone()))
+                    .map(|e| (e.seq, e.kind, e.created_at, e.payload.clone()))
                     .collect::<Vec<_>>()
             );
         }

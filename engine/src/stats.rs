@@ -1,0 +1,47 @@
+//! Counters of events that should be rare in a healthy deployment: lost races with
+//! the database, refused data, heartbeats that failed, leases lost. Tests assert on
+//! them; `/metrics` will export them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub checkpoint_retries: AtomicU64,
+    pub checkpoint_batches_isolated: AtomicU64,
+    pub checkpoints_refused: AtomicU64,
+    pub heartbeat_failures: AtomicU64,
+    pub leases_lost: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> EngineStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        EngineStats {
+            checkpoint_retries: get(&self.checkpoint_retries),
+            checkpoint_batches_isolated: get(&self.checkpoint_batches_isolated),
+            checkpoints_refused: get(&self.checkpoints_refused),
+            heartbeat_failures: get(&self.heartbeat_failures),
+            leases_lost: get(&self.leases_lost),
+        }
+    }
+}
+
+/// This process's counters since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Checkpoint batches that lost a race (deadlock, serialization failure, busy
+    /// database) and were committed again.
+    pub checkpoint_retries: u64,
+    /// Batches split because the database refused one checkpoint's data.
+    pub checkpoint_batches_isolated: u64,
+    /// Checkpoints refused for their data (each fails only its own step or run).
+    pub checkpoints_refused: u64,
+    /// Heartbeats that failed (the next one tries again).
+    pub heartbeat_failures: u64,
+    /// Executions abandoned because their lease was gone (taken over, cancelled).
+    pub leases_lost: u64,
+}
