@@ -19,6 +19,9 @@ pub(super) enum Close {
     /// A message or frame above the size limit.
     #[error("Message larger than {0} bytes")]
     TooBig(usize),
+    /// A frame that breaks RFC 6455 (unmasked, bad opcode, text not UTF-8, …).
+    #[error("WebSocket protocol error: {0}")]
+    Protocol(String),
     /// Something on our side failed; `0` is client-safe (an id, never SQL).
     #[error("{0}")]
     Internal(String),
@@ -45,6 +48,7 @@ impl Close {
         match self {
             Close::Normal => 1000,
             Close::GoingAway => 1001,
+            Close::Protocol(_) => 1002,
             Close::TooBig(_) => 1009,
             Close::Internal(_) => 1011,
             Close::Invalid(_) => 4400,

@@ -50,7 +50,7 @@ struct Operation {
     answered: bool,
 }
 
-/// The sending half of a socket with the protocol it speaks.
+/// A socket and the subprotocol it speaks.
 struct Peer {
     socket: WebSocket,
     protocol: Protocol,
@@ -116,7 +116,8 @@ fn read_error(e: axum::Error) -> Close {
     match e.into_inner().downcast::<Error>().map(|e| *e) {
         // Refused from the frame header: the payload is never read into memory.
         Ok(Error::Capacity(CapacityError::MessageTooLong { .. })) => Close::TooBig(MAX_BODY_BYTES),
-        Ok(Error::Protocol(p)) => Close::Invalid(format!("WebSocket protocol error: {p}")),
+        Ok(Error::Protocol(p)) => Close::Protocol(p.to_string()),
+        Ok(Error::Utf8(_)) => Close::Protocol("text message is not UTF-8".into()),
         // I/O failures and resets: nobody is left to tell.
         _ => Close::Normal,
     }
@@ -211,6 +212,8 @@ async fn operate(
     let mut streams: SelectAll<BoxStream<'static, Output>> = SelectAll::new();
     let mut operations: HashMap<String, Operation> = HashMap::new();
     let mut keep_alive = tokio::time::interval(KEEP_ALIVE_EVERY);
+    // After a slow send, one `ka` is enough: no burst of the missed ones.
+    keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let revoked = async {
         match registration {
             Some(r) => r.revoked().await,
