@@ -185,7 +185,7 @@ async fn init_timeout(backend: Backend) {
         return;
     };
     let config = aiops_api::ApiConfig {
-        websocket_init_timeout: Duration::from_millis(500),
+        websocket_init_timeout: Duration::from_millis(1500),
         ..aiops_api::ApiConfig::default()
     };
     let addr = serve_api_with(&h.engine, config, h.shutdown.child_token()).await;
