@@ -27,6 +27,11 @@ pub(crate) struct AppState {
     /// Open WebSockets; a new one waits for no slot: it is refused.
     pub websockets: std::sync::Arc<tokio::sync::Semaphore>,
     pub websocket_init_timeout: std::time::Duration,
+    /// Open sockets by API key, for closing them when their key stops being valid.
+    pub sessions: ws::Sessions,
+    /// Cancels the sockets' token when the last router clone goes, i.e. when the
+    /// server is gone: sockets hold no `AppState`, so they cannot keep it alive.
+    pub _sockets_end_with_server: std::sync::Arc<tokio_util::sync::DropGuard>,
 }
 
 /// Settings of the HTTP surface, loaded once by the binary.
@@ -68,11 +73,14 @@ pub fn app(engine: Engine) -> Router {
 }
 
 pub fn app_with(engine: Engine, config: &ApiConfig) -> Router {
+    let server_gone = tokio_util::sync::CancellationToken::new();
     let state = AppState {
         schema: graphql::schema(engine.clone(), config),
+        sessions: ws::Sessions::new(engine.clone(), server_gone.clone()),
         engine,
         websockets: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_websockets.max(1))),
         websocket_init_timeout: config.websocket_init_timeout,
+        _sockets_end_with_server: std::sync::Arc::new(server_gone.drop_guard()),
     };
     let router = Router::new()
         .route("/healthz", get(http::healthz))

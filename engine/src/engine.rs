@@ -1215,4 +1215,17 @@ impl Engine {
         }
         Ok(Some(crate::auth::Bootstrapped::PasswordFile(path)))
     }
+
+    /// Which of `ids` are still usable: neither revoked nor expired, and their user not
+    /// disabled. For long-lived sessions (WebSockets) that authenticated once and must
+    /// end when their key does; one query however many ids (up to 1000 per statement).
+    pub async fn active_api_keys(
+        &self,
+        ids: &[crate::ids::ApiKeyId],
+    ) -> Result<std::collections::HashSet<crate::ids::ApiKeyId>> {
+        if ids.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
+        store::api_keys::active(&self.inner.db, ids, Utc::now()).await
+    }
 }

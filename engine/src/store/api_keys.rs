@@ -2,10 +2,14 @@
 //! (`key_hash`), which never leaves this module: [`ApiKey`] has no hash, and lookups
 //! take the hash of the presented key.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, RelationTrait, sea_query::JoinType,
 };
+use uuid::Uuid;
 
 use super::entity::{api_key, user};
 use super::users::User;
@@ -172,4 +176,37 @@ pub async fn touch(
         .exec(db)
         .await?;
     Ok(res.rows_affected > 0)
+}
+
+/// Ids per statement in [`active`]: far below both backends' bind-parameter limits.
+const ACTIVE_CHUNK: usize = 1000;
+
+/// Which of `ids` are usable at `now`: not revoked, not expired, their user not
+/// disabled. One statement per [`ACTIVE_CHUNK`] ids, so revalidating every open
+/// session costs one query, not one per session.
+pub(crate) async fn active(
+    db: &impl ConnectionTrait,
+    ids: &[ApiKeyId],
+    now: DateTime<Utc>,
+) -> Result<HashSet<ApiKeyId>> {
+    let mut active = HashSet::new();
+    for chunk in ids.chunks(ACTIVE_CHUNK) {
+        let rows: Vec<Uuid> = api_key::Entity::find()
+            .select_only()
+            .column(api_key::Column::Id)
+            .join(JoinType::InnerJoin, api_key::Relation::User.def())
+            .filter(api_key::Column::Id.is_in(chunk.iter().map(|id| id.0)))
+            .filter(api_key::Column::RevokedAt.is_null())
+            .filter(
+                Condition::any()
+                    .add(api_key::Column::ExpiresAt.is_null())
+                    .add(api_key::Column::ExpiresAt.gt(now)),
+            )
+            .filter(user::Column::Disabled.eq(false))
+            .into_tuple()
+            .all(db)
+            .await?;
+        active.extend(rows.into_iter().map(ApiKeyId));
+    }
+    Ok(active)
 }
