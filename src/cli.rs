@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aiops_engine::topology::{self, Catalog};
-use aiops_engine::{ApiKeyId, Engine, EngineConfig, Role, StartRun, Workflows, store};
+use aiops_engine::{ApiKeyId, Caller, Engine, EngineConfig, Role, StartRun, Workflows, store};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
@@ -569,7 +569,7 @@ async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             let user = engine.user_by_username(&username).await?;
             let expires_in = expires_days.map(|d| Duration::from_secs(u64::from(d) * 86_400));
             let (key, plaintext) = engine
-                .create_api_key(user.id, &name, role, expires_in)
+                .create_api_key(Caller::Local, user.id, &name, role, expires_in)
                 .await?;
             println!("{plaintext}");
             let expires = key.expires_at.map_or_else(
@@ -590,7 +590,7 @@ async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
                 "{:<36}  {:<16}  {:<8}  {:<7}  {:<20}  NAME",
                 "ID", "KEY", "ROLE", "STATE", "LAST USED"
             );
-            for key in engine.api_keys(user.id).await? {
+            for key in engine.api_keys(Caller::Local, user.id).await? {
                 let state = if key.revoked_at.is_some() {
                     "revoked"
                 } else if !key.is_active(now) {
@@ -615,7 +615,7 @@ async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
         }
         ApiKeyCommand::Revoke { db, id } => {
             let engine = open_engine(&db.url, EngineConfig::default()).await?;
-            let key = engine.revoke_api_key(id).await?;
+            let key = engine.revoke_api_key(Caller::Local, id).await?;
             let at = key
                 .revoked_at
                 .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())

@@ -654,6 +654,84 @@ async fn authorization_matrix(backend: Backend) {
 }
 both_backends!(every_role_against_every_operation, authorization_matrix);
 
+/// The attack on a real `aiops serve`: the admin makes a VIEWER key for a dashboard;
+/// whoever holds that key tries to turn it into admin rights.
+async fn down_scoped_key_attack(backend: Backend) {
+    let Some(db) = common::TestDb::create(backend).await else {
+        return;
+    };
+    let mut server = common::serve::ServeProcess::start(&db.url, &[]).await;
+    let admin = Api::new(&server.addr, Some(&server.admin_token().await));
+    let me = admin.data("{ me { apiKeyId role } }", json!({})).await["me"].clone();
+    assert_eq!(me["role"], "ADMIN");
+    let admin_key = me["apiKeyId"].as_str().unwrap().to_owned();
+    const CREATE: &str = "mutation($n: String!, $r: Role) { createApiKey(input: { name: $n, role: $r }) { token apiKey { id role } } }";
+    let grafana = admin
+        .data(CREATE, json!({ "n": "grafana", "r": "VIEWER" }))
+        .await["createApiKey"]
+        .clone();
+    let viewer_key = grafana["apiKey"]["id"].as_str().unwrap().to_owned();
+    let viewer = admin.with_token(grafana["token"].as_str());
+
+    for role in ["ADMIN", "OPERATOR"] {
+        let (code, err) = viewer
+            .error_code(CREATE, json!({ "n": "escalate", "r": role }))
+            .await;
+        assert_eq!(code, "FORBIDDEN", "{err}");
+        let message = err["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("role {role}")) && message.contains("caller has role VIEWER"),
+            "says what was asked and what the caller has: {message}"
+        );
+    }
+    let child = viewer
+        .data(CREATE, json!({ "n": "child", "r": null }))
+        .await["createApiKey"]["apiKey"]
+        .clone();
+    assert_eq!(child["role"], "VIEWER", "without a role: the caller's");
+
+    let listed = viewer.data("{ apiKeys { id role } }", json!({})).await;
+    assert_eq!(
+        listed["apiKeys"],
+        json!([{ "id": viewer_key, "role": "VIEWER" }, child]),
+        "the admin's keys are not listed"
+    );
+    let all = admin.data("{ apiKeys { id } }", json!({})).await;
+    assert_eq!(
+        all["apiKeys"].as_array().unwrap().len(),
+        3,
+        "the admin sees every key"
+    );
+
+    const REVOKE: &str = "mutation($id: UUID!) { revokeApiKey(id: $id) { id revokedAt } }";
+    let (code, err) = viewer.error_code(REVOKE, json!({ "id": admin_key })).await;
+    assert_eq!(code, "FORBIDDEN", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoke an API key with role ADMIN"),
+        "{err}"
+    );
+    assert_eq!(
+        admin.data("{ me { role } }", json!({})).await["me"]["role"],
+        "ADMIN",
+        "the admin's key still works"
+    );
+    let revoked = viewer.data(REVOKE, json!({ "id": viewer_key })).await;
+    assert!(
+        revoked["revokeApiKey"]["revokedAt"].is_string(),
+        "a key may revoke itself"
+    );
+    let (code, _) = viewer.error_code("{ me { role } }", json!({})).await;
+    assert_eq!(code, "UNAUTHENTICATED");
+    server.assert_alive();
+}
+both_backends!(
+    a_down_scoped_key_cannot_mint_list_or_revoke_stronger_keys,
+    down_scoped_key_attack
+);
+
 fn role_rank(r: Role) -> u8 {
     match r {
         Role::Viewer => 1,

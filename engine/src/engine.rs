@@ -1009,16 +1009,25 @@ impl Engine {
         }
     }
 
-    /// Creates an API key for a user, with the user's role unless `role` asks for less
-    /// (asking for more is [`Error::Forbidden`]). Returns the key's record and the key
-    /// itself, which is not stored and cannot be shown again.
+    /// Creates an API key for a user and returns its record and the key itself, which
+    /// is not stored and cannot be shown again. The key's role is at most the user's
+    /// and, for an API caller, at most the caller's own role (default: that ceiling);
+    /// asking for more is [`Error::KeyAboveCeiling`]. Only admins create keys for
+    /// other users.
     pub async fn create_api_key(
         &self,
+        caller: crate::auth::Caller<'_>,
         user_id: crate::ids::UserId,
         name: &str,
         role: Option<crate::auth::Role>,
         expires_in: Option<Duration>,
     ) -> Result<(crate::auth::ApiKey, String)> {
+        use crate::auth::{Caller, Ceiling, KeyAction};
+        if let Caller::Principal(p) = caller
+            && p.user_id != user_id
+        {
+            p.require(crate::auth::Role::Admin)?;
+        }
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 {
             return Err(Error::Invalid("name: must be 1 to 100 characters".into()));
@@ -1030,11 +1039,18 @@ impl Engine {
                 user.username
             )));
         }
-        let role = role.unwrap_or(user.role);
-        if role > user.role {
-            return Err(Error::Forbidden {
-                needed: role,
-                has: user.role,
+        // The lower of the two roles bounds the key; name whose it is in refusals.
+        let (ceiling, has) = match caller {
+            Caller::Principal(p) if p.role <= user.role => (Ceiling::Caller, p.role),
+            _ => (Ceiling::User, user.role),
+        };
+        let role = role.unwrap_or(has);
+        if role > has {
+            return Err(Error::KeyAboveCeiling {
+                action: KeyAction::Create,
+                asked: role,
+                ceiling,
+                has,
             });
         }
         let now = Utc::now();
@@ -1067,15 +1083,65 @@ impl Engine {
         Ok((record, key))
     }
 
-    /// A user's API keys (without hashes), oldest first, revoked and expired included.
-    pub async fn api_keys(&self, user_id: crate::ids::UserId) -> Result<Vec<crate::auth::ApiKey>> {
+    /// A user's API keys (without hashes), oldest first, revoked and expired ones
+    /// included. An API caller sees only keys up to its own role (and the key it calls
+    /// with); only admins list other users' keys.
+    pub async fn api_keys(
+        &self,
+        caller: crate::auth::Caller<'_>,
+        user_id: crate::ids::UserId,
+    ) -> Result<Vec<crate::auth::ApiKey>> {
+        use crate::auth::{Caller, Role};
+        let visible = match caller {
+            Caller::Local => store::api_keys::Visible {
+                max_role: Role::Admin,
+                also: None,
+            },
+            Caller::Principal(p) => {
+                if p.user_id != user_id {
+                    p.require(Role::Admin)?;
+                }
+                store::api_keys::Visible {
+                    max_role: p.role,
+                    also: p.api_key_id,
+                }
+            }
+        };
         self.user(user_id).await?;
-        store::api_keys::list_by_user(&self.inner.db, user_id).await
+        store::api_keys::list_by_user(&self.inner.db, user_id, visible).await
     }
 
     /// Revokes an API key; it fails authentication from now on. Idempotent: revoking a
-    /// revoked key changes nothing and returns it.
-    pub async fn revoke_api_key(&self, id: crate::ids::ApiKeyId) -> Result<crate::auth::ApiKey> {
+    /// revoked key changes nothing and returns it. Any key may revoke itself; an API
+    /// caller revokes its user's keys only up to its own role, and other users' keys
+    /// only as an admin.
+    pub async fn revoke_api_key(
+        &self,
+        caller: crate::auth::Caller<'_>,
+        id: crate::ids::ApiKeyId,
+    ) -> Result<crate::auth::ApiKey> {
+        use crate::auth::{Caller, Ceiling, KeyAction, Role};
+        let key = store::api_keys::get(&self.inner.db, id).await?;
+        if let Caller::Principal(p) = caller {
+            match &key {
+                Some(k) if p.api_key_id == Some(k.id) => {}
+                Some(k) if k.user_id == p.user_id => {
+                    if k.role > p.role {
+                        return Err(Error::KeyAboveCeiling {
+                            action: KeyAction::Revoke,
+                            asked: k.role,
+                            ceiling: Ceiling::Caller,
+                            has: p.role,
+                        });
+                    }
+                }
+                // Another user's key, or none: whether it exists is for admins to know.
+                _ => p.require(Role::Admin)?,
+            }
+        }
+        if key.is_none() {
+            return Err(Error::not_found("API key", id));
+        }
         store::api_keys::revoke(&self.inner.db, id, Utc::now()).await?;
         store::api_keys::get(&self.inner.db, id)
             .await?

@@ -20,7 +20,7 @@ pub mod worker;
 pub mod workflow;
 mod writer;
 
-pub use auth::{Principal, Role};
+pub use auth::{Caller, Principal, Role};
 pub use config::EngineConfig;
 pub use context::{
     ApprovalOutcome, ApprovalRequest, Attempt, InputOutcome, StepContext, StepError, StepOptions,

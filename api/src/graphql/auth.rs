@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use aiops_engine::auth::{Principal, Role as EngineRole};
+use aiops_engine::auth::{Caller, Principal, Role as EngineRole};
 use aiops_engine::{ApiKeyId, Engine, UserId};
 use async_graphql::{Context, Enum, Guard, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -162,7 +162,8 @@ pub struct CreateApiKeyInput {
     pub name: String,
     /// Another user's id (admins only); default: the caller.
     pub user_id: Option<Uuid>,
-    /// At most the user's role; default: the user's role.
+    /// At most the caller's own role (and the user's); default: that ceiling. A
+    /// down-scoped key cannot create a stronger one.
     pub role: Option<Role>,
     #[graphql(validator(minimum = 1, maximum = 3650))]
     pub expires_in_days: Option<i32>,
@@ -197,30 +198,20 @@ impl AuthQuery {
             .collect())
     }
 
-    /// The caller's API keys (admins may name another user).
+    /// The caller's API keys, oldest first (admins may name another user). Keys with
+    /// a higher role than the caller's are not listed.
     #[graphql(guard = "RoleGuard(EngineRole::Viewer)")]
     async fn api_keys(&self, ctx: &Context<'_>, user_id: Option<Uuid>) -> Result<Vec<ApiKey>> {
-        let owner = owner_for(ctx, user_id)?;
+        let p = principal(ctx)?;
+        let owner = user_id.map_or(p.user_id, UserId);
         Ok(ctx
             .data::<Engine>()?
-            .api_keys(owner)
+            .api_keys(Caller::Principal(p), owner)
             .await
             .gql()?
             .into_iter()
             .map(ApiKey::from)
             .collect())
-    }
-}
-
-/// `user_id` when the caller may act for that user, else FORBIDDEN.
-fn owner_for(ctx: &Context<'_>, user_id: Option<Uuid>) -> Result<UserId> {
-    let p = principal(ctx)?;
-    match user_id.map(UserId) {
-        Some(other) if other != p.user_id => {
-            p.require(EngineRole::Admin).map_err(to_gql)?;
-            Ok(other)
-        }
-        _ => Ok(p.user_id),
     }
 }
 
@@ -241,6 +232,7 @@ impl AuthMutation {
         let p = engine.login(&username, &password).await.gql()?;
         let (key, token) = engine
             .create_api_key(
+                Caller::Principal(&p),
                 p.user_id,
                 "login session",
                 None,
@@ -270,20 +262,28 @@ impl AuthMutation {
             .into())
     }
 
-    /// A new key for the caller (or, for admins, another user); shown once.
+    /// A new key for the caller (or, for admins, another user); shown once. Its role
+    /// is at most the caller's.
     #[graphql(guard = "RoleGuard(EngineRole::Viewer)")]
     async fn create_api_key(
         &self,
         ctx: &Context<'_>,
         input: CreateApiKeyInput,
     ) -> Result<ApiKeyCreated> {
-        let owner = owner_for(ctx, input.user_id)?;
+        let p = principal(ctx)?;
+        let owner = input.user_id.map_or(p.user_id, UserId);
         let expires = input
             .expires_in_days
             .map(|d| Duration::from_secs(d as u64 * 24 * 3600));
         let (key, token) = ctx
             .data::<Engine>()?
-            .create_api_key(owner, &input.name, input.role.map(Into::into), expires)
+            .create_api_key(
+                Caller::Principal(p),
+                owner,
+                &input.name,
+                input.role.map(Into::into),
+                expires,
+            )
             .await
             .gql()?;
         Ok(ApiKeyCreated {
@@ -292,20 +292,16 @@ impl AuthMutation {
         })
     }
 
-    /// Revokes a key at once; its next request is UNAUTHENTICATED. Idempotent.
+    /// Revokes a key at once; its next request is UNAUTHENTICATED. Idempotent. Any key
+    /// may revoke itself; others only up to the caller's role (admins: any user's).
     #[graphql(guard = "RoleGuard(EngineRole::Viewer)")]
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: Uuid) -> Result<ApiKey> {
         let p = principal(ctx)?;
-        let engine = ctx.data::<Engine>()?;
-        let owned = engine
-            .api_keys(p.user_id)
+        Ok(ctx
+            .data::<Engine>()?
+            .revoke_api_key(Caller::Principal(p), ApiKeyId(id))
             .await
             .gql()?
-            .iter()
-            .any(|k| k.id.0 == id);
-        if !owned {
-            p.require(EngineRole::Admin).map_err(to_gql)?;
-        }
-        Ok(engine.revoke_api_key(ApiKeyId(id)).await.gql()?.into())
+            .into())
     }
 }

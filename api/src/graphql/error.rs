@@ -16,7 +16,7 @@ pub const INTERNAL: &str = "INTERNAL";
 pub fn to_gql(e: Error) -> async_graphql::Error {
     let code = match &e {
         Error::Unauthenticated => UNAUTHENTICATED,
-        Error::Forbidden { .. } => FORBIDDEN,
+        Error::Forbidden { .. } | Error::KeyAboveCeiling { .. } => FORBIDDEN,
         Error::NotFound { .. } => NOT_FOUND,
         Error::IllegalTransition { .. }
         | Error::NotPending { .. }

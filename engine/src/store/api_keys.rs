@@ -108,10 +108,31 @@ pub async fn get(db: &impl ConnectionTrait, id: ApiKeyId) -> Result<Option<ApiKe
         .transpose()
 }
 
-/// A user's keys, oldest first, revoked and expired ones included.
-pub async fn list_by_user(db: &impl ConnectionTrait, user_id: UserId) -> Result<Vec<ApiKey>> {
+/// Which of a user's keys a listing shows: those with a role up to `max_role`, and
+/// `also` whatever its role.
+#[derive(Clone, Copy, Debug)]
+pub struct Visible {
+    pub max_role: Role,
+    pub also: Option<ApiKeyId>,
+}
+
+/// A user's visible keys, oldest first, revoked and expired ones included.
+pub async fn list_by_user(
+    db: &impl ConnectionTrait,
+    user_id: UserId,
+    visible: Visible,
+) -> Result<Vec<ApiKey>> {
+    let roles = Role::ALL
+        .iter()
+        .filter(|r| **r <= visible.max_role)
+        .map(|r| r.as_str());
+    let mut shown = Condition::any().add(api_key::Column::Role.is_in(roles));
+    if let Some(id) = visible.also {
+        shown = shown.add(api_key::Column::Id.eq(id.0));
+    }
     api_key::Entity::find()
         .filter(api_key::Column::UserId.eq(user_id.0))
+        .filter(shown)
         .order_by_asc(api_key::Column::CreatedAt)
         .order_by_asc(api_key::Column::Id)
         .all(db)
