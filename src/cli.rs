@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aiops_engine::topology::{self, Catalog};
-use aiops_engine::{ApiKeyId, Caller, Engine, EngineConfig, Role, StartRun, Workflows, store};
+use aiops_engine::{
+    ApiKeyId, Caller, Engine, EngineConfig, Role, StartRun, Workflows, page, store,
+};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
@@ -540,7 +542,12 @@ async fn user_command(command: UserCommand) -> anyhow::Result<ExitCode> {
                 "{:<36}  {:<24}  {:<8}  {:<8}  CREATED",
                 "ID", "USERNAME", "ROLE", "STATE"
             );
-            for user in engine.users().await? {
+            let users = page::all(LIST_PAGE, |p| {
+                let engine = &engine;
+                async move { engine.users(&p).await }
+            })
+            .await?;
+            for user in users {
                 let state = if user.disabled { "disabled" } else { "active" };
                 println!(
                     "{:<36}  {:<24}  {:<8}  {:<8}  {}",
@@ -555,6 +562,9 @@ async fn user_command(command: UserCommand) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Listings print whole lists, read in pages of this many.
+const LIST_PAGE: u64 = 200;
 
 async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -590,7 +600,12 @@ async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
                 "{:<36}  {:<16}  {:<8}  {:<7}  {:<20}  NAME",
                 "ID", "KEY", "ROLE", "STATE", "LAST USED"
             );
-            for key in engine.api_keys(Caller::Local, user.id).await? {
+            let keys = page::all(LIST_PAGE, |p| {
+                let engine = &engine;
+                async move { engine.api_keys(Caller::Local, user.id, &p).await }
+            })
+            .await?;
+            for key in keys {
                 let state = if key.revoked_at.is_some() {
                     "revoked"
                 } else if !key.is_active(now) {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use aiops_engine::auth::{self, ApiKey, Caller, User};
-use aiops_engine::{Error, Role, UserId};
+use aiops_engine::{Error, PageRequest, Role, UserId};
 use common::{Backend, Harness};
 use sea_orm::ConnectionTrait;
 
@@ -14,11 +14,19 @@ const PASSWORD: &str = "correct-horse-battery";
 
 /// Every key of a user, as the machine's operator (the CLI) sees them.
 async fn keys_of(h: &Harness, user: UserId) -> Vec<ApiKey> {
-    h.engine.api_keys(Caller::Local, user).await.unwrap()
+    h.engine
+        .api_keys(Caller::Local, user, &PageRequest::first(200))
+        .await
+        .unwrap()
+        .items
 }
 
 async fn all_users(h: &Harness) -> Vec<User> {
-    h.engine.users().await.unwrap()
+    h.engine
+        .users(&PageRequest::first(200))
+        .await
+        .unwrap()
+        .items
 }
 
 async fn user(h: &Harness, username: &str, role: Role) -> User {
@@ -346,11 +354,23 @@ async fn down_scoped_key(backend: Backend) {
     );
 
     // Listing: keys up to the caller's role, and itself; the ADMIN key is not shown.
-    let listed = h.engine.api_keys(as_viewer, admin.id).await.unwrap();
+    let listed = h
+        .engine
+        .api_keys(
+            as_viewer,
+            admin.id,
+            &PageRequest {
+                count_total: true,
+                ..PageRequest::first(50)
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(
-        listed.iter().map(|k| k.id).collect::<Vec<_>>(),
+        listed.items.iter().map(|k| k.id).collect::<Vec<_>>(),
         vec![scoped.id, child.id]
     );
+    assert_eq!(listed.total, Some(2), "the count agrees with what is shown");
     assert_eq!(keys_of(&h, admin.id).await.len(), 3, "the CLI sees all");
 
     // Revoking: not the stronger key; its own user's weaker keys and itself, yes.
@@ -390,7 +410,9 @@ async fn down_scoped_key(backend: Backend) {
         );
     }
     assert!(matches!(
-        h.engine.api_keys(as_viewer, ops.id).await,
+        h.engine
+            .api_keys(as_viewer, ops.id, &PageRequest::first(10))
+            .await,
         Err(Error::Forbidden { .. })
     ));
     assert!(matches!(
@@ -432,8 +454,12 @@ async fn down_scoped_key(backend: Backend) {
     // Admins acting on other users keep their rights, within that user's role.
     let root = h.engine.authenticate(&full_token).await.unwrap();
     let as_root = Caller::Principal(&root);
-    let ops_keys = h.engine.api_keys(as_root, ops.id).await.unwrap();
-    assert_eq!(ops_keys.len(), 2);
+    let ops_keys = h
+        .engine
+        .api_keys(as_root, ops.id, &PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(ops_keys.items.len(), 2);
     assert_above_ceiling(
         h.engine
             .create_api_key(as_root, ops.id, "x", Some(Role::Admin), None)

@@ -12,6 +12,7 @@ use async_graphql::{Context, Enum, Guard, InputObject, Object, Result, SimpleObj
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::connection::{self, CountedConnection};
 use super::error::{ToGql, to_gql};
 
 /// Roles, lowest first: viewers read; operators also run, pause, cancel, decide and
@@ -186,32 +187,40 @@ impl AuthQuery {
         })
     }
 
+    /// Every user, by username.
     #[graphql(guard = "RoleGuard(EngineRole::Admin)")]
-    async fn users(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
-        Ok(ctx
-            .data::<Engine>()?
-            .users()
-            .await
-            .gql()?
-            .into_iter()
-            .map(User::from)
-            .collect())
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 200))] first: i32,
+        after: Option<String>,
+    ) -> Result<CountedConnection<User>> {
+        let request =
+            connection::request::<aiops_engine::auth::User>(ctx, first, after.as_deref())?;
+        let page = ctx.data::<Engine>()?.users(&request).await.gql()?;
+        Ok(connection::counted(page))
     }
 
     /// The caller's API keys, oldest first (admins may name another user). Keys with
     /// a higher role than the caller's are not listed.
     #[graphql(guard = "RoleGuard(EngineRole::Viewer)")]
-    async fn api_keys(&self, ctx: &Context<'_>, user_id: Option<Uuid>) -> Result<Vec<ApiKey>> {
+    async fn api_keys(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Option<Uuid>,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 200))] first: i32,
+        after: Option<String>,
+    ) -> Result<CountedConnection<ApiKey>> {
         let p = principal(ctx)?;
+        let request =
+            connection::request::<aiops_engine::auth::ApiKey>(ctx, first, after.as_deref())?;
         let owner = user_id.map_or(p.user_id, UserId);
-        Ok(ctx
+        let page = ctx
             .data::<Engine>()?
-            .api_keys(Caller::Principal(p), owner)
+            .api_keys(Caller::Principal(p), owner, &request)
             .await
-            .gql()?
-            .into_iter()
-            .map(ApiKey::from)
-            .collect())
+            .gql()?;
+        Ok(connection::counted(page))
     }
 }
 

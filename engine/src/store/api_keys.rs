@@ -4,13 +4,15 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
 };
 
 use super::entity::{api_key, user};
+use super::keyset::{self, Direction};
 use super::users::User;
 use crate::auth::Role;
 use crate::ids::{ApiKeyId, UserId};
+use crate::page::{KeyOf, Keyed, Page, PageRequest};
 use crate::{Error, Result};
 
 /// An API key as listings show it: its prefix, never the key or its hash.
@@ -34,6 +36,14 @@ impl ApiKey {
     /// Neither revoked nor expired at `now`.
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
+/// A user's keys are listed oldest first: by `(created_at, id)`.
+impl Keyed for ApiKey {
+    type Key = (DateTime<Utc>, uuid::Uuid);
+    fn key(&self) -> Self::Key {
+        (self.created_at, self.id.0)
     }
 }
 
@@ -116,12 +126,14 @@ pub struct Visible {
     pub also: Option<ApiKeyId>,
 }
 
-/// A user's visible keys, oldest first, revoked and expired ones included.
+/// A page of a user's visible keys, oldest first, revoked and expired ones included
+/// (index `ix_api_keys_user_created_id`).
 pub async fn list_by_user(
     db: &impl ConnectionTrait,
     user_id: UserId,
     visible: Visible,
-) -> Result<Vec<ApiKey>> {
+    request: &PageRequest<KeyOf<ApiKey>>,
+) -> Result<Page<ApiKey>> {
     let roles = Role::ALL
         .iter()
         .filter(|r| **r <= visible.max_role)
@@ -130,16 +142,18 @@ pub async fn list_by_user(
     if let Some(id) = visible.also {
         shown = shown.add(api_key::Column::Id.eq(id.0));
     }
-    api_key::Entity::find()
+    let keys = api_key::Entity::find()
         .filter(api_key::Column::UserId.eq(user_id.0))
-        .filter(shown)
-        .order_by_asc(api_key::Column::CreatedAt)
-        .order_by_asc(api_key::Column::Id)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(ApiKey::try_from)
-        .collect()
+        .filter(shown);
+    keyset::page(
+        db,
+        keys,
+        &[api_key::Column::CreatedAt, api_key::Column::Id],
+        Direction::Ascending,
+        request,
+    )
+    .await?
+    .try_map(ApiKey::try_from)
 }
 
 /// The key with this hash and its user, in one statement (whether it is still usable
