@@ -523,6 +523,27 @@ async fn error_codes(backend: Backend) {
         "{err}"
     );
 
+    // A list costs `first` times its selection: nested lists multiply.
+    let (code, err) = api
+        .error_code(
+            "{ runs(first: 200) { edges { node { steps(first: 200) { edges { node { key } } } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "BAD_REQUEST");
+    assert!(
+        err["message"].as_str().unwrap().contains("too complex"),
+        "{err}"
+    );
+    // What a console asks for passes.
+    api.data(
+        "{ runs(first: 50) { pageInfo { hasNextPage endCursor } edges { cursor node { id status trigger createdAt stepCount team { name } } } }
+           pendingApprovals(first: 20) { totalCount edges { node { id runId tool expiresAt } } } }",
+        json!({}),
+    )
+    .await;
+    api.data(RUN, json!({ "id": id })).await;
+
     // Lookups by id answer null for unknown ids, like `run`.
     let missing = api
         .data(

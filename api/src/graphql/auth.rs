@@ -188,7 +188,10 @@ impl AuthQuery {
     }
 
     /// Every user, by username.
-    #[graphql(guard = "RoleGuard(EngineRole::Admin)")]
+    #[graphql(
+        guard = "RoleGuard(EngineRole::Admin)",
+        complexity = "connection::complexity(first, child_complexity)"
+    )]
     async fn users(
         &self,
         ctx: &Context<'_>,
@@ -203,7 +206,10 @@ impl AuthQuery {
 
     /// The caller's API keys, oldest first (admins may name another user). Keys with
     /// a higher role than the caller's are not listed.
-    #[graphql(guard = "RoleGuard(EngineRole::Viewer)")]
+    #[graphql(
+        guard = "RoleGuard(EngineRole::Viewer)",
+        complexity = "connection::complexity(first, child_complexity)"
+    )]
     async fn api_keys(
         &self,
         ctx: &Context<'_>,

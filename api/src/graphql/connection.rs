@@ -1,9 +1,11 @@
-//! Relay connections (§9) over engine pages: opaque cursors, and the page a field's
-//! arguments and selection ask for.
+//! Relay connections (§9) over engine pages: opaque cursors, the page a field's
+//! arguments and selection ask for, and what a list field costs.
 //!
 //! Page sizes: every list takes `first` (at least 1, at most 200; `runs` and
 //! `team.versions` default to 20, `events` to 100, the others to 50) and `after`, a
-//! cursor from an earlier page.
+//! cursor from an earlier page. A list field costs `first ×` the complexity of its
+//! selection, so the schema's complexity limit (1000) bounds how many rows a request
+//! can make the server read, nested lists included.
 
 use aiops_engine::page::{KeyOf, Keyed, Page, PageRequest};
 use async_graphql::connection::{Connection, Edge, EmptyFields};
@@ -28,6 +30,15 @@ pub type CountedConnection<N> = Connection<String, N, TotalCount>;
 
 /// A connection without `totalCount` (lists too long to count on every page).
 pub type UncountedConnection<N> = Connection<String, N, EmptyFields>;
+
+/// The complexity of a list field: each of up to `first` items costs what the
+/// selection under the field costs.
+pub fn complexity(first: i32, child_complexity: usize) -> usize {
+    usize::try_from(first)
+        .unwrap_or(0)
+        .max(1)
+        .saturating_mul(child_complexity)
+}
 
 /// An opaque cursor: URL-safe base64 of the item's key as JSON.
 pub fn encode_cursor<K: Serialize>(key: &K) -> String {
@@ -134,5 +145,12 @@ mod tests {
                     .unwrap_err();
             assert!(err.message.contains("`after`"), "{}", err.message);
         }
+    }
+
+    #[test]
+    fn a_list_costs_first_times_its_selection() {
+        assert_eq!(complexity(200, 3), 600);
+        assert_eq!(complexity(-5, 3), 3, "never below one item");
+        assert_eq!(complexity(i32::MAX, usize::MAX), usize::MAX, "saturates");
     }
 }

@@ -90,7 +90,10 @@ impl QueryRoot {
 
     /// Runs, newest first, as a Relay connection with keyset pagination (no
     /// `totalCount`: the table grows without bound).
-    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    #[graphql(
+        guard = "RoleGuard(Role::Viewer)",
+        complexity = "connection::complexity(first, child_complexity)"
+    )]
     async fn runs(
         &self,
         ctx: &Context<'_>,
@@ -111,7 +114,10 @@ impl QueryRoot {
     }
 
     /// Approvals waiting for a decision, oldest first.
-    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    #[graphql(
+        guard = "RoleGuard(Role::Viewer)",
+        complexity = "connection::complexity(first, child_complexity)"
+    )]
     async fn pending_approvals(
         &self,
         ctx: &Context<'_>,
@@ -139,7 +145,10 @@ impl QueryRoot {
     }
 
     /// Questions waiting for an answer, oldest first.
-    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    #[graphql(
+        guard = "RoleGuard(Role::Viewer)",
+        complexity = "connection::complexity(first, child_complexity)"
+    )]
     async fn pending_questions(
         &self,
         ctx: &Context<'_>,
@@ -178,7 +187,10 @@ impl QueryRoot {
     }
 
     /// Every team at its latest version, by name.
-    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    #[graphql(
+        guard = "RoleGuard(Role::Viewer)",
+        complexity = "connection::complexity(first, child_complexity)"
+    )]
     async fn teams(
         &self,
         ctx: &Context<'_>,

@@ -148,6 +148,7 @@ impl Run {
     }
 
     /// The run's steps, in the order first recorded.
+    #[graphql(complexity = "connection::complexity(first, child_complexity)")]
     async fn steps(
         &self,
         ctx: &Context<'_>,
@@ -165,6 +166,7 @@ impl Run {
 
     /// The run's stored events by seq (1, 2, 3 … without gaps; `totalCount` is the
     /// run's last seq). To follow new events live, subscribe to `runEvents`.
+    #[graphql(complexity = "connection::complexity(first, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -369,6 +371,7 @@ impl From<TeamRecord> for Team {
 #[ComplexObject]
 impl Team {
     /// The team's versions, oldest first; runs pin the version they started with.
+    #[graphql(complexity = "connection::complexity(first, child_complexity)")]
     async fn versions(
         &self,
         ctx: &Context<'_>,
