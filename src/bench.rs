@@ -243,7 +243,9 @@ async fn ws_latency(engine: &aiops_engine::Engine, args: &BenchArgs) -> anyhow::
     let user = engine
         .create_user(&username, &password, aiops_engine::auth::Role::Viewer)
         .await?;
-    let (_, token) = engine.create_api_key(user.id, "bench", None, None).await?;
+    let (_, token) = engine
+        .create_api_key(aiops_engine::Caller::Local, user.id, "bench", None, None)
+        .await?;
 
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(args.runs);
     let mut watchers = Vec::with_capacity(args.runs);

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aiops_engine::topology::{self, Catalog};
-use aiops_engine::{ApiKeyId, Engine, EngineConfig, Role, StartRun, Workflows, store};
+use aiops_engine::{
+    ApiKeyId, Caller, Engine, EngineConfig, Role, StartRun, Workflows, page, store,
+};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
@@ -658,7 +660,12 @@ async fn user_command(command: UserCommand) -> anyhow::Result<ExitCode> {
                 "{:<36}  {:<24}  {:<8}  {:<8}  CREATED",
                 "ID", "USERNAME", "ROLE", "STATE"
             );
-            for user in engine.users().await? {
+            let users = page::all(LIST_PAGE, |p| {
+                let engine = &engine;
+                async move { engine.users(&p).await }
+            })
+            .await?;
+            for user in users {
                 let state = if user.disabled { "disabled" } else { "active" };
                 println!(
                     "{:<36}  {:<24}  {:<8}  {:<8}  {}",
@@ -674,6 +681,9 @@ async fn user_command(command: UserCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Listings print whole lists, read in pages of this many.
+const LIST_PAGE: u64 = 200;
+
 async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
     match command {
         ApiKeyCommand::Create {
@@ -687,7 +697,7 @@ async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
             let user = engine.user_by_username(&username).await?;
             let expires_in = expires_days.map(|d| Duration::from_secs(u64::from(d) * 86_400));
             let (key, plaintext) = engine
-                .create_api_key(user.id, &name, role, expires_in)
+                .create_api_key(Caller::Local, user.id, &name, role, expires_in)
                 .await?;
             println!("{plaintext}");
             let expires = key.expires_at.map_or_else(
@@ -708,7 +718,12 @@ async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
                 "{:<36}  {:<16}  {:<8}  {:<7}  {:<20}  NAME",
                 "ID", "KEY", "ROLE", "STATE", "LAST USED"
             );
-            for key in engine.api_keys(user.id).await? {
+            let keys = page::all(LIST_PAGE, |p| {
+                let engine = &engine;
+                async move { engine.api_keys(Caller::Local, user.id, &p).await }
+            })
+            .await?;
+            for key in keys {
                 let state = if key.revoked_at.is_some() {
                     "revoked"
                 } else if !key.is_active(now) {
@@ -733,7 +748,7 @@ async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
         }
         ApiKeyCommand::Revoke { db, id } => {
             let engine = admin_engine(&db.url, "aiops apikey revoke").await?;
-            let key = engine.revoke_api_key(id).await?;
+            let key = engine.revoke_api_key(Caller::Local, id).await?;
             let at = key
                 .revoked_at
                 .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())

@@ -5,12 +5,29 @@ mod common;
 
 use std::time::Duration;
 
-use aiops_engine::auth::{self, ApiKey, User};
-use aiops_engine::{Error, Role};
+use aiops_engine::auth::{self, ApiKey, Caller, User};
+use aiops_engine::{Error, PageRequest, Role, UserId};
 use common::{Backend, Harness};
 use sea_orm::ConnectionTrait;
 
 const PASSWORD: &str = "correct-horse-battery";
+
+/// Every key of a user, as the machine's operator (the CLI) sees them.
+async fn keys_of(h: &Harness, user: UserId) -> Vec<ApiKey> {
+    h.engine
+        .api_keys(Caller::Local, user, &PageRequest::first(200))
+        .await
+        .unwrap()
+        .items
+}
+
+async fn all_users(h: &Harness) -> Vec<User> {
+    h.engine
+        .users(&PageRequest::first(200))
+        .await
+        .unwrap()
+        .items
+}
 
 async fn user(h: &Harness, username: &str, role: Role) -> User {
     h.engine
@@ -59,7 +76,7 @@ async fn login_with_password(backend: Backend) {
     h.engine.set_user_disabled(alice.id, false).await.unwrap();
     h.engine.login("alice", PASSWORD).await.unwrap();
 
-    let users = h.engine.users().await.unwrap();
+    let users = all_users(&h).await;
     assert_eq!(users, vec![h.engine.user(alice.id).await.unwrap()]);
 
     // Rules on new users.
@@ -89,7 +106,7 @@ async fn duplicate_username(backend: Backend) {
         Err(Error::Conflict(msg)) => assert_eq!(msg, "username \"alice\" is already taken"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(h.engine.users().await.unwrap().len(), 1);
+    assert_eq!(all_users(&h).await.len(), 1);
 }
 both_backends!(duplicate_username_is_a_conflict, duplicate_username);
 
@@ -100,7 +117,7 @@ async fn api_key_authenticates(backend: Backend) {
     let admin = user(&h, "root-ops", Role::Admin).await;
     let (key, plaintext) = h
         .engine
-        .create_api_key(admin.id, "grafana", Some(Role::Viewer), None)
+        .create_api_key(Caller::Local, admin.id, "grafana", Some(Role::Viewer), None)
         .await
         .unwrap();
     assert_eq!(auth::api_key_prefix(&plaintext), Some(key.prefix.as_str()));
@@ -126,17 +143,23 @@ async fn api_key_authenticates(backend: Backend) {
     ));
 
     // last_used_at is recorded, then not rewritten within the minute.
-    let listed = h.engine.api_keys(admin.id).await.unwrap();
+    let listed = keys_of(&h, admin.id).await;
     assert_eq!(listed.len(), 1);
     let first_use = listed[0].last_used_at.expect("last_used_at set");
     h.engine.authenticate(&plaintext).await.unwrap();
-    let again = h.engine.api_keys(admin.id).await.unwrap();
+    let again = keys_of(&h, admin.id).await;
     assert_eq!(again[0].last_used_at, Some(first_use));
 
     // Without a role, a key gets its user's.
     let (full, full_plaintext) = h
         .engine
-        .create_api_key(admin.id, "ci", None, Some(Duration::from_secs(3600)))
+        .create_api_key(
+            Caller::Local,
+            admin.id,
+            "ci",
+            None,
+            Some(Duration::from_secs(3600)),
+        )
         .await
         .unwrap();
     assert_eq!(full.role, Role::Admin);
@@ -171,24 +194,40 @@ async fn revoked_and_expired(backend: Backend) {
     let op = user(&h, "ops", Role::Operator).await;
     let (key, plaintext) = h
         .engine
-        .create_api_key(op.id, "laptop", None, None)
+        .create_api_key(Caller::Local, op.id, "laptop", None, None)
         .await
         .unwrap();
     h.engine.authenticate(&plaintext).await.unwrap();
-    let revoked = h.engine.revoke_api_key(key.id).await.unwrap();
+    let revoked = h
+        .engine
+        .revoke_api_key(Caller::Local, key.id)
+        .await
+        .unwrap();
     assert!(revoked.revoked_at.is_some());
     assert_unauthenticated(h.engine.authenticate(&plaintext).await);
     // Idempotent: the first revocation time stays.
-    let again = h.engine.revoke_api_key(key.id).await.unwrap();
+    let again = h
+        .engine
+        .revoke_api_key(Caller::Local, key.id)
+        .await
+        .unwrap();
     assert_eq!(again.revoked_at, revoked.revoked_at);
     assert!(matches!(
-        h.engine.revoke_api_key(aiops_engine::ApiKeyId::new()).await,
+        h.engine
+            .revoke_api_key(Caller::Local, aiops_engine::ApiKeyId::new())
+            .await,
         Err(Error::NotFound { .. })
     ));
 
     let (_, short_lived) = h
         .engine
-        .create_api_key(op.id, "short", None, Some(Duration::from_millis(1)))
+        .create_api_key(
+            Caller::Local,
+            op.id,
+            "short",
+            None,
+            Some(Duration::from_millis(1)),
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -197,7 +236,7 @@ async fn revoked_and_expired(backend: Backend) {
     // A disabled user's keys stop working too.
     let (_, live) = h
         .engine
-        .create_api_key(op.id, "live", None, None)
+        .create_api_key(Caller::Local, op.id, "live", None, None)
         .await
         .unwrap();
     h.engine.authenticate(&live).await.unwrap();
@@ -216,17 +255,233 @@ async fn key_role_above_user(backend: Backend) {
     let op = user(&h, "ops", Role::Operator).await;
     match h
         .engine
-        .create_api_key(op.id, "too-much", Some(Role::Admin), None)
+        .create_api_key(Caller::Local, op.id, "too-much", Some(Role::Admin), None)
         .await
     {
-        Err(Error::Forbidden { needed, has }) => {
-            assert_eq!((needed, has), (Role::Admin, Role::Operator))
-        }
+        Err(
+            e @ Error::KeyAboveCeiling {
+                action: auth::KeyAction::Create,
+                asked: Role::Admin,
+                ceiling: auth::Ceiling::User,
+                has: Role::Operator,
+            },
+        ) => assert_eq!(
+            e.to_string(),
+            "forbidden: cannot create an API key with role ADMIN: the key's user has role OPERATOR"
+        ),
         other => panic!("{other:?}"),
     }
-    assert!(h.engine.api_keys(op.id).await.unwrap().is_empty());
+    assert!(keys_of(&h, op.id).await.is_empty());
 }
 both_backends!(key_role_above_its_user_is_forbidden, key_role_above_user);
+
+fn assert_above_ceiling<T: std::fmt::Debug>(
+    r: aiops_engine::Result<T>,
+    action: auth::KeyAction,
+    asked: Role,
+    ceiling: auth::Ceiling,
+    has: Role,
+) {
+    match r {
+        Err(
+            e @ Error::KeyAboveCeiling {
+                action: a,
+                asked: q,
+                ceiling: c,
+                has: h,
+            },
+        ) if (a, q, c, h) == (action, asked, ceiling, has) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("{action} an API key with role {asked}"))
+                    && msg.contains(&format!("has role {has}")),
+                "says what was asked and what the caller has: {msg}"
+            );
+        }
+        other => panic!("expected {action} {asked} above {ceiling} {has}, got {other:?}"),
+    }
+}
+
+/// The attack: a key down-scoped to VIEWER, of an ADMIN user, tries to mint, see and
+/// revoke stronger keys of its user. Every such call is refused by the engine.
+async fn down_scoped_key(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    use auth::{Ceiling, KeyAction};
+    let admin = user(&h, "root-ops", Role::Admin).await;
+    let ops = user(&h, "ops", Role::Operator).await;
+    let (full, full_token) = h
+        .engine
+        .create_api_key(Caller::Local, admin.id, "full", None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        full.role,
+        Role::Admin,
+        "the CLI keeps the user's role as ceiling"
+    );
+    let (scoped, scoped_token) = h
+        .engine
+        .create_api_key(Caller::Local, admin.id, "grafana", Some(Role::Viewer), None)
+        .await
+        .unwrap();
+    let viewer = h.engine.authenticate(&scoped_token).await.unwrap();
+    assert_eq!(viewer.role, Role::Viewer);
+    let as_viewer = Caller::Principal(&viewer);
+
+    // Minting: at most the caller's role; without a role, the caller's.
+    for asked in [Role::Admin, Role::Operator] {
+        assert_above_ceiling(
+            h.engine
+                .create_api_key(as_viewer, admin.id, "escalate", Some(asked), None)
+                .await,
+            KeyAction::Create,
+            asked,
+            Ceiling::Caller,
+            Role::Viewer,
+        );
+    }
+    let (child, child_token) = h
+        .engine
+        .create_api_key(as_viewer, admin.id, "child", None, None)
+        .await
+        .unwrap();
+    assert_eq!(child.role, Role::Viewer);
+    assert_eq!(
+        h.engine.authenticate(&child_token).await.unwrap().role,
+        Role::Viewer
+    );
+
+    // Listing: keys up to the caller's role, and itself; the ADMIN key is not shown.
+    let listed = h
+        .engine
+        .api_keys(
+            as_viewer,
+            admin.id,
+            &PageRequest {
+                count_total: true,
+                ..PageRequest::first(50)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.items.iter().map(|k| k.id).collect::<Vec<_>>(),
+        vec![scoped.id, child.id]
+    );
+    assert_eq!(listed.total, Some(2), "the count agrees with what is shown");
+    assert_eq!(keys_of(&h, admin.id).await.len(), 3, "the CLI sees all");
+
+    // Revoking: not the stronger key; its own user's weaker keys and itself, yes.
+    assert_above_ceiling(
+        h.engine.revoke_api_key(as_viewer, full.id).await,
+        KeyAction::Revoke,
+        Role::Admin,
+        Ceiling::Caller,
+        Role::Viewer,
+    );
+    assert_eq!(
+        h.engine.authenticate(&full_token).await.unwrap().role,
+        Role::Admin,
+        "the admin key still works"
+    );
+    // Other users' keys are for admins only, existing or not.
+    let (ops_key, _) = h
+        .engine
+        .create_api_key(Caller::Local, ops.id, "laptop", None, None)
+        .await
+        .unwrap();
+    for r in [
+        h.engine.revoke_api_key(as_viewer, ops_key.id).await,
+        h.engine
+            .revoke_api_key(as_viewer, aiops_engine::ApiKeyId::new())
+            .await,
+    ] {
+        assert!(
+            matches!(
+                r,
+                Err(Error::Forbidden {
+                    needed: Role::Admin,
+                    has: Role::Viewer
+                })
+            ),
+            "{r:?}"
+        );
+    }
+    assert!(matches!(
+        h.engine
+            .api_keys(as_viewer, ops.id, &PageRequest::first(10))
+            .await,
+        Err(Error::Forbidden { .. })
+    ));
+    assert!(matches!(
+        h.engine
+            .create_api_key(as_viewer, ops.id, "x", None, None)
+            .await,
+        Err(Error::Forbidden { .. })
+    ));
+    let revoked = h.engine.revoke_api_key(as_viewer, child.id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    let itself = h.engine.revoke_api_key(as_viewer, scoped.id).await.unwrap();
+    assert!(itself.revoked_at.is_some());
+    assert_unauthenticated(h.engine.authenticate(&scoped_token).await);
+
+    // A password login has the user's role; keys made with it are bounded by it.
+    let session = h.engine.login("ops", PASSWORD).await.unwrap();
+    let (session_key, _) = h
+        .engine
+        .create_api_key(Caller::Principal(&session), ops.id, "session", None, None)
+        .await
+        .unwrap();
+    assert_eq!(session_key.role, Role::Operator);
+    assert_above_ceiling(
+        h.engine
+            .create_api_key(
+                Caller::Principal(&session),
+                ops.id,
+                "more",
+                Some(Role::Admin),
+                None,
+            )
+            .await,
+        KeyAction::Create,
+        Role::Admin,
+        Ceiling::Caller,
+        Role::Operator,
+    );
+
+    // Admins acting on other users keep their rights, within that user's role.
+    let root = h.engine.authenticate(&full_token).await.unwrap();
+    let as_root = Caller::Principal(&root);
+    let ops_keys = h
+        .engine
+        .api_keys(as_root, ops.id, &PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(ops_keys.items.len(), 2);
+    assert_above_ceiling(
+        h.engine
+            .create_api_key(as_root, ops.id, "x", Some(Role::Admin), None)
+            .await,
+        KeyAction::Create,
+        Role::Admin,
+        Ceiling::User,
+        Role::Operator,
+    );
+    let (for_ops, _) = h
+        .engine
+        .create_api_key(as_root, ops.id, "ci", None, None)
+        .await
+        .unwrap();
+    assert_eq!(for_ops.role, Role::Operator);
+    let revoked = h.engine.revoke_api_key(as_root, ops_key.id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+}
+both_backends!(
+    a_down_scoped_key_cannot_mint_see_or_revoke_stronger_keys,
+    down_scoped_key
+);
 
 async fn no_secrets_in_output(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
@@ -235,11 +490,11 @@ async fn no_secrets_in_output(backend: Backend) {
     let alice = user(&h, "alice", Role::Admin).await;
     let (key, plaintext) = h
         .engine
-        .create_api_key(alice.id, "bot", Some(Role::Operator), None)
+        .create_api_key(Caller::Local, alice.id, "bot", Some(Role::Operator), None)
         .await
         .unwrap();
     let principal = h.engine.authenticate(&plaintext).await.unwrap();
-    let keys: Vec<ApiKey> = h.engine.api_keys(alice.id).await.unwrap();
+    let keys: Vec<ApiKey> = keys_of(&h, alice.id).await;
     let key_hash = auth::hash_api_key(&plaintext);
     let secret = plaintext.rsplit('_').next().unwrap().to_owned();
 
@@ -268,11 +523,17 @@ async fn no_secrets_in_output(backend: Backend) {
 
     let mut outputs = vec![
         format!("{alice:?}"),
-        format!("{:?}", h.engine.users().await.unwrap()),
+        format!("{:?}", all_users(&h).await),
         format!("{key:?}"),
         format!("{keys:?}"),
         format!("{principal:?}"),
-        format!("{:?}", h.engine.revoke_api_key(key.id).await.unwrap()),
+        format!(
+            "{:?}",
+            h.engine
+                .revoke_api_key(Caller::Local, key.id)
+                .await
+                .unwrap()
+        ),
     ];
     let errors = [
         h.engine
@@ -289,7 +550,7 @@ async fn no_secrets_in_output(backend: Backend) {
             .await
             .unwrap_err(),
         h.engine
-            .create_api_key(alice.id, "x", None, Some(Duration::ZERO))
+            .create_api_key(Caller::Local, alice.id, "x", None, Some(Duration::ZERO))
             .await
             .unwrap_err(),
     ];
@@ -344,7 +605,7 @@ async fn bootstrap(backend: Backend) {
     assert_eq!(password.len(), 24);
     assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()));
 
-    let users = h.engine.users().await.unwrap();
+    let users = all_users(&h).await;
     assert_eq!(users.len(), 1);
     assert_eq!(
         (users[0].username.as_str(), users[0].role),
@@ -356,7 +617,7 @@ async fn bootstrap(backend: Backend) {
     // Second start: nothing happens, the file is left alone.
     assert_eq!(h.engine.bootstrap_admin(&data, None).await.unwrap(), None);
     assert_eq!(std::fs::read_to_string(path).unwrap().trim(), password);
-    assert_eq!(h.engine.users().await.unwrap().len(), 1);
+    assert_eq!(all_users(&h).await.len(), 1);
 }
 both_backends!(bootstrap_creates_one_admin_once, bootstrap);
 
@@ -374,7 +635,7 @@ async fn bootstrap_with_given_password(backend: Backend) {
             .await,
         Err(Error::Invalid(_))
     ));
-    assert!(h.engine.users().await.unwrap().is_empty());
+    assert!(all_users(&h).await.is_empty());
 
     let done = h
         .engine
@@ -416,10 +677,7 @@ async fn bootstrap_refuses_to_overwrite(backend: Backend) {
         err.contains("already exists") && err.contains("never overwritten"),
         "{err}"
     );
-    assert!(
-        h.engine.users().await.unwrap().is_empty(),
-        "nothing created"
-    );
+    assert!(all_users(&h).await.is_empty(), "nothing created");
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
         "password of another database's admin\n"

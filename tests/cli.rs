@@ -310,7 +310,15 @@ async fn user_and_api_key_commands() {
         ("alice", Role::Viewer)
     );
     let alice = engine.user_by_username("alice").await.unwrap();
-    let keys = engine.api_keys(alice.id).await.unwrap();
+    let keys = engine
+        .api_keys(
+            aiops_engine::Caller::Local,
+            alice.id,
+            &aiops_engine::PageRequest::first(10),
+        )
+        .await
+        .unwrap()
+        .items;
     assert_eq!(keys.len(), 1);
     assert!(keys[0].expires_at.is_some());
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use aiops_engine::{Error, EventKind, RunStatus, StartRun, StepStatus};
+use aiops_engine::{Error, EventKind, PageRequest, RunStatus, StartRun, StepStatus};
 use common::{Backend, Harness, assert_gap_free};
 use futures::StreamExt;
 use serde_json::json;
@@ -349,7 +349,12 @@ async fn bad_input_stores_nothing(backend: Backend) {
             .to_string()
             .contains("timeout")
     );
-    let runs = h.engine.list_runs(&Default::default(), 10).await.unwrap();
+    let runs = h
+        .engine
+        .list_runs(&Default::default(), &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
     assert!(runs.is_empty(), "nothing half-written");
 }
 both_backends!(
@@ -368,9 +373,10 @@ async fn idempotency_key_dedupes(backend: Backend) {
     assert_eq!(a.id, b.id);
     assert_eq!(
         h.engine
-            .list_runs(&Default::default(), 10)
+            .list_runs(&Default::default(), &PageRequest::first(10))
             .await
             .unwrap()
+            .items
             .len(),
         1
     );
@@ -496,12 +502,18 @@ async fn teams_are_validated_and_versioned(backend: Backend) {
     assert!(changed);
     assert_eq!((v2.id, v2.version), (team.id, 2));
     assert_eq!(v2.spec["limits"]["timeout_seconds"], 600);
-    let versions = aiops_engine::store::teams::versions(h.engine.db(), team.id)
+    let versions = h
+        .engine
+        .team_versions(team.id, &PageRequest::first(10))
         .await
-        .unwrap();
-    assert_eq!(versions.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [1, 2]);
+        .unwrap()
+        .items;
     assert_eq!(
-        versions[0].1["limits"]["timeout_seconds"], 300,
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(
+        versions[0].spec["limits"]["timeout_seconds"], 300,
         "old versions stay as they were"
     );
 }

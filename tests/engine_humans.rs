@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use aiops_engine::store::steps::Step;
 use aiops_engine::{
-    ApprovalStatus, Decision, EngineConfig, Error, EventKind, QuestionStatus, RunId, RunStatus,
-    StartRun, StepStatus,
+    ApprovalStatus, Decision, EngineConfig, Error, EventKind, PageRequest, QuestionStatus, RunId,
+    RunStatus, StartRun, StepStatus,
 };
 use common::{Backend, Harness, assert_gap_free, recorded};
 use serde_json::json;
@@ -23,7 +23,7 @@ fn script(steps: serde_json::Value) -> StartRun {
 fn recorded_script(steps: serde_json::Value, record_to: &std::path::Path) -> StartRun {
     StartRun::new(
         "script",
-        json!({ "steps": steps, "record_to": common::record_name(&record_to) }),
+        json!({ "steps": steps, "record_to": common::record_name(record_to) }),
     )
 }
 
@@ -117,7 +117,12 @@ async fn approval_approve(backend: Backend) {
         "default approval TTL is 24 h: {ttl}"
     );
     assert!(approval.decided_by.is_none() && approval.decided_at.is_none());
-    let inbox = h.engine.pending_approvals(100).await.unwrap();
+    let inbox = h
+        .engine
+        .pending_approvals(&PageRequest::first(100))
+        .await
+        .unwrap()
+        .items;
     assert_eq!(
         inbox.iter().map(|a| a.id).collect::<Vec<_>>(),
         [approval.id]
@@ -187,7 +192,14 @@ async fn approval_approve(backend: Backend) {
     );
     let decided_at = stored.decided_at.expect("decided_at");
     assert!(decided_at >= stored.requested_at);
-    assert!(h.engine.pending_approvals(100).await.unwrap().is_empty());
+    assert!(
+        h.engine
+            .pending_approvals(&PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 
     let events = assert_gap_free(&h.engine, a.id).await;
     let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
@@ -328,7 +340,14 @@ async fn approval_expiry(backend: Backend) {
     assert_eq!(stored.status, ApprovalStatus::Expired);
     assert!(stored.decided_by.is_none());
     assert!(stored.decided_at.unwrap() >= stored.expires_at);
-    assert!(h.engine.pending_approvals(100).await.unwrap().is_empty());
+    assert!(
+        h.engine
+            .pending_approvals(&PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 
     let events = assert_gap_free(&h.engine, run.id).await;
     let decided: Vec<_> = events
@@ -468,7 +487,12 @@ async fn question_answer(backend: Backend) {
         .wait_for_status(run.id, &[RunStatus::WaitingInput], LIMIT)
         .await;
     assert!(waiting.lease_owner.is_none(), "the worker was released");
-    let pending = h.engine.pending_questions(100).await.unwrap();
+    let pending = h
+        .engine
+        .pending_questions(&PageRequest::first(100))
+        .await
+        .unwrap()
+        .items;
     assert_eq!(pending.len(), 1);
     let q = pending[0].clone();
     assert_eq!(q.run_id, run.id);
@@ -515,7 +539,14 @@ async fn question_answer(backend: Backend) {
     assert_eq!(output["answers"][0]["outcome"]["answer"], "prod-eu-1");
     assert_eq!(output["answers"][0]["outcome"]["answered_by"], "carol");
     assert_eq!(output["answers"][0]["outcome"]["question_id"], json!(q.id));
-    assert!(h.engine.pending_questions(100).await.unwrap().is_empty());
+    assert!(
+        h.engine
+            .pending_questions(&PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 
     let events_before = assert_gap_free(&h.engine, run.id).await.len();
     let err = h
@@ -764,9 +795,10 @@ async fn cancel_waiting_approval(backend: Backend) {
     let approval = h.engine.approvals_of_run(run.id).await.unwrap().remove(0);
     assert_eq!(
         h.engine
-            .pending_approvals(100)
+            .pending_approvals(&PageRequest::first(100))
             .await
             .unwrap()
+            .items
             .iter()
             .map(|a| a.id)
             .collect::<Vec<_>>(),
@@ -784,7 +816,12 @@ async fn cancel_waiting_approval(backend: Backend) {
     );
     assert!(closed.decided_at.is_some());
     assert!(
-        h.engine.pending_approvals(100).await.unwrap().is_empty(),
+        h.engine
+            .pending_approvals(&PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
         "the inbox no longer lists it"
     );
     let err = h

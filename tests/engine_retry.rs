@@ -20,7 +20,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 fn recorded_script(steps: serde_json::Value, record_to: &Path) -> StartRun {
     StartRun::new(
         "script",
-        json!({ "steps": steps, "record_to": common::record_name(&record_to) }),
+        json!({ "steps": steps, "record_to": common::record_name(record_to) }),
     )
 }
 

@@ -23,7 +23,19 @@ async fn admin_api(h: &Harness) -> Api {
 
 const START: &str =
     "mutation($input: StartRunInput!) { startRun(input: $input) { id status lastSeq } }";
-const RUN: &str = "query($id: UUID!) { run(id: $id) { id status output error lastSeq steps { key status attempts } events { seq kind } } }";
+const RUN: &str = "query($id: UUID!) { run(id: $id) { id status output error lastSeq
+    steps { totalCount edges { node { key status attempts } } }
+    events { totalCount edges { node { seq kind } } } } }";
+
+/// The nodes of a connection's edges.
+fn nodes(connection: &Value) -> Vec<Value> {
+    connection["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a connection: {connection}"))
+        .iter()
+        .map(|e| e["node"].clone())
+        .collect()
+}
 
 async fn start(api: &Api, steps: Value) -> String {
     let data = api
@@ -61,12 +73,11 @@ async fn runs_and_steps(backend: Backend) {
     let run = wait_status(&api, &id, "SUCCEEDED").await;
     assert_eq!(run["output"]["output"], json!({ "ok": true }));
     assert_eq!(
-        run["steps"],
-        json!([{ "key": "s0", "status": "SUCCEEDED", "attempts": 1 }])
+        nodes(&run["steps"]),
+        vec![json!({ "key": "s0", "status": "SUCCEEDED", "attempts": 1 })]
     );
-    let seqs: Vec<i64> = run["events"]
-        .as_array()
-        .unwrap()
+    assert_eq!(run["steps"]["totalCount"], 1);
+    let seqs: Vec<i64> = nodes(&run["events"])
         .iter()
         .map(|e| e["seq"].as_i64().unwrap())
         .collect();
@@ -74,18 +85,10 @@ async fn runs_and_steps(backend: Backend) {
         seqs,
         (1..=run["lastSeq"].as_i64().unwrap()).collect::<Vec<_>>()
     );
-    assert_eq!(run["events"][0]["kind"], "RUN_QUEUED");
+    assert_eq!(run["events"]["totalCount"], run["lastSeq"]);
+    assert_eq!(nodes(&run["events"])[0]["kind"], "RUN_QUEUED");
 
-    let page = reqwest::get(format!("http://{}/graphiql", api.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        page.contains("/graphql/ws") && page.contains("wsConnectionParams: auth"),
-        "GraphiQL wired to both endpoints with the key"
-    );
+    // GraphiQL's wiring (both endpoints, the key) is checked by tests/graphiql.rs.
 
     // Idempotency key: the same run back.
     let with_key =
@@ -98,24 +101,13 @@ async fn runs_and_steps(backend: Backend) {
     for _ in 0..3 {
         start(&api, json!([{ "kind": "noop" }])).await;
     }
-    const PAGE: &str =
-        "query($after: String, $f: RunFilterInput) { runs(first: 2, after: $after, filter: $f) {
-        edges { cursor node { id createdAt } } pageInfo { hasNextPage endCursor } } }";
-    let mut seen = Vec::new();
-    let mut after = Value::Null;
-    loop {
-        let page = api.data(PAGE, json!({ "after": after })).await["runs"].clone();
-        for e in page["edges"].as_array().unwrap() {
-            seen.push(e["node"]["id"].as_str().unwrap().to_owned());
-        }
-        if !page["pageInfo"]["hasNextPage"].as_bool().unwrap() {
-            break;
-        }
-        after = page["pageInfo"]["endCursor"].clone();
-    }
+    const PAGE: &str = "query($first: Int!, $after: String) { runs(first: $first, after: $after) {
+        pageInfo { hasNextPage hasPreviousPage startCursor endCursor } edges { cursor node { id } } } }";
+    let seen = field(&walk(&api, PAGE, json!({}), &["runs"], 2, None).await, "id");
     assert_eq!(seen.len(), 5, "every run exactly once across pages");
     let unique: std::collections::HashSet<_> = seen.iter().collect();
     assert_eq!(unique.len(), 5);
+    assert_eq!(seen[4], id, "newest first: the first run comes last");
     const FILTERED: &str = "query($f: RunFilterInput) { runs(first: 50, filter: $f) { edges { node { id status trigger } } } }";
     let succeeded = api
         .data(
@@ -140,6 +132,306 @@ async fn runs_and_steps(backend: Backend) {
     assert_no_secrets(&h.engine, &api.transcript, &[]).await;
 }
 both_backends!(runs_start_query_paginate, runs_and_steps);
+
+/// Walks a connection page by page with `$first`/`$after` and returns its nodes in
+/// order. On every page it checks what `pageInfo` (and `totalCount`, when `total` is
+/// given) says against what the walk has seen; the list must not change meanwhile.
+async fn walk(
+    api: &Api,
+    query: &str,
+    vars: Value,
+    path: &[&str],
+    first: usize,
+    total: Option<usize>,
+) -> Vec<Value> {
+    let mut seen: Vec<Value> = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let mut v = vars.clone();
+        v["first"] = json!(first);
+        v["after"] = after.clone();
+        let mut page = api.data(query, v).await;
+        for key in path {
+            page = page[*key].clone();
+        }
+        let edges = page["edges"].as_array().unwrap().clone();
+        let info = &page["pageInfo"];
+        assert!(edges.len() <= first, "at most `first` edges: {page}");
+        assert_eq!(
+            info["hasPreviousPage"],
+            json!(!after.is_null()),
+            "items exist before every page but the first: {page}"
+        );
+        if let Some(n) = total {
+            assert_eq!(page["totalCount"], json!(n), "{page}");
+        }
+        if let (Some(first_edge), Some(last_edge)) = (edges.first(), edges.last()) {
+            assert_eq!(info["startCursor"], first_edge["cursor"]);
+            assert_eq!(info["endCursor"], last_edge["cursor"]);
+        }
+        seen.extend(edges.iter().map(|e| e["node"].clone()));
+        let has_next = info["hasNextPage"].as_bool().unwrap();
+        if let Some(n) = total {
+            assert_eq!(
+                has_next,
+                seen.len() < n,
+                "after {} items: {page}",
+                seen.len()
+            );
+        }
+        if !has_next {
+            break;
+        }
+        assert_eq!(edges.len(), first, "a page with a next page is full");
+        after = info["endCursor"].clone();
+    }
+    if let Some(n) = total {
+        assert_eq!(seen.len(), n, "every item exactly once: {seen:?}");
+    }
+    seen
+}
+
+/// The values of `field` in `nodes`, as text.
+fn field(nodes: &[Value], field: &str) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|n| match &n[field] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+const PAGE_INFO: &str = "totalCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor }";
+
+async fn every_list_pages(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _w = h.spawn_worker();
+    let api = admin_api(&h).await;
+
+    // Five approvals and five questions, waiting in two runs; a run of five steps.
+    let branches = |kind: &str| -> Value {
+        (0..5)
+            .map(|i| match kind {
+                "approval" => {
+                    json!([{ "kind": "approval", "tool": "webhook_action", "args": { "n": i } }])
+                }
+                _ => json!([{ "kind": "question", "text": format!("q{i}") }]),
+            })
+            .collect()
+    };
+    let approvals_run = start(
+        &api,
+        json!([{ "kind": "parallel", "branches": branches("approval") }]),
+    )
+    .await;
+    let questions_run = start(
+        &api,
+        json!([{ "kind": "parallel", "branches": branches("question") }]),
+    )
+    .await;
+    let steps_run = start(
+        &api,
+        json!(
+            (0..5)
+                .map(|_| json!({ "kind": "noop" }))
+                .collect::<Vec<_>>()
+        ),
+    )
+    .await;
+    wait_status(&api, &approvals_run, "WAITING_APPROVAL").await;
+    wait_status(&api, &questions_run, "WAITING_INPUT").await;
+    let done = wait_status(&api, &steps_run, "SUCCEEDED").await;
+
+    let q = format!(
+        "query($first: Int!, $after: String) {{ pendingApprovals(first: $first, after: $after) {{ {PAGE_INFO} edges {{ cursor node {{ id runId requestedAt }} }} }} }}"
+    );
+    let approvals = walk(&api, &q, json!({}), &["pendingApprovals"], 2, Some(5)).await;
+    let of_run = api
+        .data(
+            "query($id: UUID!) { run(id: $id) { approvals { id } } }",
+            json!({ "id": approvals_run }),
+        )
+        .await;
+    let mut expected = field(of_run["run"]["approvals"].as_array().unwrap(), "id");
+    let mut listed = field(&approvals, "id");
+    let times = field(&approvals, "requestedAt");
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "oldest first: {times:?}"
+    );
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected, "the pending approvals are the run's five");
+
+    let q = format!(
+        "query($first: Int!, $after: String) {{ pendingQuestions(first: $first, after: $after) {{ {PAGE_INFO} edges {{ cursor node {{ id question createdAt }} }} }} }}"
+    );
+    let questions = walk(&api, &q, json!({}), &["pendingQuestions"], 2, Some(5)).await;
+    let mut texts = field(&questions, "question");
+    texts.sort();
+    assert_eq!(texts, ["q0", "q1", "q2", "q3", "q4"]);
+    let times = field(&questions, "createdAt");
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "oldest first: {times:?}"
+    );
+
+    let q = format!(
+        "query($id: UUID!, $first: Int!, $after: String) {{ run(id: $id) {{ steps(first: $first, after: $after) {{ {PAGE_INFO} edges {{ cursor node {{ key }} }} }} }} }}"
+    );
+    let steps = walk(
+        &api,
+        &q,
+        json!({ "id": steps_run }),
+        &["run", "steps"],
+        2,
+        Some(5),
+    )
+    .await;
+    assert_eq!(field(&steps, "key"), ["s0", "s1", "s2", "s3", "s4"]);
+
+    let last_seq = done["lastSeq"].as_u64().unwrap() as usize;
+    let q = format!(
+        "query($id: UUID!, $first: Int!, $after: String) {{ run(id: $id) {{ events(first: $first, after: $after) {{ {PAGE_INFO} edges {{ cursor node {{ seq }} }} }} }} }}"
+    );
+    let events = walk(
+        &api,
+        &q,
+        json!({ "id": steps_run }),
+        &["run", "events"],
+        3,
+        Some(last_seq),
+    )
+    .await;
+    let seqs: Vec<String> = (1..=last_seq).map(|n| n.to_string()).collect();
+    assert_eq!(field(&events, "seq"), seqs);
+
+    // Users by name; API keys oldest first.
+    for name in ["dora", "bob", "carol", "eve"] {
+        token_for(&h.engine, name, Role::Viewer).await;
+    }
+    let q = format!(
+        "query($first: Int!, $after: String) {{ users(first: $first, after: $after) {{ {PAGE_INFO} edges {{ cursor node {{ username }} }} }} }}"
+    );
+    let users = walk(&api, &q, json!({}), &["users"], 2, Some(5)).await;
+    assert_eq!(
+        field(&users, "username"),
+        ["admin", "bob", "carol", "dora", "eve"]
+    );
+
+    let mut keys = vec![
+        api.data("{ me { apiKeyId } }", json!({})).await["me"]["apiKeyId"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    ];
+    for i in 0..4 {
+        let created = api
+            .data(
+                "mutation($n: String!) { createApiKey(input: { name: $n }) { apiKey { id } } }",
+                json!({ "n": format!("key-{i}") }),
+            )
+            .await;
+        keys.push(
+            created["createApiKey"]["apiKey"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let q = format!(
+        "query($first: Int!, $after: String) {{ apiKeys(first: $first, after: $after) {{ {PAGE_INFO} edges {{ cursor node {{ id }} }} }} }}"
+    );
+    let listed = walk(&api, &q, json!({}), &["apiKeys"], 2, Some(5)).await;
+    assert_eq!(field(&listed, "id"), keys);
+
+    // Teams by name, and a team's versions oldest first.
+    let spec = include_str!("fixtures/teams/valid.yaml");
+    const APPLY: &str =
+        "mutation($s: String!) { applyTeam(spec: $s) { changed team { version } } }";
+    for name in ["team-c", "team-a", "team-b"] {
+        let named = spec.replacen("name: checkout-oncall", &format!("name: {name}"), 1);
+        api.data(APPLY, json!({ "s": named })).await;
+    }
+    for timeout in [400, 500] {
+        let edited = spec
+            .replacen("name: checkout-oncall", "name: team-b", 1)
+            .replacen(
+                "timeout_seconds: 300",
+                &format!("timeout_seconds: {timeout}"),
+                1,
+            );
+        let applied = api.data(APPLY, json!({ "s": edited })).await;
+        assert_eq!(applied["applyTeam"]["changed"], true);
+    }
+    let q = format!(
+        "query($first: Int!, $after: String) {{ teams(first: $first, after: $after) {{ {PAGE_INFO} edges {{ cursor node {{ name version }} }} }} }}"
+    );
+    let teams = walk(&api, &q, json!({}), &["teams"], 2, Some(3)).await;
+    assert_eq!(field(&teams, "name"), ["team-a", "team-b", "team-c"]);
+    assert_eq!(
+        field(&teams, "version"),
+        ["1", "3", "1"],
+        "at the latest version"
+    );
+    let q = format!(
+        "query($first: Int!, $after: String) {{ team(name: \"team-b\") {{ versions(first: $first, after: $after) {{ {PAGE_INFO} edges {{ cursor node {{ version spec }} }} }} }} }}"
+    );
+    let versions = walk(&api, &q, json!({}), &["team", "versions"], 2, Some(3)).await;
+    assert_eq!(field(&versions, "version"), ["1", "2", "3"]);
+    assert_eq!(versions[2]["spec"]["limits"]["timeout_seconds"], 500);
+
+    // hasPreviousPage asks whether anything lies at or before the cursor *now*: once
+    // the first approval is decided, nothing pending does.
+    const FROM: &str = "query($after: String) { pendingApprovals(first: 10, after: $after) {
+        totalCount pageInfo { hasPreviousPage hasNextPage } edges { node { id } } } }";
+    let cursor = api
+        .data(
+            "{ pendingApprovals(first: 1) { pageInfo { endCursor } } }",
+            json!({}),
+        )
+        .await["pendingApprovals"]["pageInfo"]["endCursor"]
+        .clone();
+    api.data(
+        "mutation($id: UUID!) { approve(id: $id) { status } }",
+        json!({ "id": approvals[0]["id"] }),
+    )
+    .await;
+    let rest = api.data(FROM, json!({ "after": cursor })).await["pendingApprovals"].clone();
+    assert_eq!(rest["totalCount"], 4);
+    assert_eq!(
+        rest["pageInfo"],
+        json!({ "hasPreviousPage": false, "hasNextPage": false })
+    );
+    assert_eq!(field(&nodes(&rest), "id"), field(&approvals[1..], "id"));
+
+    // Cursors are opaque and checked; page sizes are bounded.
+    for after in ["garbage", "eyJub3QiOiJhIGtleSJ9"] {
+        let (code, err) = api.error_code(FROM, json!({ "after": after })).await;
+        assert_eq!(code, "BAD_REQUEST");
+        assert!(
+            err["message"].as_str().unwrap().contains("`after`"),
+            "{err}"
+        );
+    }
+    for first in [0, 201] {
+        let (code, _) = api
+            .error_code(
+                "query($f: Int!) { users(first: $f) { totalCount } }",
+                json!({ "f": first }),
+            )
+            .await;
+        assert_eq!(code, "BAD_REQUEST", "first: {first}");
+    }
+    assert_no_secrets(&h.engine, &api.transcript, &[]).await;
+}
+both_backends!(
+    every_list_is_a_connection_walked_page_by_page,
+    every_list_pages
+);
 
 async fn error_codes(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
@@ -222,6 +514,39 @@ async fn error_codes(backend: Backend) {
         "{err}"
     );
 
+    // A list costs `first` times its selection: nested lists multiply.
+    let (code, err) = api
+        .error_code(
+            "{ runs(first: 200) { edges { node { steps(first: 200) { edges { node { key } } } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, "BAD_REQUEST");
+    assert!(
+        err["message"].as_str().unwrap().contains("too complex"),
+        "{err}"
+    );
+    // What a console asks for passes.
+    api.data(
+        "{ runs(first: 50) { pageInfo { hasNextPage endCursor } edges { cursor node { id status trigger createdAt stepCount team { name } } } }
+           pendingApprovals(first: 20) { totalCount edges { node { id runId tool expiresAt } } } }",
+        json!({}),
+    )
+    .await;
+    api.data(RUN, json!({ "id": id })).await;
+
+    // Lookups by id answer null for unknown ids, like `run`.
+    let missing = api
+        .data(
+            "query($id: UUID!) { run(id: $id) { id } approval(id: $id) { id } question(id: $id) { id } }",
+            json!({ "id": uuid::Uuid::now_v7() }),
+        )
+        .await;
+    assert_eq!(
+        missing,
+        json!({ "run": null, "approval": null, "question": null })
+    );
+
     // Team documents: dry run and apply, violations with paths.
     let bad = include_str!("fixtures/teams/invalid.yaml");
     let v = api
@@ -262,9 +587,12 @@ async fn approvals_over_graphql(backend: Backend) {
     let id = start(&api, json!([{ "kind": "approval", "tool": "webhook_action", "args": { "url": "x" } }, { "kind": "question", "text": "proceed?" }])).await;
     wait_status(&api, &id, "WAITING_APPROVAL").await;
     let pending = api
-        .data("{ pendingApprovals { id runId tool status } }", json!({}))
+        .data(
+            "{ pendingApprovals { edges { node { id runId tool status } } } }",
+            json!({}),
+        )
         .await;
-    let approval = pending["pendingApprovals"][0].clone();
+    let approval = nodes(&pending["pendingApprovals"])[0].clone();
     assert_eq!(
         (approval["runId"].as_str(), approval["tool"].as_str()),
         (Some(id.as_str()), Some("webhook_action"))
@@ -287,10 +615,14 @@ async fn approvals_over_graphql(backend: Backend) {
         .await;
     assert_eq!(code, "CONFLICT", "second decision");
     wait_status(&api, &id, "WAITING_INPUT").await;
-    let q = api
-        .data("{ pendingQuestions { id question } }", json!({}))
-        .await["pendingQuestions"][0]
-        .clone();
+    let q = nodes(
+        &api.data(
+            "{ pendingQuestions { edges { node { id question } } } }",
+            json!({}),
+        )
+        .await["pendingQuestions"],
+    )[0]
+    .clone();
     assert_eq!(q["question"], "proceed?");
     let answered = api
         .data(
@@ -482,9 +814,37 @@ async fn authorization_matrix(backend: Backend) {
             Role::Viewer,
             None,
         ),
-        ("{ pendingApprovals { id } }", json!({}), Role::Viewer, None),
+        (
+            "{ pendingApprovals { totalCount } }",
+            json!({}),
+            Role::Viewer,
+            None,
+        ),
+        (
+            "{ pendingQuestions { totalCount } }",
+            json!({}),
+            Role::Viewer,
+            None,
+        ),
+        (
+            "{ teams { edges { node { name } } } }",
+            json!({}),
+            Role::Viewer,
+            None,
+        ),
+        (
+            "query($id: UUID!) { approval(id: $id) { id } question(id: $id) { id } }",
+            unknown.clone(),
+            Role::Viewer,
+            None,
+        ),
         ("{ me { username } }", json!({}), Role::Viewer, None),
-        ("{ users { username } }", json!({}), Role::Admin, None),
+        (
+            "{ users { edges { node { username } } } }",
+            json!({}),
+            Role::Admin,
+            None,
+        ),
         (START, bad_script, Role::Operator, Some("VALIDATION_FAILED")),
         (
             "mutation($id: UUID!) { pauseRun(id: $id) { id } }",
@@ -622,7 +982,9 @@ async fn authorization_matrix(backend: Backend) {
     assert!(new_token.starts_with(
         &format!("aiops_{}_", created["createApiKey"]["apiKey"]["prefix"].as_str().unwrap())
     ));
-    let listed = admin.data("{ apiKeys { prefix name } }", json!({})).await;
+    let listed = admin
+        .data("{ apiKeys { edges { node { prefix name } } } }", json!({}))
+        .await;
     assert!(!listed.to_string().contains(&new_token));
     let login = anonymous
         .data(
@@ -653,6 +1015,87 @@ async fn authorization_matrix(backend: Backend) {
     assert_no_secrets(&h.engine, &anonymous.transcript, &all_tokens).await;
 }
 both_backends!(every_role_against_every_operation, authorization_matrix);
+
+/// The attack on a real `aiops serve`: the admin makes a VIEWER key for a dashboard;
+/// whoever holds that key tries to turn it into admin rights.
+async fn down_scoped_key_attack(backend: Backend) {
+    let Some(db) = common::TestDb::create(backend).await else {
+        return;
+    };
+    let mut server = common::serve::ServeProcess::start(&db.url, &[]).await;
+    let admin = Api::new(&server.addr, Some(&server.admin_token().await));
+    let me = admin.data("{ me { apiKeyId role } }", json!({})).await["me"].clone();
+    assert_eq!(me["role"], "ADMIN");
+    let admin_key = me["apiKeyId"].as_str().unwrap().to_owned();
+    const CREATE: &str = "mutation($n: String!, $r: Role) { createApiKey(input: { name: $n, role: $r }) { token apiKey { id role } } }";
+    let grafana = admin
+        .data(CREATE, json!({ "n": "grafana", "r": "VIEWER" }))
+        .await["createApiKey"]
+        .clone();
+    let viewer_key = grafana["apiKey"]["id"].as_str().unwrap().to_owned();
+    let viewer = admin.with_token(grafana["token"].as_str());
+
+    for role in ["ADMIN", "OPERATOR"] {
+        let (code, err) = viewer
+            .error_code(CREATE, json!({ "n": "escalate", "r": role }))
+            .await;
+        assert_eq!(code, "FORBIDDEN", "{err}");
+        let message = err["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("role {role}")) && message.contains("caller has role VIEWER"),
+            "says what was asked and what the caller has: {message}"
+        );
+    }
+    let child = viewer
+        .data(CREATE, json!({ "n": "child", "r": null }))
+        .await["createApiKey"]["apiKey"]
+        .clone();
+    assert_eq!(child["role"], "VIEWER", "without a role: the caller's");
+
+    let listed = viewer
+        .data(
+            "{ apiKeys { totalCount edges { node { id role } } } }",
+            json!({}),
+        )
+        .await["apiKeys"]
+        .clone();
+    assert_eq!(
+        field(&nodes(&listed), "id"),
+        [viewer_key.clone(), child["id"].as_str().unwrap().to_owned()],
+        "the admin's keys are not listed"
+    );
+    assert_eq!(listed["totalCount"], 2);
+    let all = admin.data("{ apiKeys { totalCount } }", json!({})).await;
+    assert_eq!(all["apiKeys"]["totalCount"], 3, "the admin sees every key");
+
+    const REVOKE: &str = "mutation($id: UUID!) { revokeApiKey(id: $id) { id revokedAt } }";
+    let (code, err) = viewer.error_code(REVOKE, json!({ "id": admin_key })).await;
+    assert_eq!(code, "FORBIDDEN", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoke an API key with role ADMIN"),
+        "{err}"
+    );
+    assert_eq!(
+        admin.data("{ me { role } }", json!({})).await["me"]["role"],
+        "ADMIN",
+        "the admin's key still works"
+    );
+    let revoked = viewer.data(REVOKE, json!({ "id": viewer_key })).await;
+    assert!(
+        revoked["revokeApiKey"]["revokedAt"].is_string(),
+        "a key may revoke itself"
+    );
+    let (code, _) = viewer.error_code("{ me { role } }", json!({})).await;
+    assert_eq!(code, "UNAUTHENTICATED");
+    server.assert_alive();
+}
+both_backends!(
+    a_down_scoped_key_cannot_mint_list_or_revoke_stronger_keys,
+    down_scoped_key_attack
+);
 
 fn role_rank(r: Role) -> u8 {
     match r {
@@ -953,7 +1396,7 @@ async fn internal_errors_are_opaque(backend: Backend) {
         .unwrap();
     let (code, err) = api
         .error_code(
-            "query($id: UUID!) { run(id: $id) { steps { key } } }",
+            "query($id: UUID!) { run(id: $id) { steps { edges { node { key } } } } }",
             json!({ "id": id }),
         )
         .await;

@@ -644,7 +644,10 @@ async fn revoked_elsewhere(backend: Backend) {
     // Another process (its own pool, bus and clock) changes the database.
     let elsewhere = h.second_engine(fast_config()).await;
     elsewhere
-        .revoke_api_key(key_id(&h.engine, &revoked).await)
+        .revoke_api_key(
+            aiops_engine::Caller::Local,
+            key_id(&h.engine, &revoked).await,
+        )
         .await
         .expect("revoke");
     let user = elsewhere.user_by_username("disabled").await.expect("user");
@@ -674,7 +677,13 @@ async fn expired(backend: Backend) {
         .expect("user");
     let (_, token) = h
         .engine
-        .create_api_key(user.id, "short", None, Some(Duration::from_secs(3)))
+        .create_api_key(
+            aiops_engine::Caller::Local,
+            user.id,
+            "short",
+            None,
+            Some(Duration::from_secs(3)),
+        )
         .await
         .expect("key");
     let mut client = Client::authenticated(&addr, TRANSPORT_WS, &token).await;
@@ -701,7 +710,7 @@ async fn revocation_reaches_a_served_process_postgres() {
     client.subscribe("updates", RUN_UPDATES).await;
     client.assert_alive().await;
     h.engine
-        .revoke_api_key(key_id(&h.engine, &token).await)
+        .revoke_api_key(aiops_engine::Caller::Local, key_id(&h.engine, &token).await)
         .await
         .expect("revoke");
     assert_eq!(

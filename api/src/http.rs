@@ -109,21 +109,18 @@ pub(crate) async fn graphql_get(State(state): State<AppState>, req: Request) -> 
         return refusal(StatusCode::BAD_REQUEST, BAD_REQUEST, e);
     }
     let operation_name = request.operation_name.clone();
-    match request.parsed_query() {
-        Ok(doc) => {
-            if input_checks::is_mutation(doc, operation_name.as_deref()) {
-                let mut r = refusal(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    BAD_REQUEST,
-                    "mutations are not allowed over GET: use POST",
-                );
-                r.headers_mut()
-                    .insert(ALLOW, HeaderValue::from_static("POST"));
-                return r;
-            }
-        }
-        // Execution reports the syntax error with its position.
-        Err(_) => {}
+    // A syntax error is reported by execution, with its position.
+    if let Ok(doc) = request.parsed_query()
+        && input_checks::is_mutation(doc, operation_name.as_deref())
+    {
+        let mut r = refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            BAD_REQUEST,
+            "mutations are not allowed over GET: use POST",
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return r;
     }
     execute(&state, &parts.headers, parts.extensions.get(), request).await
 }

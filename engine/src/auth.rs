@@ -87,6 +87,52 @@ impl Principal {
     }
 }
 
+/// Who asks for an operation on API keys; it decides how strong a key the operation
+/// may touch.
+#[derive(Clone, Copy, Debug)]
+pub enum Caller<'a> {
+    /// The operator of the machine (the CLI, which holds the database URL anyway):
+    /// bound only by the role of the user whose keys it manages.
+    Local,
+    /// An authenticated principal (an API key, or a password login): bound by its own
+    /// role, so that a down-scoped key can neither mint, see nor revoke a stronger one.
+    Principal(&'a Principal),
+}
+
+/// What was asked of an API key, for [`Error::KeyAboveCeiling`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyAction {
+    Create,
+    Revoke,
+}
+
+impl std::fmt::Display for KeyAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyAction::Create => "create",
+            KeyAction::Revoke => "revoke",
+        })
+    }
+}
+
+/// Whose role bounds an API key operation, for [`Error::KeyAboveCeiling`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ceiling {
+    /// The calling principal's role (an API caller acting on its own user's keys).
+    Caller,
+    /// The role of the user the key belongs to.
+    User,
+}
+
+impl std::fmt::Display for Ceiling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Ceiling::Caller => "the caller",
+            Ceiling::User => "the key's user",
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // Usernames and passwords
 

@@ -15,6 +15,7 @@ use crate::bus::{self, BusMessage, ControlSignal, EventBus};
 use crate::config::EngineConfig;
 use crate::event::{Event, EventKind, NewEvent};
 use crate::ids::{ApprovalId, QuestionId, RunId, TeamId};
+use crate::page::{KeyOf, Page, PageRequest};
 use crate::status::{ApprovalStatus, QuestionStatus, RunStatus, Trigger};
 use crate::store::approvals::Approval;
 use crate::store::events::{CONTROL_CHANNEL, EVENTS_CHANNEL, WAKE_CHANNEL};
@@ -22,7 +23,7 @@ use crate::store::leases::Fence;
 use crate::store::questions::Question;
 use crate::store::runs::{NewRun, Run, RunFilter, RunPatch};
 use crate::store::steps::Step;
-use crate::store::teams::Team;
+use crate::store::teams::{Team, TeamVersion};
 use crate::store::{self, events, is_postgres, stmt};
 use crate::topology;
 use crate::worker::{HumanWaitClose, Worker};
@@ -260,16 +261,40 @@ impl Engine {
             .ok_or_else(|| Error::not_found("run", id))
     }
 
-    pub async fn list_runs(&self, filter: &RunFilter, limit: u64) -> Result<Vec<Run>> {
-        store::runs::list(&self.inner.db, filter, limit).await
+    /// A page of the runs matching `filter`, newest first (never counted).
+    pub async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        page: &PageRequest<KeyOf<Run>>,
+    ) -> Result<Page<Run>> {
+        store::runs::list(&self.inner.db, filter, page).await
     }
 
+    /// Every step of a run, in the order first recorded.
     pub async fn steps(&self, id: RunId) -> Result<Vec<Step>> {
         store::steps::list(&self.inner.db, id).await
     }
 
+    /// A page of a run's steps, in the order first recorded.
+    pub async fn list_steps(
+        &self,
+        id: RunId,
+        page: &PageRequest<KeyOf<Step>>,
+    ) -> Result<Page<Step>> {
+        store::steps::page(&self.inner.db, id, page).await
+    }
+
     pub async fn events(&self, id: RunId, after_seq: i64, limit: u64) -> Result<Vec<Event>> {
         store::events::list_after(&self.inner.db, id, after_seq, limit).await
+    }
+
+    /// A page of a run's events by seq; the total is the run's `last_seq`.
+    pub async fn list_events(
+        &self,
+        id: RunId,
+        page: &PageRequest<KeyOf<Event>>,
+    ) -> Result<Page<Event>> {
+        store::events::page(&self.inner.db, id, page).await
     }
 
     /// Replays stored events after `after_seq`, then follows live ones; see [`bus::subscribe`].
@@ -569,8 +594,12 @@ impl Engine {
             .ok_or_else(|| Error::not_found("approval", id))
     }
 
-    pub async fn pending_approvals(&self, limit: u64) -> Result<Vec<Approval>> {
-        store::approvals::list_pending(&self.inner.db, limit).await
+    /// A page of the approvals waiting for a decision, oldest first.
+    pub async fn pending_approvals(
+        &self,
+        page: &PageRequest<KeyOf<Approval>>,
+    ) -> Result<Page<Approval>> {
+        store::approvals::list_pending(&self.inner.db, page).await
     }
 
     pub async fn approvals_of_run(&self, run_id: RunId) -> Result<Vec<Approval>> {
@@ -583,8 +612,12 @@ impl Engine {
             .ok_or_else(|| Error::not_found("question", id))
     }
 
-    pub async fn pending_questions(&self, limit: u64) -> Result<Vec<Question>> {
-        store::questions::list_pending(&self.inner.db, limit).await
+    /// A page of the questions waiting for an answer, oldest first.
+    pub async fn pending_questions(
+        &self,
+        page: &PageRequest<KeyOf<Question>>,
+    ) -> Result<Page<Question>> {
+        store::questions::list_pending(&self.inner.db, page).await
     }
 
     /// Approves or rejects a pending approval; the run continues with the decision.
@@ -834,6 +867,20 @@ impl Engine {
         store::approvals::pending_requested_since(&self.inner.db, since, limit).await
     }
 
+    /// A page of the teams at their latest versions, by name.
+    pub async fn teams(&self, page: &PageRequest<KeyOf<Team>>) -> Result<Page<Team>> {
+        store::teams::list(&self.inner.db, page).await
+    }
+
+    /// A page of a team's versions, oldest first.
+    pub async fn team_versions(
+        &self,
+        team: TeamId,
+        page: &PageRequest<KeyOf<TeamVersion>>,
+    ) -> Result<Page<TeamVersion>> {
+        store::teams::versions(&self.inner.db, team, page).await
+    }
+
     /// Deletes finished runs older than the retention period; returns how many.
     pub async fn prune(&self) -> Result<u64> {
         let retention = chrono::Duration::from_std(self.inner.config.retention)
@@ -987,9 +1034,12 @@ impl Engine {
         store::users::insert(db, username, &hash, role, Utc::now()).await
     }
 
-    /// Every user, by username.
-    pub async fn users(&self) -> Result<Vec<crate::auth::User>> {
-        store::users::list(&self.inner.db).await
+    /// A page of the users, by username.
+    pub async fn users(
+        &self,
+        page: &PageRequest<KeyOf<crate::auth::User>>,
+    ) -> Result<Page<crate::auth::User>> {
+        store::users::list(&self.inner.db, page).await
     }
 
     pub async fn user(&self, id: crate::ids::UserId) -> Result<crate::auth::User> {
@@ -1043,16 +1093,25 @@ impl Engine {
         }
     }
 
-    /// Creates an API key for a user, with the user's role unless `role` asks for less
-    /// (asking for more is [`Error::Forbidden`]). Returns the key's record and the key
-    /// itself, which is not stored and cannot be shown again.
+    /// Creates an API key for a user and returns its record and the key itself, which
+    /// is not stored and cannot be shown again. The key's role is at most the user's
+    /// and, for an API caller, at most the caller's own role (default: that ceiling);
+    /// asking for more is [`Error::KeyAboveCeiling`]. Only admins create keys for
+    /// other users.
     pub async fn create_api_key(
         &self,
+        caller: crate::auth::Caller<'_>,
         user_id: crate::ids::UserId,
         name: &str,
         role: Option<crate::auth::Role>,
         expires_in: Option<Duration>,
     ) -> Result<(crate::auth::ApiKey, String)> {
+        use crate::auth::{Caller, Ceiling, KeyAction};
+        if let Caller::Principal(p) = caller
+            && p.user_id != user_id
+        {
+            p.require(crate::auth::Role::Admin)?;
+        }
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
             return Err(Error::Invalid(
@@ -1066,11 +1125,18 @@ impl Engine {
                 user.username
             )));
         }
-        let role = role.unwrap_or(user.role);
-        if role > user.role {
-            return Err(Error::Forbidden {
-                needed: role,
-                has: user.role,
+        // The lower of the two roles bounds the key; name whose it is in refusals.
+        let (ceiling, has) = match caller {
+            Caller::Principal(p) if p.role <= user.role => (Ceiling::Caller, p.role),
+            _ => (Ceiling::User, user.role),
+        };
+        let role = role.unwrap_or(has);
+        if role > has {
+            return Err(Error::KeyAboveCeiling {
+                action: KeyAction::Create,
+                asked: role,
+                ceiling,
+                has,
             });
         }
         let now = Utc::now();
@@ -1103,15 +1169,66 @@ impl Engine {
         Ok((record, key))
     }
 
-    /// A user's API keys (without hashes), oldest first, revoked and expired included.
-    pub async fn api_keys(&self, user_id: crate::ids::UserId) -> Result<Vec<crate::auth::ApiKey>> {
+    /// A page of a user's API keys (without hashes), oldest first, revoked and expired
+    /// ones included. An API caller sees only keys up to its own role (and the key it
+    /// calls with); only admins list other users' keys.
+    pub async fn api_keys(
+        &self,
+        caller: crate::auth::Caller<'_>,
+        user_id: crate::ids::UserId,
+        page: &PageRequest<KeyOf<crate::auth::ApiKey>>,
+    ) -> Result<Page<crate::auth::ApiKey>> {
+        use crate::auth::{Caller, Role};
+        let visible = match caller {
+            Caller::Local => store::api_keys::Visible {
+                max_role: Role::Admin,
+                also: None,
+            },
+            Caller::Principal(p) => {
+                if p.user_id != user_id {
+                    p.require(Role::Admin)?;
+                }
+                store::api_keys::Visible {
+                    max_role: p.role,
+                    also: p.api_key_id,
+                }
+            }
+        };
         self.user(user_id).await?;
-        store::api_keys::list_by_user(&self.inner.db, user_id).await
+        store::api_keys::list_by_user(&self.inner.db, user_id, visible, page).await
     }
 
     /// Revokes an API key; it fails authentication from now on. Idempotent: revoking a
-    /// revoked key changes nothing and returns it.
-    pub async fn revoke_api_key(&self, id: crate::ids::ApiKeyId) -> Result<crate::auth::ApiKey> {
+    /// revoked key changes nothing and returns it. Any key may revoke itself; an API
+    /// caller revokes its user's keys only up to its own role, and other users' keys
+    /// only as an admin.
+    pub async fn revoke_api_key(
+        &self,
+        caller: crate::auth::Caller<'_>,
+        id: crate::ids::ApiKeyId,
+    ) -> Result<crate::auth::ApiKey> {
+        use crate::auth::{Caller, Ceiling, KeyAction, Role};
+        let key = store::api_keys::get(&self.inner.db, id).await?;
+        if let Caller::Principal(p) = caller {
+            match &key {
+                Some(k) if p.api_key_id == Some(k.id) => {}
+                Some(k) if k.user_id == p.user_id => {
+                    if k.role > p.role {
+                        return Err(Error::KeyAboveCeiling {
+                            action: KeyAction::Revoke,
+                            asked: k.role,
+                            ceiling: Ceiling::Caller,
+                            has: p.role,
+                        });
+                    }
+                }
+                // Another user's key, or none: whether it exists is for admins to know.
+                _ => p.require(Role::Admin)?,
+            }
+        }
+        if key.is_none() {
+            return Err(Error::not_found("API key", id));
+        }
         store::api_keys::revoke(&self.inner.db, id, Utc::now()).await?;
         store::api_keys::get(&self.inner.db, id)
             .await?

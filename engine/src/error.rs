@@ -1,6 +1,6 @@
 //! Errors of the engine's public operations.
 
-use crate::auth::Role;
+use crate::auth::{Ceiling, KeyAction, Role};
 use crate::status::{IllegalTransition, UnknownState};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -38,6 +38,15 @@ pub enum Error {
     /// The principal's role (or the role of the user a key is for) is too low.
     #[error("forbidden: requires role {needed}, has {has}")]
     Forbidden { needed: Role, has: Role },
+    /// An API key operation above a role ceiling: a caller creates and revokes keys
+    /// only up to its own role, and no key has more than its user's role.
+    #[error("forbidden: cannot {action} an API key with role {asked}: {ceiling} has role {has}")]
+    KeyAboveCeiling {
+        action: KeyAction,
+        asked: Role,
+        ceiling: Ceiling,
+        has: Role,
+    },
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     /// The database could not be reached or failed mid-operation; retry later.

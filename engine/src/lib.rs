@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod page;
 pub mod retry;
 pub mod script;
 mod stats;
@@ -22,7 +23,7 @@ pub mod worker;
 pub mod workflow;
 mod writer;
 
-pub use auth::{Principal, Role};
+pub use auth::{Caller, Principal, Role};
 pub use config::EngineConfig;
 pub use context::{
     ApprovalOutcome, ApprovalRequest, Attempt, InputOutcome, StepContext, StepError, StepOptions,
@@ -31,6 +32,7 @@ pub use engine::{Decision, Engine, StartRun};
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};
 pub use ids::{ApiKeyId, ApprovalId, QuestionId, RunId, TeamId, UserId};
+pub use page::{KeyOf, Keyed, Page, PageRequest};
 pub use retry::{RetryPolicy, StepFailure};
 pub use stats::EngineStats;
 pub use status::{ApprovalStatus, QuestionStatus, RunStatus, StepStatus, Trigger};

@@ -432,7 +432,7 @@ pub async fn token_for(engine: &Engine, username: &str, role: aiops_engine::auth
         .await
         .expect("create user");
     engine
-        .create_api_key(user.id, "test", None, None)
+        .create_api_key(aiops_engine::Caller::Local, user.id, "test", None, None)
         .await
         .expect("create key")
         .1

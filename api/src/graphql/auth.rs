@@ -6,12 +6,13 @@
 
 use std::time::Duration;
 
-use aiops_engine::auth::{Principal, Role as EngineRole};
+use aiops_engine::auth::{Caller, Principal, Role as EngineRole};
 use aiops_engine::{ApiKeyId, Engine, UserId};
 use async_graphql::{Context, Enum, Guard, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::connection::{self, CountedConnection};
 use super::error::{ToGql, to_gql};
 
 /// Roles, lowest first: viewers read; operators also run, pause, cancel, decide and
@@ -162,7 +163,8 @@ pub struct CreateApiKeyInput {
     pub name: String,
     /// Another user's id (admins only); default: the caller.
     pub user_id: Option<Uuid>,
-    /// At most the user's role; default: the user's role.
+    /// At most the caller's own role (and the user's); default: that ceiling. A
+    /// down-scoped key cannot create a stronger one.
     pub role: Option<Role>,
     #[graphql(validator(minimum = 1, maximum = 3650))]
     pub expires_in_days: Option<i32>,
@@ -185,42 +187,46 @@ impl AuthQuery {
         })
     }
 
-    #[graphql(guard = "RoleGuard(EngineRole::Admin)")]
-    async fn users(&self, ctx: &Context<'_>) -> Result<Vec<User>> {
-        Ok(ctx
-            .data::<Engine>()?
-            .users()
-            .await
-            .gql()?
-            .into_iter()
-            .map(User::from)
-            .collect())
+    /// Every user, by username.
+    #[graphql(
+        guard = "RoleGuard(EngineRole::Admin)",
+        complexity = "connection::complexity(first, child_complexity)"
+    )]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 200))] first: i32,
+        after: Option<String>,
+    ) -> Result<CountedConnection<User>> {
+        let request =
+            connection::request::<aiops_engine::auth::User>(ctx, first, after.as_deref())?;
+        let page = ctx.data::<Engine>()?.users(&request).await.gql()?;
+        Ok(connection::counted(page))
     }
 
-    /// The caller's API keys (admins may name another user).
-    #[graphql(guard = "RoleGuard(EngineRole::Viewer)")]
-    async fn api_keys(&self, ctx: &Context<'_>, user_id: Option<Uuid>) -> Result<Vec<ApiKey>> {
-        let owner = owner_for(ctx, user_id)?;
-        Ok(ctx
+    /// The caller's API keys, oldest first (admins may name another user). Keys with
+    /// a higher role than the caller's are not listed.
+    #[graphql(
+        guard = "RoleGuard(EngineRole::Viewer)",
+        complexity = "connection::complexity(first, child_complexity)"
+    )]
+    async fn api_keys(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Option<Uuid>,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 200))] first: i32,
+        after: Option<String>,
+    ) -> Result<CountedConnection<ApiKey>> {
+        let p = principal(ctx)?;
+        let request =
+            connection::request::<aiops_engine::auth::ApiKey>(ctx, first, after.as_deref())?;
+        let owner = user_id.map_or(p.user_id, UserId);
+        let page = ctx
             .data::<Engine>()?
-            .api_keys(owner)
+            .api_keys(Caller::Principal(p), owner, &request)
             .await
-            .gql()?
-            .into_iter()
-            .map(ApiKey::from)
-            .collect())
-    }
-}
-
-/// `user_id` when the caller may act for that user, else FORBIDDEN.
-fn owner_for(ctx: &Context<'_>, user_id: Option<Uuid>) -> Result<UserId> {
-    let p = principal(ctx)?;
-    match user_id.map(UserId) {
-        Some(other) if other != p.user_id => {
-            p.require(EngineRole::Admin).map_err(to_gql)?;
-            Ok(other)
-        }
-        _ => Ok(p.user_id),
+            .gql()?;
+        Ok(connection::counted(page))
     }
 }
 
@@ -241,6 +247,7 @@ impl AuthMutation {
         let p = engine.login(&username, &password).await.gql()?;
         let (key, token) = engine
             .create_api_key(
+                Caller::Principal(&p),
                 p.user_id,
                 "login session",
                 None,
@@ -270,20 +277,28 @@ impl AuthMutation {
             .into())
     }
 
-    /// A new key for the caller (or, for admins, another user); shown once.
+    /// A new key for the caller (or, for admins, another user); shown once. Its role
+    /// is at most the caller's.
     #[graphql(guard = "RoleGuard(EngineRole::Viewer)")]
     async fn create_api_key(
         &self,
         ctx: &Context<'_>,
         input: CreateApiKeyInput,
     ) -> Result<ApiKeyCreated> {
-        let owner = owner_for(ctx, input.user_id)?;
+        let p = principal(ctx)?;
+        let owner = input.user_id.map_or(p.user_id, UserId);
         let expires = input
             .expires_in_days
             .map(|d| Duration::from_secs(d as u64 * 24 * 3600));
         let (key, token) = ctx
             .data::<Engine>()?
-            .create_api_key(owner, &input.name, input.role.map(Into::into), expires)
+            .create_api_key(
+                Caller::Principal(p),
+                owner,
+                &input.name,
+                input.role.map(Into::into),
+                expires,
+            )
             .await
             .gql()?;
         Ok(ApiKeyCreated {
@@ -292,20 +307,16 @@ impl AuthMutation {
         })
     }
 
-    /// Revokes a key at once; its next request is UNAUTHENTICATED. Idempotent.
+    /// Revokes a key at once; its next request is UNAUTHENTICATED. Idempotent. Any key
+    /// may revoke itself; others only up to the caller's role (admins: any user's).
     #[graphql(guard = "RoleGuard(EngineRole::Viewer)")]
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: Uuid) -> Result<ApiKey> {
         let p = principal(ctx)?;
-        let engine = ctx.data::<Engine>()?;
-        let owned = engine
-            .api_keys(p.user_id)
+        Ok(ctx
+            .data::<Engine>()?
+            .revoke_api_key(Caller::Principal(p), ApiKeyId(id))
             .await
             .gql()?
-            .iter()
-            .any(|k| k.id.0 == id);
-        if !owned {
-            p.require(EngineRole::Admin).map_err(to_gql)?;
-        }
-        Ok(engine.revoke_api_key(ApiKeyId(id)).await.gql()?.into())
+            .into())
     }
 }

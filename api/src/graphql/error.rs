@@ -16,7 +16,7 @@ pub const INTERNAL: &str = "INTERNAL";
 pub fn to_gql(e: Error) -> async_graphql::Error {
     let code = match &e {
         Error::Unauthenticated => UNAUTHENTICATED,
-        Error::Forbidden { .. } => FORBIDDEN,
+        Error::Forbidden { .. } | Error::KeyAboveCeiling { .. } => FORBIDDEN,
         Error::NotFound { .. } => NOT_FOUND,
         Error::IllegalTransition { .. }
         | Error::NotPending { .. }
@@ -73,11 +73,21 @@ pub fn bad_request(message: impl Into<String>) -> ServerError {
 /// `?`-friendly conversion on engine results.
 pub trait ToGql<T> {
     fn gql(self) -> async_graphql::Result<T>;
+    /// `None` for NOT_FOUND: what a field that looks something up by id returns.
+    fn gql_optional(self) -> async_graphql::Result<Option<T>>;
 }
 
 impl<T> ToGql<T> for Result<T, Error> {
     fn gql(self) -> async_graphql::Result<T> {
         self.map_err(to_gql)
+    }
+
+    fn gql_optional(self) -> async_graphql::Result<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(to_gql(e)),
+        }
     }
 }
 

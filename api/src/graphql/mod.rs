@@ -1,6 +1,7 @@
 //! The GraphQL schema (§9): queries, mutations and subscriptions over the engine.
 
 pub mod auth;
+pub mod connection;
 pub mod error;
 pub mod input_checks;
 pub mod limits;

@@ -1,15 +1,18 @@
 //! Queries: a few lines each — parse, call the engine, convert.
 
-use aiops_engine::store::runs::RunFilter;
+use aiops_engine::store::approvals::Approval as ApprovalRecord;
+use aiops_engine::store::questions::Question as QuestionRecord;
+use aiops_engine::store::runs::{Run as RunRecord, RunFilter};
+use aiops_engine::store::teams::Team as TeamRecord;
 use aiops_engine::topology::{self, Catalog};
 use aiops_engine::{ApprovalId, Engine, QuestionId, RunId};
-use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, InputObject, Object, Result};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::auth::RoleGuard;
-use super::error::{BAD_REQUEST, ToGql};
+use super::connection::{self, CountedConnection, UncountedConnection};
+use super::error::ToGql;
 use super::types::{Approval, Question, Run, RunStatus, Team, TeamValidation, Trigger, Violation};
 use aiops_engine::auth::Role;
 
@@ -40,20 +43,21 @@ impl RunFilterInput {
     }
 }
 
-/// Opaque keyset cursor: `created_at` and id of the last run of a page.
-fn encode_cursor(run: &Run) -> String {
-    format!("{}|{}", run.created_at.timestamp_micros(), run.id)
-}
-
-fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, RunId)> {
-    let bad = || async_graphql::Error::new(format!("invalid cursor {cursor:?}"));
-    let (micros, id) = cursor.split_once('|').ok_or_else(bad)?;
-    let at = micros
-        .parse::<i64>()
-        .ok()
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(bad)?;
-    Ok((at, id.parse().map_err(|_| bad())?))
+impl From<RunFilterInput> for RunFilter {
+    fn from(f: RunFilterInput) -> Self {
+        RunFilter {
+            statuses: f
+                .statuses
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            team_id: f.team_id.map(Into::into),
+            trigger: f.trigger.map(Into::into),
+            created_after: f.created_after,
+            created_before: f.created_before,
+        }
+    }
 }
 
 #[Object]
@@ -76,117 +80,126 @@ impl QueryRoot {
 
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn run(&self, ctx: &Context<'_>, id: Uuid) -> Result<Option<Run>> {
-        match ctx.data::<Engine>()?.run(RunId(id)).await {
-            Ok(run) => Ok(Some(run.into())),
-            Err(aiops_engine::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(super::error::to_gql(e)),
-        }
+        Ok(ctx
+            .data::<Engine>()?
+            .run(RunId(id))
+            .await
+            .gql_optional()?
+            .map(Run::from))
     }
 
-    /// Runs, newest first, as a Relay connection with keyset pagination.
-    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    /// Runs, newest first, as a Relay connection with keyset pagination (no
+    /// `totalCount`: the table grows without bound).
+    #[graphql(
+        guard = "RoleGuard(Role::Viewer)",
+        complexity = "connection::complexity(first, child_complexity)"
+    )]
     async fn runs(
         &self,
         ctx: &Context<'_>,
         #[graphql(default = 20, validator(minimum = 1, maximum = 200))] first: i32,
         after: Option<String>,
         filter: Option<RunFilterInput>,
-    ) -> Result<Connection<String, Run, EmptyFields, EmptyFields>> {
-        let filter = filter.unwrap_or_default();
-        let before = match &after {
-            Some(c) => Some(decode_cursor(c).map_err(|e| {
-                use async_graphql::ErrorExtensions;
-                e.extend_with(|_, x| x.set("code", BAD_REQUEST))
-            })?),
-            None => None,
-        };
-        let query = RunFilter {
-            statuses: filter
-                .statuses
-                .unwrap_or_default()
-                .into_iter()
-                .map(Into::into)
-                .collect(),
-            team_id: filter.team_id.map(Into::into),
-            trigger: filter.trigger.map(Into::into),
-            created_after: filter.created_after,
-            created_before: filter.created_before,
-            before,
-        };
-        let mut runs = ctx
+    ) -> Result<UncountedConnection<Run>> {
+        let request = connection::request::<RunRecord>(ctx, first, after.as_deref())?;
+        let filter = RunFilter::from(filter.unwrap_or_default());
+        let page = ctx
             .data::<Engine>()?
-            .list_runs(&query, first as u64 + 1)
+            .list_runs(&filter, &request)
             .await
             .gql()?;
-        let has_next = runs.len() > first as usize;
-        runs.truncate(first as usize);
-        let mut page: Vec<Run> = runs.into_iter().map(Run::from).collect();
-        prefetch(ctx, &mut page).await?;
-        let mut conn = Connection::new(after.is_some(), has_next);
-        conn.edges.extend(
-            page.into_iter()
-                .map(|run| Edge::new(encode_cursor(&run), run)),
-        );
-        Ok(conn)
+        let mut runs = connection::uncounted(page);
+        prefetch(ctx, runs.edges.iter_mut().map(|e| &mut e.node).collect()).await?;
+        Ok(runs)
     }
 
     /// Approvals waiting for a decision, oldest first.
-    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    #[graphql(
+        guard = "RoleGuard(Role::Viewer)",
+        complexity = "connection::complexity(first, child_complexity)"
+    )]
     async fn pending_approvals(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 100, validator(minimum = 1, maximum = 500))] first: i32,
-    ) -> Result<Vec<Approval>> {
-        let list = ctx
+        #[graphql(default = 50, validator(minimum = 1, maximum = 200))] first: i32,
+        after: Option<String>,
+    ) -> Result<CountedConnection<Approval>> {
+        let request = connection::request::<ApprovalRecord>(ctx, first, after.as_deref())?;
+        let page = ctx
             .data::<Engine>()?
-            .pending_approvals(first as u64)
+            .pending_approvals(&request)
             .await
             .gql()?;
-        Ok(list.into_iter().map(Approval::from).collect())
+        Ok(connection::counted(page))
     }
 
+    /// An approval, or null if there is none with this id.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
-    async fn approval(&self, ctx: &Context<'_>, id: Uuid) -> Result<Approval> {
+    async fn approval(&self, ctx: &Context<'_>, id: Uuid) -> Result<Option<Approval>> {
         Ok(ctx
             .data::<Engine>()?
             .approval(ApprovalId(id))
             .await
-            .gql()?
-            .into())
+            .gql_optional()?
+            .map(Approval::from))
     }
 
     /// Questions waiting for an answer, oldest first.
-    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    #[graphql(
+        guard = "RoleGuard(Role::Viewer)",
+        complexity = "connection::complexity(first, child_complexity)"
+    )]
     async fn pending_questions(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 100, validator(minimum = 1, maximum = 500))] first: i32,
-    ) -> Result<Vec<Question>> {
-        let list = ctx
+        #[graphql(default = 50, validator(minimum = 1, maximum = 200))] first: i32,
+        after: Option<String>,
+    ) -> Result<CountedConnection<Question>> {
+        let request = connection::request::<QuestionRecord>(ctx, first, after.as_deref())?;
+        let page = ctx
             .data::<Engine>()?
-            .pending_questions(first as u64)
+            .pending_questions(&request)
             .await
             .gql()?;
-        Ok(list.into_iter().map(Question::from).collect())
+        Ok(connection::counted(page))
     }
 
+    /// A question, or null if there is none with this id.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
-    async fn question(&self, ctx: &Context<'_>, id: Uuid) -> Result<Question> {
+    async fn question(&self, ctx: &Context<'_>, id: Uuid) -> Result<Option<Question>> {
         Ok(ctx
             .data::<Engine>()?
             .question(QuestionId(id))
             .await
-            .gql()?
-            .into())
+            .gql_optional()?
+            .map(Question::from))
     }
 
+    /// A team at its latest version, or null if there is none with this name.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn team(&self, ctx: &Context<'_>, name: String) -> Result<Option<Team>> {
-        match ctx.data::<Engine>()?.team(&name).await {
-            Ok(team) => Ok(Some(team.into())),
-            Err(aiops_engine::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(super::error::to_gql(e)),
-        }
+        Ok(ctx
+            .data::<Engine>()?
+            .team(&name)
+            .await
+            .gql_optional()?
+            .map(Team::from))
+    }
+
+    /// Every team at its latest version, by name.
+    #[graphql(
+        guard = "RoleGuard(Role::Viewer)",
+        complexity = "connection::complexity(first, child_complexity)"
+    )]
+    async fn teams(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 200))] first: i32,
+        after: Option<String>,
+    ) -> Result<CountedConnection<Team>> {
+        let request = connection::request::<TeamRecord>(ctx, first, after.as_deref())?;
+        let page = ctx.data::<Engine>()?.teams(&request).await.gql()?;
+        Ok(connection::counted(page))
     }
 
     /// Dry run of `applyTeam`: every violation of a team document (YAML or JSON), with paths.
@@ -213,7 +226,7 @@ impl QueryRoot {
 
 /// Loads `stepCount` and `team` for a whole page in one query each, when selected:
 /// listing 100 runs then costs the same handful of statements as listing 10.
-async fn prefetch(ctx: &Context<'_>, page: &mut [Run]) -> Result<()> {
+async fn prefetch(ctx: &Context<'_>, mut page: Vec<&mut Run>) -> Result<()> {
     let node = ctx.look_ahead().field("edges").field("node");
     let engine = ctx.data::<Engine>()?;
     if node.field("stepCount").exists() {
@@ -221,7 +234,7 @@ async fn prefetch(ctx: &Context<'_>, page: &mut [Run]) -> Result<()> {
         let counts = aiops_engine::store::steps::count_by_runs(engine.db(), &ids)
             .await
             .gql()?;
-        for run in page.iter_mut() {
+        for run in &mut page {
             run.prefetched_step_count = Some(counts.get(&RunId(run.id)).copied().unwrap_or(0));
         }
     }
@@ -230,7 +243,7 @@ async fn prefetch(ctx: &Context<'_>, page: &mut [Run]) -> Result<()> {
         let teams = aiops_engine::store::teams::by_version_ids(engine.db(), &versions)
             .await
             .gql()?;
-        for run in page.iter_mut() {
+        for run in &mut page {
             run.prefetched_team = Some(run.team_version_id.and_then(|v| teams.get(&v).cloned()));
         }
     }

@@ -4,12 +4,13 @@ use aiops_engine::store::approvals::Approval as ApprovalRecord;
 use aiops_engine::store::questions::Question as QuestionRecord;
 use aiops_engine::store::runs::Run as RunRecord;
 use aiops_engine::store::steps::Step as StepRecord;
-use aiops_engine::store::teams::Team as TeamRecord;
+use aiops_engine::store::teams::{Team as TeamRecord, TeamVersion as TeamVersionRecord};
 use aiops_engine::{Engine, Event as EventRecord};
 use async_graphql::{ComplexObject, Context, Enum, Json, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::connection::{self, CountedConnection};
 use super::error::ToGql;
 use super::loaders::{StepCounts, TeamVersions};
 use async_graphql::dataloader::DataLoader;
@@ -146,33 +147,39 @@ impl Run {
         Ok(loader.load_one(version).await?.map(Team::from))
     }
 
-    /// Every step of the run, in the order first recorded.
-    async fn steps(&self, ctx: &Context<'_>) -> Result<Vec<Step>> {
-        let engine = ctx.data::<Engine>()?;
-        Ok(engine
-            .steps(self.id.into())
+    /// The run's steps, in the order first recorded.
+    #[graphql(complexity = "connection::complexity(first, child_complexity)")]
+    async fn steps(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50, validator(minimum = 1, maximum = 200))] first: i32,
+        after: Option<String>,
+    ) -> Result<CountedConnection<Step>> {
+        let request = connection::request::<StepRecord>(ctx, first, after.as_deref())?;
+        let page = ctx
+            .data::<Engine>()?
+            .list_steps(self.id.into(), &request)
             .await
-            .gql()?
-            .into_iter()
-            .map(Step::from)
-            .collect())
+            .gql()?;
+        Ok(connection::counted(page))
     }
 
-    /// Stored events with `seq > afterSeq`, oldest first (at most `first`, ≤ 1000).
+    /// The run's stored events by seq (1, 2, 3 … without gaps; `totalCount` is the
+    /// run's last seq). To follow new events live, subscribe to `runEvents`.
+    #[graphql(complexity = "connection::complexity(first, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 0)] after_seq: i64,
-        #[graphql(default = 100, validator(minimum = 1, maximum = 1000))] first: i64,
-    ) -> Result<Vec<Event>> {
-        let engine = ctx.data::<Engine>()?;
-        Ok(engine
-            .events(self.id.into(), after_seq, first as u64)
+        #[graphql(default = 100, validator(minimum = 1, maximum = 200))] first: i32,
+        after: Option<String>,
+    ) -> Result<CountedConnection<Event>> {
+        let request = connection::request::<EventRecord>(ctx, first, after.as_deref())?;
+        let page = ctx
+            .data::<Engine>()?
+            .list_events(self.id.into(), &request)
             .await
-            .gql()?
-            .into_iter()
-            .map(Event::from)
-            .collect())
+            .gql()?;
+        Ok(connection::counted(page))
     }
 
     /// Token usage and cost summed over the run's steps (recorded per LLM call).
@@ -363,27 +370,43 @@ impl From<TeamRecord> for Team {
 
 #[ComplexObject]
 impl Team {
-    /// Every version of the team, oldest first; runs pin the version they started with.
-    async fn versions(&self, ctx: &Context<'_>) -> Result<Vec<TeamVersion>> {
-        let engine = ctx.data::<Engine>()?;
-        let versions =
-            aiops_engine::store::teams::versions(engine.db(), aiops_engine::TeamId(self.id))
-                .await
-                .gql()?;
-        Ok(versions
-            .into_iter()
-            .map(|(version, spec)| TeamVersion {
-                version,
-                spec: Json(spec),
-            })
-            .collect())
+    /// The team's versions, oldest first; runs pin the version they started with.
+    #[graphql(complexity = "connection::complexity(first, child_complexity)")]
+    async fn versions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20, validator(minimum = 1, maximum = 200))] first: i32,
+        after: Option<String>,
+    ) -> Result<CountedConnection<TeamVersion>> {
+        let request = connection::request::<TeamVersionRecord>(ctx, first, after.as_deref())?;
+        let page = ctx
+            .data::<Engine>()?
+            .team_versions(aiops_engine::TeamId(self.id), &request)
+            .await
+            .gql()?;
+        Ok(connection::counted(page))
     }
 }
 
+/// One version of a team.
 #[derive(SimpleObject)]
 pub struct TeamVersion {
+    /// What runs of this version pin (`Run.teamVersionId`).
+    pub id: Uuid,
     pub version: i32,
     pub spec: Json<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<TeamVersionRecord> for TeamVersion {
+    fn from(v: TeamVersionRecord) -> Self {
+        TeamVersion {
+            id: v.id,
+            version: v.version,
+            spec: Json(v.spec),
+            created_at: v.created_at,
+        }
+    }
 }
 
 /// One rule a team document breaks, with where.

@@ -170,7 +170,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.join("aiops.db").display());
         let conn = store::connect(&url).await.expect("connect");
         store::migrate(&conn).await.expect("migrate");
-        Engine::with_connection(conn, EngineConfig::default(), Workflows::builtin())
+        Engine::with_connection(conn, EngineConfig::default(), Workflows::default())
     }
 
     async fn key(engine: &Engine, name: &str) -> ApiKeyId {
@@ -179,7 +179,7 @@ mod tests {
             .await
             .expect("user");
         engine
-            .create_api_key(user.id, "test", None, None)
+            .create_api_key(aiops_engine::Caller::Local, user.id, "test", None, None)
             .await
             .expect("key")
             .0
@@ -203,7 +203,10 @@ mod tests {
             .take_task()
             .expect("the first socket starts the task");
         assert!(sessions.take_task().is_none(), "one task for all sockets");
-        engine.revoke_api_key(revoked).await.expect("revoke");
+        engine
+            .revoke_api_key(aiops_engine::Caller::Local, revoked)
+            .await
+            .expect("revoke");
         tokio::time::timeout(WAIT, async { tokio::join!(b.revoked(), c.revoked()) })
             .await
             .expect("both sockets of the revoked key are told");

@@ -7,14 +7,16 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, RelationTrait, sea_query::JoinType,
+    QuerySelect, RelationTrait, sea_query::JoinType,
 };
 use uuid::Uuid;
 
 use super::entity::{api_key, user};
+use super::keyset::{self, Direction};
 use super::users::User;
 use crate::auth::Role;
 use crate::ids::{ApiKeyId, UserId};
+use crate::page::{KeyOf, Keyed, Page, PageRequest};
 use crate::{Error, Result};
 
 /// An API key as listings show it: its prefix, never the key or its hash.
@@ -38,6 +40,14 @@ impl ApiKey {
     /// Neither revoked nor expired at `now`.
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
+/// A user's keys are listed oldest first: by `(created_at, id)`.
+impl Keyed for ApiKey {
+    type Key = (DateTime<Utc>, uuid::Uuid);
+    fn key(&self) -> Self::Key {
+        (self.created_at, self.id.0)
     }
 }
 
@@ -112,17 +122,42 @@ pub async fn get(db: &impl ConnectionTrait, id: ApiKeyId) -> Result<Option<ApiKe
         .transpose()
 }
 
-/// A user's keys, oldest first, revoked and expired ones included.
-pub async fn list_by_user(db: &impl ConnectionTrait, user_id: UserId) -> Result<Vec<ApiKey>> {
-    api_key::Entity::find()
+/// Which of a user's keys a listing shows: those with a role up to `max_role`, and
+/// `also` whatever its role.
+#[derive(Clone, Copy, Debug)]
+pub struct Visible {
+    pub max_role: Role,
+    pub also: Option<ApiKeyId>,
+}
+
+/// A page of a user's visible keys, oldest first, revoked and expired ones included
+/// (index `ix_api_keys_user_created_id`).
+pub async fn list_by_user(
+    db: &impl ConnectionTrait,
+    user_id: UserId,
+    visible: Visible,
+    request: &PageRequest<KeyOf<ApiKey>>,
+) -> Result<Page<ApiKey>> {
+    let roles = Role::ALL
+        .iter()
+        .filter(|r| **r <= visible.max_role)
+        .map(|r| r.as_str());
+    let mut shown = Condition::any().add(api_key::Column::Role.is_in(roles));
+    if let Some(id) = visible.also {
+        shown = shown.add(api_key::Column::Id.eq(id.0));
+    }
+    let keys = api_key::Entity::find()
         .filter(api_key::Column::UserId.eq(user_id.0))
-        .order_by_asc(api_key::Column::CreatedAt)
-        .order_by_asc(api_key::Column::Id)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(ApiKey::try_from)
-        .collect()
+        .filter(shown);
+    keyset::page(
+        db,
+        keys,
+        &[api_key::Column::CreatedAt, api_key::Column::Id],
+        Direction::Ascending,
+        request,
+    )
+    .await?
+    .try_map(ApiKey::try_from)
 }
 
 /// The key with this hash and its user, in one statement (whether it is still usable

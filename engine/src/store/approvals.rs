@@ -7,9 +7,11 @@ use sea_orm::{
 use serde_json::Value as Json;
 
 use super::entity::approval;
+use super::keyset::{self, Direction};
 use super::stmt;
 use crate::Result;
 use crate::ids::{ApprovalId, RunId};
+use crate::page::{KeyOf, Keyed, Page, PageRequest};
 use crate::status::ApprovalStatus;
 
 /// An approval as stored; kept with its run for as long as the run exists.
@@ -27,6 +29,14 @@ pub struct Approval {
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
     pub comment: Option<String>,
+}
+
+/// Pending approvals are listed oldest first: by `(requested_at, id)`.
+impl Keyed for Approval {
+    type Key = (DateTime<Utc>, uuid::Uuid);
+    fn key(&self) -> Self::Key {
+        (self.requested_at, self.id.0)
+    }
 }
 
 fn from_model(m: approval::Model) -> Result<Approval> {
@@ -65,17 +75,22 @@ pub async fn list_for_run(db: &impl ConnectionTrait, run_id: RunId) -> Result<Ve
         .collect()
 }
 
-/// Pending approvals, oldest first.
-pub async fn list_pending(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<Approval>> {
-    approval::Entity::find()
-        .filter(approval::Column::Status.eq(ApprovalStatus::Pending.as_str()))
-        .order_by_asc(approval::Column::RequestedAt)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(from_model)
-        .collect()
+/// A page of the pending approvals, oldest first (index `ix_approvals_status_requested_id`).
+pub async fn list_pending(
+    db: &impl ConnectionTrait,
+    request: &PageRequest<KeyOf<Approval>>,
+) -> Result<Page<Approval>> {
+    let pending = approval::Entity::find()
+        .filter(approval::Column::Status.eq(ApprovalStatus::Pending.as_str()));
+    keyset::page(
+        db,
+        pending,
+        &[approval::Column::RequestedAt, approval::Column::Id],
+        Direction::Ascending,
+        request,
+    )
+    .await?
+    .try_map(from_model)
 }
 
 /// Records a decision on a pending approval. Only one decision can ever win: the

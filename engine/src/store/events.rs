@@ -6,11 +6,13 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::entity::event;
+use super::entity::{event, run};
+use super::keyset::{self, Direction};
 use super::{is_postgres, stmt};
 use crate::Result;
 use crate::event::{Event, NewEvent};
 use crate::ids::RunId;
+use crate::page::{KeyOf, Keyed, Page, PageRequest};
 
 /// Postgres channel carrying `run_id:last_seq,…` after events commit.
 pub const EVENTS_CHANNEL: &str = "aiops_events";
@@ -85,6 +87,46 @@ pub async fn list_after(
         .all(db)
         .await?;
     rows.into_iter().map(from_model).collect()
+}
+
+/// A run's events are listed by `seq`.
+impl Keyed for Event {
+    type Key = i64;
+    fn key(&self) -> i64 {
+        self.seq
+    }
+}
+
+/// A page of a run's events by `seq` (unique index `ux_events_run_seq`). The total is
+/// the run's `last_seq`: seqs are 1…last_seq without gaps, so nothing is counted.
+pub async fn page(
+    db: &impl ConnectionTrait,
+    run_id: RunId,
+    request: &PageRequest<KeyOf<Event>>,
+) -> Result<Page<Event>> {
+    let uncounted = PageRequest {
+        count_total: false,
+        ..request.clone()
+    };
+    let mut page = keyset::page(
+        db,
+        event::Entity::find().filter(event::Column::RunId.eq(run_id.0)),
+        &[event::Column::Seq],
+        Direction::Ascending,
+        &uncounted,
+    )
+    .await?
+    .try_map(from_model)?;
+    if request.count_total {
+        let last_seq: Option<i64> = run::Entity::find_by_id(run_id.0)
+            .select_only()
+            .column(run::Column::LastSeq)
+            .into_tuple()
+            .one(db)
+            .await?;
+        page.total = Some(last_seq.unwrap_or(0).max(0) as u64);
+    }
+    Ok(page)
 }
 
 fn from_model(m: event::Model) -> Result<Event> {

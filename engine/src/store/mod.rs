@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod checkpoint;
 pub mod entity;
 pub mod events;
+pub(crate) mod keyset;
 pub mod leases;
 pub mod questions;
 pub mod runs;

@@ -1,14 +1,14 @@
 //! The `questions` table: what `ask_human` asked and what the operator answered.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Value};
 
 use super::entity::question;
+use super::keyset::{self, Direction};
 use super::stmt;
 use crate::Result;
 use crate::ids::{QuestionId, RunId};
+use crate::page::{KeyOf, Keyed, Page, PageRequest};
 use crate::status::QuestionStatus;
 
 /// A question as stored.
@@ -24,6 +24,14 @@ pub struct Question {
     pub answered_at: Option<DateTime<Utc>>,
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+}
+
+/// Pending questions are listed oldest first: by `(created_at, id)`.
+impl Keyed for Question {
+    type Key = (DateTime<Utc>, uuid::Uuid);
+    fn key(&self) -> Self::Key {
+        (self.created_at, self.id.0)
+    }
 }
 
 fn from_model(m: question::Model) -> Result<Question> {
@@ -60,16 +68,22 @@ pub async fn list_for_run(db: &impl ConnectionTrait, run_id: RunId) -> Result<Ve
         .collect()
 }
 
-pub async fn list_pending(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<Question>> {
-    question::Entity::find()
-        .filter(question::Column::Status.eq(QuestionStatus::Pending.as_str()))
-        .order_by_asc(question::Column::CreatedAt)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(from_model)
-        .collect()
+/// A page of the pending questions, oldest first (index `ix_questions_status_created_id`).
+pub async fn list_pending(
+    db: &impl ConnectionTrait,
+    request: &PageRequest<KeyOf<Question>>,
+) -> Result<Page<Question>> {
+    let pending = question::Entity::find()
+        .filter(question::Column::Status.eq(QuestionStatus::Pending.as_str()));
+    keyset::page(
+        db,
+        pending,
+        &[question::Column::CreatedAt, question::Column::Id],
+        Direction::Ascending,
+        request,
+    )
+    .await?
+    .try_map(from_model)
 }
 
 /// Answers (or expires, with `answer = None`) a pending question; guarded so only

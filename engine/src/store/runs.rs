@@ -10,9 +10,11 @@ use sea_orm::{
 use serde_json::Value as Json;
 
 use super::entity::run;
+use super::keyset::{self, Direction};
 use super::{events, stmt};
 use crate::event::{Event, NewEvent};
 use crate::ids::{RunId, TeamId};
+use crate::page::{KeyOf, Keyed, Page, PageRequest};
 use crate::status::{RunStatus, Trigger};
 use crate::{Error, Result};
 
@@ -42,6 +44,14 @@ pub struct Run {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Runs are listed newest first: by `(created_at, id)` descending.
+impl Keyed for Run {
+    type Key = (DateTime<Utc>, uuid::Uuid);
+    fn key(&self) -> Self::Key {
+        (self.created_at, self.id.0)
+    }
 }
 
 impl TryFrom<run::Model> for Run {
@@ -196,12 +206,15 @@ pub struct RunFilter {
     pub trigger: Option<Trigger>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
-    /// Keyset cursor: only runs older than this `(created_at, id)`.
-    pub before: Option<(DateTime<Utc>, RunId)>,
 }
 
-/// Newest first, keyset-paginated on `(created_at, id)`.
-pub async fn list(db: &impl ConnectionTrait, filter: &RunFilter, limit: u64) -> Result<Vec<Run>> {
+/// A page of the runs matching `filter`, newest first. Runs are never counted: the
+/// table grows without bound, so `total` stays `None`.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    filter: &RunFilter,
+    request: &PageRequest<KeyOf<Run>>,
+) -> Result<Page<Run>> {
     let mut q = run::Entity::find();
     if !filter.statuses.is_empty() {
         q = q.filter(run::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
@@ -218,23 +231,19 @@ pub async fn list(db: &impl ConnectionTrait, filter: &RunFilter, limit: u64) -> 
     if let Some(before) = filter.created_before {
         q = q.filter(run::Column::CreatedAt.lt(before));
     }
-    if let Some((at, id)) = filter.before {
-        q = q.filter(
-            Condition::any().add(run::Column::CreatedAt.lt(at)).add(
-                Condition::all()
-                    .add(run::Column::CreatedAt.eq(at))
-                    .add(run::Column::Id.lt(id.0)),
-            ),
-        );
-    }
-    q.order_by_desc(run::Column::CreatedAt)
-        .order_by_desc(run::Column::Id)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(Run::try_from)
-        .collect()
+    let uncounted = PageRequest {
+        count_total: false,
+        ..request.clone()
+    };
+    keyset::page(
+        db,
+        q,
+        &[run::Column::CreatedAt, run::Column::Id],
+        Direction::Descending,
+        &uncounted,
+    )
+    .await?
+    .try_map(Run::try_from)
 }
 
 /// Runs changed at or after `since`, oldest change first, at most `limit`: what a

@@ -5,13 +5,17 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use serde_json::Value as Json;
 
 use super::entity::step;
+use super::keyset::{self, Direction};
 use crate::Result;
 use crate::ids::RunId;
+use crate::page::{KeyOf, Keyed, Page, PageRequest};
 use crate::status::StepStatus;
 
 /// A step as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
+    /// The row's id: orders steps recorded at the same instant.
+    pub id: uuid::Uuid,
     pub run_id: RunId,
     pub key: String,
     pub status: StepStatus,
@@ -27,6 +31,33 @@ pub struct Step {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A run's steps are listed in the order first recorded: by `(created_at, id)`.
+impl Keyed for Step {
+    type Key = (DateTime<Utc>, uuid::Uuid);
+    fn key(&self) -> Self::Key {
+        (self.created_at, self.id)
+    }
+}
+
+fn from_model(m: step::Model) -> Result<Step> {
+    Ok(Step {
+        id: m.id,
+        run_id: RunId(m.run_id),
+        key: m.step_key,
+        status: m.status.parse()?,
+        input: m.input,
+        output: m.output,
+        usage: m.usage,
+        error: m.error,
+        attempts: m.attempts,
+        started_at: m.started_at,
+        finished_at: m.finished_at,
+        next_attempt_at: m.next_attempt_at,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    })
+}
+
 /// Every step of a run, in the order they were first recorded.
 pub async fn list(db: &impl ConnectionTrait, run_id: RunId) -> Result<Vec<Step>> {
     step::Entity::find()
@@ -36,24 +67,25 @@ pub async fn list(db: &impl ConnectionTrait, run_id: RunId) -> Result<Vec<Step>>
         .all(db)
         .await?
         .into_iter()
-        .map(|m| {
-            Ok(Step {
-                run_id: RunId(m.run_id),
-                key: m.step_key,
-                status: m.status.parse()?,
-                input: m.input,
-                output: m.output,
-                usage: m.usage,
-                error: m.error,
-                attempts: m.attempts,
-                started_at: m.started_at,
-                finished_at: m.finished_at,
-                next_attempt_at: m.next_attempt_at,
-                created_at: m.created_at,
-                updated_at: m.updated_at,
-            })
-        })
+        .map(from_model)
         .collect()
+}
+
+/// A page of a run's steps, in the order first recorded (index `ix_steps_run_created_id`).
+pub async fn page(
+    db: &impl ConnectionTrait,
+    run_id: RunId,
+    request: &PageRequest<KeyOf<Step>>,
+) -> Result<Page<Step>> {
+    keyset::page(
+        db,
+        step::Entity::find().filter(step::Column::RunId.eq(run_id.0)),
+        &[step::Column::CreatedAt, step::Column::Id],
+        Direction::Ascending,
+        request,
+    )
+    .await?
+    .try_map(from_model)
 }
 
 /// Number of steps of each of `runs` (runs without steps are absent), in one query.

@@ -3,13 +3,15 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
 };
 use serde_json::Value as Json;
 
 use super::entity::{team, team_version};
+use super::keyset::{self, Direction};
 use crate::Result;
 use crate::ids::TeamId;
+use crate::page::{KeyOf, Keyed, Page, PageRequest};
 
 /// A team with its latest version's spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,6 +24,31 @@ pub struct Team {
     pub spec: Json,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Teams are listed by name (unique).
+impl Keyed for Team {
+    type Key = String;
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// One version of a team.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TeamVersion {
+    pub id: uuid::Uuid,
+    pub version: i32,
+    pub spec: Json,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A team's versions are listed oldest first: by `version`.
+impl Keyed for TeamVersion {
+    type Key = i32;
+    fn key(&self) -> i32 {
+        self.version
+    }
 }
 
 pub async fn get_by_name(db: &impl ConnectionTrait, name: &str) -> Result<Option<Team>> {
@@ -55,16 +82,79 @@ pub async fn get_by_name(db: &impl ConnectionTrait, name: &str) -> Result<Option
     }))
 }
 
-/// Every version of a team, oldest first.
-pub async fn versions(db: &impl ConnectionTrait, team_id: TeamId) -> Result<Vec<(i32, Json)>> {
-    Ok(team_version::Entity::find()
-        .filter(team_version::Column::TeamId.eq(team_id.0))
-        .order_by_asc(team_version::Column::Version)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|v| (v.version, v.spec))
-        .collect())
+/// A page of the teams at their latest versions, by name (unique index): one query
+/// for the teams, one for their latest versions.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    request: &PageRequest<KeyOf<Team>>,
+) -> Result<Page<Team>> {
+    let teams = keyset::page(
+        db,
+        team::Entity::find(),
+        &[team::Column::Name],
+        Direction::Ascending,
+        request,
+    )
+    .await?;
+    let latest = teams.items.iter().fold(Condition::any(), |any, t| {
+        any.add(
+            Condition::all()
+                .add(team_version::Column::TeamId.eq(t.id))
+                .add(team_version::Column::Version.eq(t.latest_version)),
+        )
+    });
+    let mut versions: std::collections::HashMap<uuid::Uuid, team_version::Model> =
+        if teams.items.is_empty() {
+            Default::default()
+        } else {
+            team_version::Entity::find()
+                .filter(latest)
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|v| (v.team_id, v))
+                .collect()
+        };
+    teams.try_map(|t| {
+        let v = versions.remove(&t.id).ok_or_else(|| {
+            crate::Error::Corrupt(format!(
+                "team {} has no version {}",
+                t.name, t.latest_version
+            ))
+        })?;
+        Ok(Team {
+            id: TeamId(t.id),
+            name: t.name,
+            description: t.description,
+            version: v.version,
+            version_id: v.id,
+            spec: v.spec,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        })
+    })
+}
+
+/// A page of a team's versions, oldest first (unique index `ux_team_versions_team_version`).
+pub async fn versions(
+    db: &impl ConnectionTrait,
+    team_id: TeamId,
+    request: &PageRequest<KeyOf<TeamVersion>>,
+) -> Result<Page<TeamVersion>> {
+    Ok(keyset::page(
+        db,
+        team_version::Entity::find().filter(team_version::Column::TeamId.eq(team_id.0)),
+        &[team_version::Column::Version],
+        Direction::Ascending,
+        request,
+    )
+    .await?
+    .map(|v| TeamVersion {
+        id: v.id,
+        version: v.version,
+        spec: v.spec,
+        created_at: v.created_at,
+    }))
 }
 
 /// Stores `spec` as the team's next version (creating the team at version 1). An

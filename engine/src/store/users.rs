@@ -6,12 +6,14 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, SqlErr,
+    SqlErr,
 };
 
 use super::entity::user;
+use super::keyset::{self, Direction};
 use crate::auth::Role;
 use crate::ids::UserId;
+use crate::page::{KeyOf, Keyed, Page, PageRequest};
 use crate::{Error, Result};
 
 /// A user as the rest of the system sees it: no password hash.
@@ -23,6 +25,14 @@ pub struct User {
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Users are listed by username (unique).
+impl Keyed for User {
+    type Key = String;
+    fn key(&self) -> String {
+        self.username.clone()
+    }
 }
 
 impl TryFrom<user::Model> for User {
@@ -129,15 +139,20 @@ pub(crate) async fn credentials(
     }))
 }
 
-/// Every user, by username.
-pub async fn list(db: &impl ConnectionTrait) -> Result<Vec<User>> {
-    user::Entity::find()
-        .order_by_asc(user::Column::Username)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(User::try_from)
-        .collect()
+/// A page of the users, by username (unique index).
+pub async fn list(
+    db: &impl ConnectionTrait,
+    request: &PageRequest<KeyOf<User>>,
+) -> Result<Page<User>> {
+    keyset::page(
+        db,
+        user::Entity::find(),
+        &[user::Column::Username],
+        Direction::Ascending,
+        request,
+    )
+    .await?
+    .try_map(User::try_from)
 }
 
 pub async fn count(db: &impl ConnectionTrait) -> Result<u64> {
