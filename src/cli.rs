@@ -340,7 +340,10 @@ pub async fn open_engine(
             store::sqlite_lock::Attempt::HeldBy { .. } => (None, false),
         },
     };
-    let db = store::connect(url)
+    let name = match access {
+        Access::Exclusive(holder) | Access::Shared(holder) => holder,
+    };
+    let db = store::connect_as(url, name)
         .await
         .with_context(|| format!("connecting to {}", redact(url)))?;
     if migrate {

@@ -1,6 +1,8 @@
 //! The `aiops` binary as users run it: team validation, `serve` with no configuration,
 //! users and API keys.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -387,4 +389,72 @@ fn team_apply_stores_versions_and_refuses_invalid_files() {
     let bad = apply("tests/fixtures/teams/invalid.yaml");
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("4 violation(s); nothing was stored"));
+}
+
+/// SQLite serves one process: while `aiops serve` holds a database file, a second
+/// worker or a migration is refused with the reason (SQLite has no notifications
+/// between processes: a second worker would never hear of a cancel). Short
+/// administrative commands still work beside the server.
+#[tokio::test]
+async fn a_second_process_on_one_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("one.db").display());
+    let serve = common::serve::ServeProcess::start(&url, &[]).await;
+    for args in [&["worker"][..], &["migrate"][..]] {
+        let out = aiops()
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("AIOPS_LOG", "warn")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("in use by another process (aiops serve (pid"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("use Postgres"), "{stderr}");
+    }
+    let out = aiops()
+        .args(["user", "create", "--username", "beside", "--role", "viewer"])
+        .env("DATABASE_URL", &url)
+        .env("AIOPS_USER_PASSWORD", "a password of some length")
+        .env("AIOPS_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(serve);
+    // Once the server is gone, a worker may have the file.
+    let mut worker = aiops()
+        .arg("worker")
+        .env("DATABASE_URL", &url)
+        .env("AIOPS_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // It holds the file (its lock names it); a migration is refused because of it.
+    let lock = dir.path().join("one.db.lock");
+    let mut held = false;
+    for _ in 0..200 {
+        assert!(worker.try_wait().unwrap().is_none(), "the worker runs");
+        if std::fs::read_to_string(&lock).is_ok_and(|s| s.starts_with("aiops worker (pid")) {
+            held = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(held, "the worker took the database");
+    let out = aiops()
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .env("AIOPS_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(aiops worker (pid"));
+    let _ = worker.kill();
+    let _ = worker.wait();
 }

@@ -891,3 +891,87 @@ async fn negotiation(backend: Backend) {
     );
 }
 both_backends!(subprotocol_negotiation, negotiation);
+
+/// B4: live views survive a lost LISTEN connection. The server's database link (its
+/// pool and its LISTEN connection, through a proxy) is cut; meanwhile another
+/// process finishes a run and asks for an approval, and those notifications are
+/// lost. Once the link is back, the server re-reads what changed and the open
+/// `runUpdates` and `approvalRequested` subscriptions deliver both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_views_resync_after_a_lost_listen_connection_postgres() {
+    let Some(h) = Harness::new(Backend::Postgres).await else {
+        return;
+    };
+    let proxy = common::FlakyProxy::start("127.0.0.1:5432").await;
+    let db_name = h.db.url.rsplit('/').next().unwrap().to_owned();
+    let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{db_name}", proxy.port);
+    let conn = aiops_engine::store::connect(&via_proxy)
+        .await
+        .expect("connect");
+    let server = Engine::with_connection(conn, fast_config(), common::test_workflows(None));
+    tokio::spawn(server.clone().listen(h.shutdown.child_token()));
+    let addr = serve_api(&server, h.shutdown.child_token()).await;
+    let token = token_for(&h.engine, "watcher", Role::Viewer).await;
+    let mut client = Client::authenticated(&addr, TRANSPORT_WS, &token).await;
+    client
+        .subscribe(
+            "done",
+            "subscription { runUpdates(filter: { statuses: [SUCCEEDED] }) { id status } }",
+        )
+        .await;
+    client
+        .subscribe(
+            "inbox",
+            "subscription { approvalRequested { id runId tool } }",
+        )
+        .await;
+    // The other process (the harness's engine and worker) does the work.
+    let _w = h.spawn_worker();
+    let start = |steps: Value| {
+        h.engine.start_run(aiops_engine::StartRun::new(
+            "script",
+            json!({ "steps": steps }),
+        ))
+    };
+    // Live while connected: proves the subscriptions are registered.
+    let first = start(json!([{ "kind": "noop" }])).await.unwrap();
+    let msg = client.recv().await;
+    assert_eq!(
+        msg["payload"]["data"]["runUpdates"]["id"],
+        first.id.to_string(),
+        "{msg}"
+    );
+
+    proxy.cut();
+    let missed = start(json!([{ "kind": "noop" }])).await.unwrap();
+    let asking = start(json!([{ "kind": "approval", "tool": "alertmanager_silence" }]))
+        .await
+        .unwrap();
+    h.wait_for_status(missed.id, &[aiops_engine::RunStatus::Succeeded], WAIT)
+        .await;
+    h.wait_for_status(asking.id, &[aiops_engine::RunStatus::WaitingApproval], WAIT)
+        .await;
+    proxy.restore();
+
+    let mut seen_run = false;
+    let mut seen_approval = false;
+    while !(seen_run && seen_approval) {
+        let msg = tokio::time::timeout(Duration::from_secs(30), client.recv())
+            .await
+            .expect("the missed changes arrive after the link is back");
+        match msg["id"].as_str() {
+            Some("done") => {
+                let run = &msg["payload"]["data"]["runUpdates"];
+                assert_eq!(run["id"], missed.id.to_string(), "{msg}");
+                seen_run = true;
+            }
+            Some("inbox") => {
+                let approval = &msg["payload"]["data"]["approvalRequested"];
+                assert_eq!(approval["runId"], asking.id.to_string(), "{msg}");
+                assert_eq!(approval["tool"], "alertmanager_silence");
+                seen_approval = true;
+            }
+            _ => panic!("unexpected message {msg}"),
+        }
+    }
+}

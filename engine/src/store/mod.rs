@@ -29,6 +29,12 @@ use crate::Result;
 /// Connects to Postgres (`postgres://…`) or SQLite (`sqlite://path`), creating the
 /// SQLite file and its directory when missing.
 pub async fn connect(url: &str) -> Result<DatabaseConnection> {
+    connect_as(url, "aiops").await
+}
+
+/// Like [`connect`]; on Postgres every session carries `application_name` (which
+/// `pg_stat_activity` shows), so operators can tell the processes apart.
+pub async fn connect_as(url: &str, application_name: &str) -> Result<DatabaseConnection> {
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.sqlx_logging(false)
         .acquire_timeout(Duration::from_secs(10));
@@ -48,7 +54,13 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection> {
         // every execution (custom plans) costs more than executing them.
         opts.max_connections(16)
             .min_connections(2)
-            .map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_generic_plan")]));
+            .map_sqlx_postgres_opts({
+                let application_name = application_name.to_owned();
+                move |o| {
+                    o.options([("plan_cache_mode", "force_generic_plan")])
+                        .application_name(&application_name)
+                }
+            });
     }
     Ok(Database::connect(opts).await?)
 }
