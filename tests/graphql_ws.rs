@@ -975,3 +975,40 @@ async fn live_views_resync_after_a_lost_listen_connection_postgres() {
         }
     }
 }
+
+/// B3: `runEvents(afterSeq: lastSeq)` of a finished run completes at once.
+async fn finished_run_events(backend: Backend) {
+    let Some(h) = Harness::new(backend).await else {
+        return;
+    };
+    let _w = h.spawn_worker();
+    let addr = serve_api(&h.engine, h.shutdown.child_token()).await;
+    let token = token_for(&h.engine, "reader", Role::Viewer).await;
+    let run = h
+        .engine
+        .start_run(aiops_engine::StartRun::new(
+            "script",
+            json!({ "steps": [{ "kind": "noop" }] }),
+        ))
+        .await
+        .unwrap();
+    let done = h
+        .wait_for_status(run.id, &[aiops_engine::RunStatus::Succeeded], WAIT)
+        .await;
+    let mut client = Client::authenticated(&addr, TRANSPORT_WS, &token).await;
+    client
+        .subscribe_with(
+            "tail",
+            "subscription($id: UUID!, $after: Int!) { runEvents(runId: $id, afterSeq: $after) { seq } }",
+            json!({ "id": run.id.to_string(), "after": done.last_seq }),
+        )
+        .await;
+    assert_eq!(
+        client.recv().await,
+        json!({ "type": "complete", "id": "tail" })
+    );
+}
+both_backends!(
+    run_events_of_a_finished_run_complete_at_once,
+    finished_run_events
+);

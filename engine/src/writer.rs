@@ -208,3 +208,94 @@ fn deliver(bus: &EventBus, stats: &Stats, pending: Pending, result: Result<Outco
     };
     let _ = pending.reply.send(reply);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ApprovalId;
+    use crate::status::{StepStatus, Trigger};
+    use crate::store::checkpoint::{NewApproval, StepRecord};
+    use crate::store::{self, leases, runs};
+
+    /// The database refuses one checkpoint of a batch (here: two approvals with one
+    /// step key, which its unique index forbids; nothing in the values themselves is
+    /// wrong): that checkpoint alone fails, `Refused`; its neighbours commit.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_checkpoint_fails_alone() {
+        let dir = std::env::temp_dir().join(format!("aiops-writer-{}", uuid::Uuid::now_v7()));
+        let url = format!("sqlite://{}/w.db", dir.display());
+        let db = store::connect(&url).await.unwrap();
+        store::migrate(&db).await.unwrap();
+        let now = chrono::Utc::now();
+        for _ in 0..3 {
+            let new = runs::NewRun {
+                workflow: "w".into(),
+                input: serde_json::json!({}),
+                trigger: Trigger::Manual,
+                idempotency_key: None,
+                team_id: None,
+                team_version_id: None,
+                timeout_ms: 60_000,
+            };
+            runs::insert(&db, new, now).await.unwrap();
+        }
+        let claims = leases::claim(&db, "w", 3, std::time::Duration::from_secs(30), now)
+            .await
+            .unwrap();
+        assert_eq!(claims.len(), 3);
+        let stats = Arc::new(Stats::default());
+        let writer = CheckpointWriter::spawn(db.clone(), EventBus::new(), stats.clone(), 128, 1);
+        let step = |key: &str| StepRecord {
+            key: key.into(),
+            status: StepStatus::Succeeded,
+            input: None,
+            output: Some(serde_json::json!(1)),
+            usage: None,
+            error: None,
+            attempts: 1,
+            started_at: Some(now),
+            finished_at: Some(now),
+            next_attempt_at: None,
+        };
+        let approval = || NewApproval {
+            id: ApprovalId::new(),
+            step_key: "same".into(),
+            tool: "t".into(),
+            args: serde_json::json!({}),
+            risk_note: None,
+            expires_at: now + chrono::Duration::hours(1),
+        };
+        let mut checkpoints: Vec<Checkpoint> = claims
+            .iter()
+            .map(|c| {
+                let mut cp = Checkpoint::new(c.fence.clone());
+                cp.steps.push(step("s0"));
+                cp
+            })
+            .collect();
+        checkpoints[1].approvals = vec![approval(), approval()];
+        // Queued together (the writer task has not run yet on this thread): one batch.
+        let mut replies = Vec::new();
+        for cp in checkpoints {
+            replies.push(writer.submit(cp).await);
+        }
+        let mut results = Vec::new();
+        for rx in replies {
+            results.push(rx.await.unwrap());
+        }
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert!(
+            matches!(&results[1], Err(Error::Refused(m)) if m.contains("UNIQUE")),
+            "{:?}",
+            results[1]
+        );
+        assert!(results[2].is_ok(), "{:?}", results[2]);
+        assert_eq!(stats.snapshot().checkpoint_batches_isolated, 1);
+        assert_eq!(stats.snapshot().checkpoints_refused, 1);
+        for (i, claim) in claims.iter().enumerate() {
+            let recorded = store::steps::list(&db, claim.fence.run_id).await.unwrap();
+            assert_eq!(recorded.len(), usize::from(i != 1), "run {i}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
