@@ -490,8 +490,11 @@ both_backends!(keyed_starts_under_load_all_answer, keyed_starts);
 /// B10: a worker that re-claims a run it lost keeps heartbeating the new execution
 /// (it used to forget it when the old execution ended, and lose it again).
 async fn reclaimed_run_stays_held(backend: Backend) {
+    // The lease outlives any scheduling hiccup of a loaded machine (so only the
+    // expiry this test forces takes the run away), and the run outlives the lease
+    // (so a forgotten execution would lose it again before the end).
     let config = EngineConfig {
-        lease_ttl: Duration::from_millis(1500),
+        lease_ttl: Duration::from_secs(3),
         heartbeat_interval: Duration::from_millis(100),
         ..fast_config()
     };
@@ -499,7 +502,7 @@ async fn reclaimed_run_stays_held(backend: Backend) {
         return;
     };
     let _w = h.spawn_worker();
-    let steps: Vec<Value> = (0..12)
+    let steps: Vec<Value> = (0..20)
         .map(|_| json!({ "kind": "work", "ms": 300 }))
         .collect();
     let run = h
