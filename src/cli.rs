@@ -228,6 +228,11 @@ pub struct ApiArgs {
     /// Open HTTP connections at most (and, separately, open WebSockets); more are refused.
     #[arg(long, env = "AIOPS_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
+    /// A client must send a request's headers within this time (also the idle limit
+    /// of a keep-alive connection).
+    #[arg(long, env = "AIOPS_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    header_timeout_ms: u64,
 }
 
 impl ApiArgs {
@@ -243,6 +248,7 @@ impl ApiArgs {
             login_attempts_per_minute: self.login_attempts_per_minute,
             max_connections: self.max_connections,
             max_websockets: self.max_connections,
+            header_read_timeout: Duration::from_millis(self.header_timeout_ms),
             ..aiops_api::ApiConfig::default()
         }
     }

@@ -491,11 +491,13 @@ both_backends!(keyed_starts_under_load_all_answer, keyed_starts);
 /// (it used to forget it when the old execution ended, and lose it again).
 async fn reclaimed_run_stays_held(backend: Backend) {
     // The lease outlives any scheduling hiccup of a loaded machine (so only the
-    // expiry this test forces takes the run away), and the run outlives the lease
-    // (so a forgotten execution would lose it again before the end).
+    // expiry this test forces takes the run away), the run outlives the lease (so a
+    // forgotten execution would lose it again before the end), and the heartbeat is
+    // slower than the claim loop (so the worker re-claims the run while its old
+    // execution still runs, the case that used to go wrong).
     let config = EngineConfig {
         lease_ttl: Duration::from_secs(3),
-        heartbeat_interval: Duration::from_millis(100),
+        heartbeat_interval: Duration::from_millis(1400),
         ..fast_config()
     };
     let Some(h) = Harness::with_config(backend, config).await else {

@@ -57,7 +57,9 @@ async fn a_thousand_runs_on_three_workers_postgres() {
     let log = h.record_dir.join("load.log");
     // 20 short steps per run: under this load the old lock order deadlocked in 2 of 3
     // tries (Postgres counted 1 and 3 deadlocks; 2 and 26 runs lost leases).
-    let steps: Vec<_> = (0..20).map(|_| json!({ "kind": "work", "ms": 2 })).collect();
+    let steps: Vec<_> = (0..20)
+        .map(|_| json!({ "kind": "work", "ms": 2 }))
+        .collect();
     let mut ids = Vec::with_capacity(1000);
     for _ in 0..1000 {
         let input = json!({ "steps": steps, "record_to": common::record_name(&log) });

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::serve::{ADMIN_PASSWORD, ServeProcess};
-use common::{Backend, Harness, TestDb};
+use common::{Backend, TestDb};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -532,15 +532,18 @@ async fn a_new_sqlite_database_is_private() {
 /// A5: a client that never finishes its headers, or just sits on a connection, is
 /// cut off; at the connection cap new connections are refused at once.
 async fn slow_clients(backend: Backend) {
-    let Some(h) = Harness::new(backend).await else {
+    let Some((_db, serve)) = served(
+        backend,
+        &[
+            ("AIOPS_HEADER_TIMEOUT_MS", "500"),
+            ("AIOPS_MAX_CONNECTIONS", "3"),
+        ],
+    )
+    .await
+    else {
         return;
     };
-    let config = aiops_api::ApiConfig {
-        header_read_timeout: Duration::from_millis(500),
-        max_connections: 3,
-        ..aiops_api::ApiConfig::default()
-    };
-    let addr = common::serve_api_with(&h.engine, config, h.shutdown.child_token()).await;
+    let addr = serve.addr.clone();
     // Half a request line, then silence: closed by the server.
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
     slow.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\n")
@@ -560,19 +563,17 @@ async fn slow_clients(backend: Backend) {
         closed.is_ok(),
         "a client that never sends its headers is cut off"
     );
-    // Three idle connections fill the cap; the fourth is closed at once.
+    // Three connections fill the cap (each proven accepted by a round-trip, then idle);
+    // the fourth is closed at once.
     let mut idle = Vec::new();
     for _ in 0..3 {
-        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
-    }
-    // Make sure the server accepted them before the fourth (a request on a fresh
-    // connection would race their accept otherwise): one round-trip each.
-    for conn in &mut idle {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
         conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
         let n = conn.read(&mut buf).await.unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        idle.push(conn);
     }
     let mut fourth = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let _ = fourth
@@ -582,8 +583,14 @@ async fn slow_clients(backend: Backend) {
         .await
         .expect("the fourth connection is closed, not left hanging");
     assert!(matches!(answer, Ok(0) | Err(_)), "refused at the cap");
-    drop(idle);
-    // Below the cap again: served.
+    // The idle ones are cut off after the header timeout too; then there is room.
+    for conn in &mut idle {
+        let end = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await;
+        assert!(
+            matches!(end, Ok(Ok(0)) | Ok(Err(_))),
+            "idle keep-alive closed"
+        );
+    }
     let mut ok = None;
     for _ in 0..50 {
         if let Ok(r) = reqwest::get(format!("http://{addr}/healthz")).await {
