@@ -52,13 +52,13 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         filter: Option<RunFilterInput>,
     ) -> Result<impl Stream<Item = Result<Run>>> {
+        let engine = ctx.data::<Engine>()?.clone();
         let state = RunUpdates {
-            engine: ctx.data::<Engine>()?.clone(),
-            rx: ctx.data::<Engine>()?.bus().receiver(),
+            feed: Feed::new(&engine),
+            engine,
             seen: Recent::new(RECENT_CAPACITY),
             filter: filter.unwrap_or_default(),
             queue: VecDeque::new(),
-            synced_at: Utc::now(),
         };
         Ok(futures::stream::unfold(state, |mut s| async move {
             let item = s.next().await?;
@@ -73,12 +73,12 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
     ) -> Result<impl Stream<Item = Result<Approval>>> {
+        let engine = ctx.data::<Engine>()?.clone();
         let state = ApprovalRequests {
-            engine: ctx.data::<Engine>()?.clone(),
-            rx: ctx.data::<Engine>()?.bus().receiver(),
+            feed: Feed::new(&engine),
+            engine,
             sent: Recent::new(RECENT_CAPACITY),
             queue: VecDeque::new(),
-            synced_at: Utc::now(),
         };
         Ok(futures::stream::unfold(state, |mut s| async move {
             let item = s.next().await?;
@@ -149,14 +149,84 @@ fn wake(msg: std::result::Result<BusMessage, RecvError>, relevant: fn(EventKind)
     }
 }
 
+/// What a live view should read next.
+enum Look {
+    Run(RunId),
+    /// Everything changed at or after this time.
+    Since(DateTime<Utc>),
+}
+
+/// How long a live view waits before reading again after the database failed it.
+const RETRY_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The notifications a live view follows, and its record of how far it has read.
+/// A read that fails (the database is away) is not reported to the client: the view
+/// reads everything since its last good sync again a moment later.
+struct Feed {
+    rx: tokio::sync::broadcast::Receiver<BusMessage>,
+    synced_at: DateTime<Utc>,
+    /// When a re-read that began is confirmed, `synced_at` becomes this.
+    reading_since: Option<DateTime<Utc>>,
+    resync_due: Option<tokio::time::Instant>,
+}
+
+impl Feed {
+    fn new(engine: &Engine) -> Self {
+        Self {
+            rx: engine.bus().receiver(),
+            synced_at: Utc::now(),
+            reading_since: None,
+            resync_due: None,
+        }
+    }
+
+    async fn next(&mut self, relevant: fn(EventKind) -> bool) -> Option<Look> {
+        loop {
+            let msg = match self.resync_due {
+                Some(at) => tokio::select! {
+                    m = self.rx.recv() => m,
+                    _ = tokio::time::sleep_until(at) => return Some(self.begin_resync()),
+                },
+                None => self.rx.recv().await,
+            };
+            match wake(msg, relevant) {
+                Wake::Run(id) => return Some(Look::Run(id)),
+                Wake::Resync => return Some(self.begin_resync()),
+                Wake::Ignore => {}
+                Wake::Closed => return None,
+            }
+        }
+    }
+
+    fn begin_resync(&mut self) -> Look {
+        self.resync_due = None;
+        self.reading_since = Some(Utc::now());
+        Look::Since(self.synced_at - RESYNC_MARGIN)
+    }
+
+    /// The re-read that began last succeeded.
+    fn synced(&mut self) {
+        if let Some(at) = self.reading_since.take() {
+            self.synced_at = at;
+        }
+    }
+
+    /// A read failed: read everything since the last good sync again soon.
+    fn failed(&mut self, e: aiops_engine::Error) {
+        tracing::warn!(error = %e, "live view could not read; retrying");
+        self.reading_since = None;
+        self.resync_due
+            .get_or_insert_with(|| tokio::time::Instant::now() + RETRY_AFTER_FAILURE);
+    }
+}
+
 struct RunUpdates {
     engine: Engine,
-    rx: tokio::sync::broadcast::Receiver<BusMessage>,
+    feed: Feed,
     /// The last status sent per run.
     seen: Recent<Uuid, aiops_engine::RunStatus>,
     filter: RunFilterInput,
     queue: VecDeque<RunRecord>,
-    synced_at: DateTime<Utc>,
 }
 
 impl RunUpdates {
@@ -169,22 +239,21 @@ impl RunUpdates {
                 self.seen.insert(run.id.0, run.status);
                 return Some(Ok(Run::from(run)));
             }
-            match wake(self.rx.recv().await, changes_run_state) {
-                Wake::Run(id) => match self.engine.run(id).await {
+            match self.feed.next(changes_run_state).await? {
+                Look::Run(id) => match self.engine.run(id).await {
                     Ok(run) => self.queue.push_back(run),
                     Err(aiops_engine::Error::NotFound { .. }) => {}
-                    Err(e) => return Some(Err(to_gql(e))),
+                    Err(e) => self.feed.failed(e),
                 },
-                Wake::Resync => {
-                    let since = self.synced_at - RESYNC_MARGIN;
-                    self.synced_at = Utc::now();
+                Look::Since(since) => {
                     match self.engine.runs_changed_since(since, RESYNC_LIMIT).await {
-                        Ok(runs) => self.queue.extend(runs),
-                        Err(e) => return Some(Err(to_gql(e))),
+                        Ok(runs) => {
+                            self.queue.extend(runs);
+                            self.feed.synced();
+                        }
+                        Err(e) => self.feed.failed(e),
                     }
                 }
-                Wake::Ignore => {}
-                Wake::Closed => return None,
             }
         }
     }
@@ -192,10 +261,9 @@ impl RunUpdates {
 
 struct ApprovalRequests {
     engine: Engine,
-    rx: tokio::sync::broadcast::Receiver<BusMessage>,
+    feed: Feed,
     sent: Recent<Uuid, ()>,
     queue: VecDeque<ApprovalRecord>,
-    synced_at: DateTime<Utc>,
 }
 
 impl ApprovalRequests {
@@ -210,21 +278,26 @@ impl ApprovalRequests {
                 self.sent.insert(a.id.0, ());
                 return Some(Ok(Approval::from(a)));
             }
-            let found = match wake(self.rx.recv().await, |k| k == EventKind::ApprovalRequested) {
-                Wake::Run(run_id) => self.engine.approvals_of_run(run_id).await,
-                Wake::Resync => {
-                    let since = self.synced_at - RESYNC_MARGIN;
-                    self.synced_at = Utc::now();
-                    self.engine
+            let look = self
+                .feed
+                .next(|k| k == EventKind::ApprovalRequested)
+                .await?;
+            let found = match look {
+                Look::Run(run_id) => self.engine.approvals_of_run(run_id).await,
+                Look::Since(since) => {
+                    let found = self
+                        .engine
                         .approvals_pending_since(since, RESYNC_LIMIT)
-                        .await
+                        .await;
+                    if found.is_ok() {
+                        self.feed.synced();
+                    }
+                    found
                 }
-                Wake::Ignore => continue,
-                Wake::Closed => return None,
             };
             match found {
                 Ok(list) => self.queue.extend(list),
-                Err(e) => return Some(Err(to_gql(e))),
+                Err(e) => self.feed.failed(e),
             }
         }
     }
