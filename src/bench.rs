@@ -64,7 +64,10 @@ fn summary(mut xs: Vec<f64>) -> (f64, f64) {
     (percentile(&xs, 0.5), percentile(&xs, 0.99))
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    args: BenchArgs,
+    catalog: aiops_engine::topology::Catalog,
+) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         args.runs > 0 && args.steps > 0 && args.total_runs >= args.runs,
         "bad sizes"
@@ -79,11 +82,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         aiops_engine::script::NAME,
         aiops_engine::script::ScriptWorkflow::new(None),
     );
-    let opened = crate::cli::open_engine(
-        &args.database_url,
+    let options = aiops_engine::EngineOptions {
         config,
         workflows,
-        crate::cli::Access::Exclusive("aiops bench"),
+        catalog,
+        ..aiops_engine::EngineOptions::default()
+    };
+    let opened = crate::open::open_engine(
+        &args.database_url,
+        options,
+        crate::open::Access::Exclusive("aiops bench"),
     )
     .await?;
     let engine = opened.engine.clone();
@@ -91,7 +99,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(engine.clone().listen(shutdown.clone()));
     // The warm-up worker stops before the throughput phase; the listener keeps running.
     let warmup_stop = shutdown.child_token();
-    let warmup_worker = tokio::spawn(engine.worker().run(warmup_stop.clone()));
+    let warmup_worker =
+        tokio::spawn(aiops_engine::Worker::new(engine.clone()).run(warmup_stop.clone()));
     let backend = if args.database_url.starts_with("postgres") {
         "postgres"
     } else {
@@ -110,9 +119,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     //    with `runs` slots executes them; enqueueing is timed separately.
     warmup_stop.cancel();
     let _ = warmup_worker.await;
-    // One bus receiver counts completions, so watching costs nothing per run.
+    // One reader of the engine's changes counts completions, so watching costs
+    // nothing per run.
     let warmup = succeeded_runs(&engine).await?;
-    let mut bus = engine.bus().receiver();
+    let mut changes = engine.changes();
     let enqueue_started = Instant::now();
     for _ in 0..args.total_runs {
         engine
@@ -120,7 +130,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .await?;
     }
     let enqueue_per_s = args.total_runs as f64 / enqueue_started.elapsed().as_secs_f64();
-    let worker = tokio::spawn(engine.worker().run(shutdown.clone()));
+    let worker = tokio::spawn(aiops_engine::Worker::new(engine.clone()).run(shutdown.clone()));
     let started = Instant::now();
     let mut finished = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -130,17 +140,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "throughput phase stalled: {finished} of {} runs finished",
             args.total_runs
         );
-        match tokio::time::timeout(Duration::from_millis(200), bus.recv()).await {
-            Ok(Ok(aiops_engine::bus::BusMessage::Event(e))) => match e.kind {
+        match tokio::time::timeout(Duration::from_millis(200), changes.next()).await {
+            Ok(Some(aiops_engine::Change::Event(e))) => match e.kind {
                 EventKind::RunSucceeded => finished += 1,
                 EventKind::RunFailed | EventKind::RunTimedOut => {
                     anyhow::bail!("run {} ended {:?}", e.run_id, e.kind)
                 }
                 _ => {}
             },
-            Ok(Ok(_)) => {}
-            // Fell behind the bus (it is bounded): count in the database instead.
-            Ok(Err(_)) | Err(_) => finished = succeeded_runs(&engine).await? - warmup,
+            Ok(Some(aiops_engine::Change::Run(_))) => {}
+            // Fell behind (the feed is bounded), or quiet: count in the database.
+            Ok(Some(aiops_engine::Change::Resync)) | Ok(None) | Err(_) => {
+                finished = succeeded_runs(&engine).await? - warmup
+            }
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -278,7 +290,7 @@ async fn ws_latency(engine: &aiops_engine::Engine, args: &BenchArgs) -> anyhow::
             }
         }
     }
-    let worker = tokio::spawn(engine.worker().run(shutdown.clone()));
+    let worker = tokio::spawn(aiops_engine::Worker::new(engine.clone()).run(shutdown.clone()));
     let mut lags = Vec::new();
     let result = async {
         for w in watchers {
@@ -397,7 +409,7 @@ async fn wait_done(engine: &aiops_engine::Engine, id: aiops_engine::RunId) -> an
 }
 
 async fn succeeded_runs(engine: &aiops_engine::Engine) -> anyhow::Result<usize> {
-    let counts = aiops_engine::store::runs::count_by_status(engine.db()).await?;
+    let counts = engine.count_runs_by_status().await?;
     Ok(counts
         .iter()
         .find(|(s, _)| *s == aiops_engine::RunStatus::Succeeded)

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aiops_engine::topology::{self, Catalog};
+use aiops_engine::topology;
 use aiops_engine::{
-    ApiKeyId, Caller, Engine, EngineConfig, Role, StartRun, Workflows, page, store,
+    ApiKeyId, Caller, EngineConfig, EngineOptions, Role, StartRun, Worker, Workflows, database,
+    page,
 };
+
+use crate::open::{Access, Opened, open_engine, redact};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
@@ -307,74 +310,6 @@ pub fn init_tracing(cli: &Cli) {
     }
 }
 
-/// How a command uses an SQLite database, which serves one process at a time.
-#[derive(Clone, Copy, Debug)]
-pub enum Access {
-    /// Executes runs or migrates: refused while another process holds the database.
-    Exclusive(&'static str),
-    /// A short command (create a user, apply a team) that may work beside the server
-    /// holding the database; it migrates only when nobody holds it.
-    Shared(&'static str),
-}
-
-/// An engine and, on SQLite, the lock that keeps other processes out.
-pub struct Opened {
-    pub engine: Engine,
-    _lock: Option<store::sqlite_lock::SqliteLock>,
-}
-
-impl std::ops::Deref for Opened {
-    type Target = Engine;
-    fn deref(&self) -> &Engine {
-        &self.engine
-    }
-}
-
-/// Locks (SQLite), connects, migrates, and builds the engine.
-pub async fn open_engine(
-    url: &str,
-    config: EngineConfig,
-    workflows: Workflows,
-    access: Access,
-) -> anyhow::Result<Opened> {
-    let (lock, migrate) = match access {
-        Access::Exclusive(holder) => (store::sqlite_lock::acquire(url, holder)?, true),
-        Access::Shared(holder) => match store::sqlite_lock::try_acquire(url, holder)? {
-            store::sqlite_lock::Attempt::Acquired(lock) => (Some(lock), true),
-            store::sqlite_lock::Attempt::NotSqlite => (None, true),
-            // The holder (a server) migrated it.
-            store::sqlite_lock::Attempt::HeldBy { .. } => (None, false),
-        },
-    };
-    let name = match access {
-        Access::Exclusive(holder) | Access::Shared(holder) => holder,
-    };
-    let db = store::connect_as(url, name)
-        .await
-        .with_context(|| format!("connecting to {}", redact(url)))?;
-    if migrate {
-        store::migrate(&db).await.context("applying migrations")?;
-    }
-    Ok(Opened {
-        engine: Engine::with_connection(db, config, workflows),
-        _lock: lock,
-    })
-}
-
-/// A database URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// Where files of this installation go: `--data-dir`/`AIOPS_DATA_DIR`, else the
 /// directory of the SQLite database, else ./data.
 fn data_dir(explicit: Option<PathBuf>, database_url: &str) -> PathBuf {
@@ -453,7 +388,15 @@ fn shutdown_token() -> CancellationToken {
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let workflows = cli.workflows.registry();
+    // What every engine of this process is built from: made here, once.
+    let kit = EngineOptions {
+        workflows: cli.workflows.registry(),
+        ..EngineOptions::default()
+    };
+    let with = |config: EngineConfig| EngineOptions {
+        config,
+        ..kit.clone()
+    };
     match cli.command {
         Command::Serve {
             db,
@@ -468,8 +411,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("binding {listen}"))?;
             let opened = open_engine(
                 &db.url,
-                engine.config()?,
-                workflows,
+                with(engine.config()?),
                 Access::Exclusive("aiops serve"),
             )
             .await?;
@@ -496,7 +438,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 tokio::spawn(engine.clone().listen(shutdown.clone())),
                 tokio::spawn(engine.clone().retention_loop(shutdown.clone())),
             ];
-            let worker = tokio::spawn(engine.worker().run(shutdown.clone()));
+            let worker = tokio::spawn(Worker::new(engine.clone()).run(shutdown.clone()));
             let s = shutdown.clone();
             aiops_api::serve_with(listener, engine, &api.config(), async move {
                 s.cancelled().await
@@ -512,26 +454,24 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker { db, engine } => {
             let opened = open_engine(
                 &db.url,
-                engine.config()?,
-                workflows,
+                with(engine.config()?),
                 Access::Exclusive("aiops worker"),
             )
             .await?;
             let engine = opened.engine.clone();
             let shutdown = shutdown_token();
             let listener = tokio::spawn(engine.clone().listen(shutdown.clone()));
-            let worker = engine.worker();
+            let worker = Worker::new(engine.clone());
             tracing::info!(database = %redact(&db.url), worker = %worker.id(), "aiops worker starting");
             worker.run(shutdown).await?;
             let _ = listener.await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { db } => {
-            let _lock = store::sqlite_lock::acquire(&db.url, "aiops migrate")?;
-            let conn = store::connect(&db.url)
+            let _lock = database::lock(&db.url, "aiops migrate")?;
+            database::migrate(&db.url, "aiops migrate")
                 .await
-                .with_context(|| format!("connecting to {}", redact(&db.url)))?;
-            store::migrate(&conn).await.context("applying migrations")?;
+                .with_context(|| format!("migrating {}", redact(&db.url)))?;
             println!("migrations applied to {}", redact(&db.url));
             Ok(ExitCode::SUCCESS)
         }
@@ -540,7 +480,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            match topology::parse_and_validate(&text, &Catalog::builtin()) {
+            match topology::parse_and_validate(&text, &kit.catalog) {
                 Ok(spec) => {
                     println!(
                         "{}: team \"{}\" is valid ({} nodes)",
@@ -566,8 +506,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("reading {}", file.display()))?;
             let engine = open_engine(
                 &db.url,
-                EngineConfig::default(),
-                workflows,
+                with(EngineConfig::default()),
                 Access::Shared("aiops team apply"),
             )
             .await?;
@@ -608,8 +547,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 serde_json::from_str(&text).context("--input is not valid JSON")?;
             let engine = open_engine(
                 &db.url,
-                EngineConfig::default(),
-                workflows,
+                with(EngineConfig::default()),
                 Access::Shared("aiops run"),
             )
             .await?;
@@ -635,7 +573,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", aiops_api::sdl());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(args) => crate::bench::run(args).await,
+        Command::Bench(args) => crate::bench::run(args, kit.catalog.clone()).await,
         Command::User { command } => user_command(command).await,
         Command::Apikey { command } => api_key_command(command).await,
     }
@@ -643,13 +581,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// The engine of a short administrative command (no workflows needed).
 async fn admin_engine(url: &str, holder: &'static str) -> anyhow::Result<Opened> {
-    open_engine(
-        url,
-        EngineConfig::default(),
-        Workflows::default(),
-        Access::Shared(holder),
-    )
-    .await
+    open_engine(url, EngineOptions::default(), Access::Shared(holder)).await
 }
 
 async fn user_command(command: UserCommand) -> anyhow::Result<ExitCode> {
@@ -772,7 +704,7 @@ async fn api_key_command(command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
 mod tests {
     use std::path::PathBuf;
 
-    use super::{data_dir, redact};
+    use super::data_dir;
 
     #[test]
     fn data_dir_follows_the_sqlite_file() {
@@ -793,18 +725,5 @@ mod tests {
             data_dir(Some("/srv/aiops".into()), "sqlite://./data/aiops.db"),
             PathBuf::from("/srv/aiops")
         );
-    }
-
-    #[test]
-    fn redact_hides_the_password_only() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/aiops"),
-            "postgres://app:***@db:5432/aiops"
-        );
-        assert_eq!(
-            redact("sqlite://./data/aiops.db"),
-            "sqlite://./data/aiops.db"
-        );
-        assert_eq!(redact("postgres://app@db/aiops"), "postgres://app@db/aiops");
     }
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod open;
 
 use clap::Parser;
 

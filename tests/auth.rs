@@ -499,7 +499,7 @@ async fn no_secrets_in_output(backend: Backend) {
     let secret = plaintext.rsplit('_').next().unwrap().to_owned();
 
     // What is stored: an argon2id hash and the key's SHA-256, never the secrets.
-    let db = h.engine.db();
+    let db = &common::raw_db(&h.db.url).await;
     let row = db
         .query_one_raw(sea_orm::Statement::from_string(
             db.get_database_backend(),

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use aiops_engine::{Engine, EngineConfig, Error, Role, store};
+use aiops_engine::{Engine, EngineConfig, Error, Role};
 
 fn aiops() -> Command {
     Command::new(env!("CARGO_BIN_EXE_aiops"))
@@ -182,12 +182,12 @@ async fn serve_runs_with_no_configuration_and_stops_on_sigterm() {
 
 /// An engine on a database the CLI uses (already migrated by it).
 async fn engine_on(url: &str) -> Engine {
-    let db = store::connect(url).await.unwrap();
-    Engine::with_connection(
-        db,
+    common::engine_on(
+        url,
         EngineConfig::default(),
         aiops_engine::Workflows::default(),
     )
+    .await
 }
 
 #[tokio::test]

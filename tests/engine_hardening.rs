@@ -71,7 +71,7 @@ async fn heavy_load(backend: Backend) {
         );
     }
     let _a = h.spawn_worker();
-    let _b = tokio::spawn(other.worker().run(h.shutdown.child_token()));
+    let _b = tokio::spawn(aiops_engine::Worker::new(other.clone()).run(h.shutdown.child_token()));
     for id in &ids {
         wait_for_status(&h.engine, *id, &[RunStatus::Succeeded], LIMIT).await;
     }
@@ -119,7 +119,7 @@ async fn takeover_is_logged(backend: Backend) {
     // mid-step, without releasing anything.
     let doomed = h.second_engine(config).await;
     let stop = h.shutdown.child_token();
-    let doomed_worker = tokio::spawn(doomed.worker().run(stop.clone()));
+    let doomed_worker = tokio::spawn(aiops_engine::Worker::new(doomed.clone()).run(stop.clone()));
     h.wait_for_status(run.id, &[RunStatus::Running], LIMIT)
         .await;
     doomed_worker.abort();

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aiops_engine::store::steps::Step;
+use aiops_engine::model::Step;
 use aiops_engine::{
     ApprovalStatus, Decision, EngineConfig, Error, EventKind, PageRequest, QuestionStatus, RunId,
     RunStatus, StartRun, StepStatus,

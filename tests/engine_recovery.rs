@@ -7,9 +7,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aiops_engine::event::NewEvent;
-use aiops_engine::store::checkpoint::{self, Checkpoint, Outcome, StepRecord};
-use aiops_engine::store::leases;
 use aiops_engine::{EventKind, RunId, RunStatus, StartRun, StepStatus};
 use chrono::Utc;
 use common::{Backend, Harness, WorkerProcess, assert_gap_free, recorded, wait_for_status};
@@ -33,7 +30,7 @@ async fn start_recorded_work(
     h: &Harness,
     steps: usize,
     ms: u64,
-) -> (PathBuf, PathBuf, aiops_engine::store::runs::Run) {
+) -> (PathBuf, PathBuf, aiops_engine::model::Run) {
     let engine = &h.engine;
     let dir = h.record_dir.clone();
     let record = dir.join("side-effects.log");
@@ -131,103 +128,6 @@ both_backends!(
     sigkilled_worker_process_run_finishes_without_rerunning_completed_steps,
     sigkill_recovery
 );
-
-async fn fencing(backend: Backend) {
-    let Some(h) = Harness::new(backend).await else {
-        return;
-    };
-    let db = h.engine.db();
-    let run = h
-        .engine
-        .start_run(StartRun::new(
-            "script",
-            json!({ "steps": [{ "kind": "noop" }] }),
-        ))
-        .await
-        .unwrap();
-    let ttl = Duration::from_millis(300);
-    let a = leases::claim(db, "worker-a", 1, ttl, Utc::now())
-        .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(a.fence.run_id, run.id);
-    let result_of = |fence: &leases::Fence, key: &str| {
-        let mut cp = Checkpoint::new(fence.clone());
-        cp.steps.push(StepRecord {
-            key: key.into(),
-            status: StepStatus::Succeeded,
-            input: None,
-            output: Some(json!("written by a stale worker")),
-            usage: None,
-            error: None,
-            attempts: 1,
-            started_at: Some(Utc::now()),
-            finished_at: Some(Utc::now()),
-            next_attempt_at: None,
-        });
-        cp.events.push(NewEvent::new(
-            EventKind::StepSucceeded,
-            json!({ "step_key": key }),
-        ));
-        cp
-    };
-
-    // While the lease is valid, the holder writes.
-    let ok = checkpoint::commit(db, &[result_of(&a.fence, "s-valid")], Utc::now())
-        .await
-        .unwrap();
-    assert!(matches!(&ok[0], Outcome::Committed(e) if e.len() == 1));
-
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    // Expired, not yet taken over: still no write, no heartbeat.
-    let out = checkpoint::commit(db, &[result_of(&a.fence, "s-expired")], Utc::now())
-        .await
-        .unwrap();
-    assert_eq!(out, vec![Outcome::LeaseLost]);
-    assert!(
-        leases::heartbeat(db, "worker-a", &[run.id], ttl, Utc::now())
-            .await
-            .unwrap()
-            .is_empty()
-    );
-
-    // Taken over: the new holder's fence works, the old one still does not.
-    let b = leases::claim(db, "worker-b", 1, Duration::from_secs(30), Utc::now())
-        .await
-        .unwrap()
-        .remove(0);
-    assert_eq!(
-        (b.fence.run_id, b.fence.attempt),
-        (run.id, a.fence.attempt + 1)
-    );
-    let mixed = checkpoint::commit(db, &[result_of(&a.fence, "s-stale")], Utc::now())
-        .await
-        .unwrap();
-    assert_eq!(mixed, vec![Outcome::LeaseLost]);
-    let fresh = checkpoint::commit(db, &[result_of(&b.fence, "s-fresh")], Utc::now())
-        .await
-        .unwrap();
-    assert!(matches!(&fresh[0], Outcome::Committed(_)));
-
-    let keys: Vec<String> = h
-        .engine
-        .steps(run.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.key)
-        .collect();
-    assert_eq!(keys, ["s-valid", "s-fresh"], "no stale write landed");
-    let events = assert_gap_free(&h.engine, run.id).await;
-    assert!(
-        events
-            .iter()
-            .all(|e| e.payload["step_key"] != "s-expired" && e.payload["step_key"] != "s-stale")
-    );
-    // A worker that lost its lease cannot release it either.
-    assert!(!leases::release(db, &a.fence, Utc::now()).await.unwrap());
-}
-both_backends!(expired_lease_cannot_write_steps_or_events, fencing);
 
 async fn many_runs_many_workers(backend: Backend) {
     if backend == Backend::Sqlite {
@@ -379,7 +279,7 @@ async fn retention(backend: Backend) {
         .await;
     // Age two finished runs past the 30-day default.
     let old = Utc::now() - chrono::Duration::days(31);
-    let db = h.engine.db();
+    let db = &common::raw_db(&h.db.url).await;
     for id in &ids[..2] {
         db.execute_raw(sea_orm::Statement::from_sql_and_values(
             db.get_database_backend(),

@@ -34,7 +34,7 @@ struct StoppableWorker {
 impl StoppableWorker {
     fn start(h: &Harness) -> StoppableWorker {
         let token = h.shutdown.child_token();
-        let handle = tokio::spawn(h.engine.worker().run(token.clone()));
+        let handle = tokio::spawn(aiops_engine::Worker::new(h.engine.clone()).run(token.clone()));
         StoppableWorker { token, handle }
     }
 

@@ -129,7 +129,7 @@ async fn runs_and_steps(backend: Backend) {
         )
         .await;
     assert_eq!(future["runs"]["edges"], json!([]));
-    assert_no_secrets(&h.engine, &api.transcript, &[]).await;
+    assert_no_secrets(&h.db.url, &api.transcript, &[]).await;
 }
 both_backends!(runs_start_query_paginate, runs_and_steps);
 
@@ -426,7 +426,7 @@ async fn every_list_pages(backend: Backend) {
             .await;
         assert_eq!(code, "BAD_REQUEST", "first: {first}");
     }
-    assert_no_secrets(&h.engine, &api.transcript, &[]).await;
+    assert_no_secrets(&h.db.url, &api.transcript, &[]).await;
 }
 both_backends!(
     every_list_is_a_connection_walked_page_by_page,
@@ -574,7 +574,7 @@ async fn error_codes(backend: Backend) {
         )
         .await;
     assert_eq!(applied["applyTeam"]["team"]["version"], 1);
-    assert_no_secrets(&h.engine, &api.transcript, &[]).await;
+    assert_no_secrets(&h.db.url, &api.transcript, &[]).await;
 }
 both_backends!(errors_carry_codes_and_limits_apply, error_codes);
 
@@ -669,7 +669,7 @@ async fn approvals_over_graphql(backend: Backend) {
         json!({ "inputTokens": 0, "outputTokens": 0, "costUsd": 0.0 }),
         "no LLM calls yet"
     );
-    assert_no_secrets(&h.engine, &api.transcript, &[]).await;
+    assert_no_secrets(&h.db.url, &api.transcript, &[]).await;
 }
 both_backends!(approvals_and_questions_over_graphql, approvals_over_graphql);
 
@@ -769,7 +769,7 @@ async fn subscription_reconnect(backend: Backend) {
         ((k + 1)..=n).collect::<Vec<_>>(),
         "every later event exactly once"
     );
-    assert_no_secrets(&h.engine, &api.transcript, &[]).await;
+    assert_no_secrets(&h.db.url, &api.transcript, &[]).await;
 }
 both_backends!(
     subscription_reconnect_after_seq_misses_nothing,
@@ -1012,7 +1012,7 @@ async fn authorization_matrix(backend: Backend) {
     );
     let mut all_tokens: Vec<String> = tokens.iter().map(|(_, t)| t.clone()).collect();
     all_tokens.push(new_token);
-    assert_no_secrets(&h.engine, &anonymous.transcript, &all_tokens).await;
+    assert_no_secrets(&h.db.url, &anonymous.transcript, &all_tokens).await;
 }
 both_backends!(every_role_against_every_operation, authorization_matrix);
 
@@ -1130,25 +1130,12 @@ async fn listing_cost(backend: Backend) {
     let Some(db) = common::TestDb::create(backend).await else {
         return;
     };
-    let mut conn = aiops_engine::store::connect(&db.url).await.unwrap();
-    aiops_engine::store::migrate(&conn).await.unwrap();
-    // Count the statements this process sends, list queries included.
-    let statements = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = statements.clone();
-    conn.set_metric_callback(move |info| {
-        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if std::env::var("SHOW_SQL").is_ok() {
-            eprintln!(
-                "SQL: {}",
-                &info.statement.sql[..info.statement.sql.len().min(120)]
-            );
-        }
-    });
-    let engine = aiops_engine::Engine::with_connection(
-        conn,
-        common::fast_config(),
-        common::test_workflows(None),
-    );
+    aiops_engine::database::migrate(&db.url, "aiops test")
+        .await
+        .unwrap();
+    // The engine counts the statements it sends, list queries included.
+    let engine =
+        common::engine_on(&db.url, common::fast_config(), common::test_workflows(None)).await;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let admin = token_for(&engine, "admin", Role::Admin).await;
     let api = Api::new(
@@ -1175,9 +1162,9 @@ async fn listing_cost(backend: Backend) {
     let mut cost = Vec::new();
     for n in [10, 100] {
         api.data(&list(n), json!({})).await; // warm: authentication's once-a-minute write
-        let before = statements.load(std::sync::atomic::Ordering::SeqCst);
+        let before = engine.stats().statements;
         let data = api.data(&list(n), json!({})).await;
-        cost.push(statements.load(std::sync::atomic::Ordering::SeqCst) - before);
+        cost.push(engine.stats().statements - before);
         let edges = data["runs"]["edges"].as_array().unwrap();
         assert_eq!(edges.len(), n);
         assert!(edges.iter().all(
@@ -1190,7 +1177,7 @@ async fn listing_cost(backend: Backend) {
     );
     assert!(cost[1] <= 6, "a handful of statements in all: {cost:?}");
     shutdown.cancel();
-    assert_no_secrets(&engine, &api.transcript, &[]).await;
+    assert_no_secrets(&db.url, &api.transcript, &[]).await;
 }
 both_backends!(
     listing_runs_with_team_and_step_count_costs_constant_queries,
@@ -1287,7 +1274,7 @@ async fn live_inbox(backend: Backend) {
         v["runUpdates"]["id"] == id.as_str() && v["runUpdates"]["status"] == "SUCCEEDED"
     })
     .await;
-    assert_no_secrets(&h.engine, &api.transcript, &[]).await;
+    assert_no_secrets(&h.db.url, &api.transcript, &[]).await;
 }
 both_backends!(run_updates_and_approval_requested_are_live, live_inbox);
 
@@ -1378,7 +1365,7 @@ async fn protections(backend: Backend) {
             .get("access-control-allow-origin")
             .is_none()
     );
-    assert_no_secrets(&h.engine, &api.transcript, &[]).await;
+    assert_no_secrets(&h.db.url, &api.transcript, &[]).await;
 }
 both_backends!(rate_limit_body_limit_and_cors, protections);
 
@@ -1389,8 +1376,8 @@ async fn internal_errors_are_opaque(backend: Backend) {
     let api = admin_api(&h).await;
     let id = start(&api, json!([{ "kind": "noop" }])).await;
     // Break the database under the server: the next read of steps fails in SQL.
-    h.engine
-        .db()
+    common::raw_db(&h.db.url)
+        .await
         .execute_unprepared("DROP TABLE steps")
         .await
         .unwrap();

@@ -905,10 +905,7 @@ async fn live_views_resync_after_a_lost_listen_connection_postgres() {
     let proxy = common::FlakyProxy::start("127.0.0.1:5432").await;
     let db_name = h.db.url.rsplit('/').next().unwrap().to_owned();
     let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{db_name}", proxy.port);
-    let conn = aiops_engine::store::connect(&via_proxy)
-        .await
-        .expect("connect");
-    let server = Engine::with_connection(conn, fast_config(), common::test_workflows(None));
+    let server = common::engine_on(&via_proxy, fast_config(), common::test_workflows(None)).await;
     tokio::spawn(server.clone().listen(h.shutdown.child_token()));
     let addr = serve_api(&server, h.shutdown.child_token()).await;
     let token = token_for(&h.engine, "watcher", Role::Viewer).await;

@@ -7,7 +7,6 @@
 //! `create_api_key`, `authenticate`, `bootstrap_admin`, …); the rows live in
 //! `store::users` and `store::api_keys`, which are the only holders of hashes.
 
-use std::cmp::Ordering;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -17,51 +16,10 @@ use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
 
 use crate::ids::{ApiKeyId, UserId};
-use crate::status::{UnknownState, string_enum};
 use crate::{Error, Result};
 
-pub use crate::store::api_keys::ApiKey;
-pub use crate::store::users::User;
-
-string_enum!(
-    /// What a principal may do. Each role includes the ones below it:
-    /// `VIEWER` reads; `OPERATOR` also starts, pauses and cancels runs, decides
-    /// approvals and answers questions; `ADMIN` also manages teams, schedules,
-    /// providers, credentials and users.
-    Role {
-        Viewer => "VIEWER",
-        Operator => "OPERATOR",
-        Admin => "ADMIN",
-    }
-);
-
-impl Role {
-    fn rank(self) -> u8 {
-        match self {
-            Role::Viewer => 0,
-            Role::Operator => 1,
-            Role::Admin => 2,
-        }
-    }
-
-    /// Parses a role name in any case (`viewer`, `Operator`, `ADMIN`), as typed on a
-    /// command line.
-    pub fn parse_ignore_case(s: &str) -> Result<Role, UnknownState> {
-        s.trim().to_ascii_uppercase().parse()
-    }
-}
-
-impl Ord for Role {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.rank().cmp(&other.rank())
-    }
-}
-
-impl PartialOrd for Role {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
+pub use crate::model::{ApiKey, User};
+pub use crate::role::Role;
 
 /// Who is calling: a user who logged in with a password, or one of their API keys
 /// (then `role` is the key's role, never more than the user's).

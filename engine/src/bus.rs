@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::store::Db;
 use futures::Stream;
-use sea_orm::DatabaseConnection;
 use tokio::sync::broadcast;
 
 use crate::Result;
@@ -78,7 +78,7 @@ impl EventBus {
     /// `NOTIFY aiops_events`. Notifying happens after the commit and outside it: a
     /// NOTIFY inside the transaction would hold Postgres's global notify lock through
     /// the commit's WAL flush and serialise every checkpoint commit.
-    pub fn with_postgres_notifier(db: DatabaseConnection) -> Self {
+    pub fn with_postgres_notifier(db: Db) -> Self {
         let (tx, _) = broadcast::channel(16 * 1024);
         let (remote, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(notifier(db, rx));
@@ -113,10 +113,7 @@ const MAX_NOTIFY_PAYLOAD: usize = 7900;
 
 /// Coalesces hints and sends them with `pg_notify`, as fast as they come. A hint lost
 /// to a crash between commit and notify is covered by subscribers' fallback polling.
-async fn notifier(
-    db: DatabaseConnection,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(RunId, i64)>,
-) {
+async fn notifier(db: Db, mut rx: tokio::sync::mpsc::UnboundedReceiver<(RunId, i64)>) {
     let mut latest = std::collections::HashMap::new();
     while let Some((run, seq)) = rx.recv().await {
         latest.insert(run, seq);
@@ -142,9 +139,45 @@ async fn notifier(
     }
 }
 
-async fn send_hints(db: &DatabaseConnection, payload: &str) {
+async fn send_hints(db: &Db, payload: &str) {
     if let Err(e) = store::events::notify(db, store::events::EVENTS_CHANNEL, payload).await {
         tracing::warn!(error = %e, "could not notify other processes of new events");
+    }
+}
+
+/// What happened to runs, as a live view needs it.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// Committed in this process.
+    Event(Arc<Event>),
+    /// Another process committed events of this run.
+    Run(RunId),
+    /// Notifications may have been missed (a lost LISTEN connection, or this
+    /// reader fell behind): re-read what matters from the database.
+    Resync,
+}
+
+/// A reader of [`Change`]s; see [`crate::Engine::changes`].
+pub struct Changes(broadcast::Receiver<BusMessage>);
+
+impl Changes {
+    pub(crate) fn new(rx: broadcast::Receiver<BusMessage>) -> Self {
+        Self(rx)
+    }
+
+    /// The next change; `None` when the engine is gone.
+    pub async fn next(&mut self) -> Option<Change> {
+        loop {
+            return match self.0.recv().await {
+                Ok(BusMessage::Event(e)) => Some(Change::Event(e)),
+                Ok(BusMessage::Hint { run_id, .. }) => Some(Change::Run(run_id)),
+                Ok(BusMessage::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Some(Change::Resync)
+                }
+                Ok(BusMessage::Control { .. } | BusMessage::Wake) => continue,
+                Err(broadcast::error::RecvError::Closed) => None,
+            };
+        }
     }
 }
 
@@ -156,7 +189,7 @@ const REPLAY_PAGE: u64 = 500;
 /// run's final event, unless the log goes on past it (a retried run). Delivery relies on the bus (which announces `Resync` whenever
 /// it may have missed something); `fallback_poll` is a last-resort re-read.
 pub fn subscribe(
-    db: DatabaseConnection,
+    db: Db,
     bus: &EventBus,
     run_id: RunId,
     after_seq: i64,
@@ -185,7 +218,7 @@ pub fn subscribe(
 }
 
 struct Subscription {
-    db: DatabaseConnection,
+    db: Db,
     rx: broadcast::Receiver<BusMessage>,
     run_id: RunId,
     last: i64,

@@ -56,9 +56,12 @@ pub enum Error {
     /// writing it again cannot succeed.
     #[error("the database refused the data: {0}")]
     Refused(String),
+    /// The database failed a statement (see [`DatabaseError::failure`]).
     #[error(transparent)]
-    Database(#[from] sea_orm::DbErr),
+    Database(crate::store::DatabaseError),
 }
+
+pub use crate::store::{DatabaseError, DbFailure};
 
 impl From<UnknownState> for Error {
     fn from(e: UnknownState) -> Self {
@@ -66,52 +69,11 @@ impl From<UnknownState> for Error {
     }
 }
 
-/// How a database error should be handled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DbFailure {
-    /// Lost a race (deadlock, serialization failure, busy database): retry at once.
-    Conflict,
-    /// The database refused this statement's data; retrying the same data fails again.
-    Content,
-    /// Connection, resources, anything else: the database may come back.
-    Unavailable,
-}
-
-/// Classifies a database error by its SQLSTATE (Postgres) or result code (SQLite).
-pub fn classify_db(e: &sea_orm::DbErr) -> DbFailure {
-    use sea_orm::{DbErr, RuntimeErr};
-    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = e else {
-        return DbFailure::Unavailable;
-    };
-    let sea_orm::sqlx::Error::Database(db) = &**e else {
-        return DbFailure::Unavailable;
-    };
-    let code = db.code().unwrap_or_default();
-    let code = code.as_ref();
-    if db
-        .try_downcast_ref::<sea_orm::sqlx::postgres::PgDatabaseError>()
-        .is_some()
-    {
-        return match code.get(..2) {
-            Some("40") => DbFailure::Conflict, // deadlock, serialization failure
-            // data exception, integrity violation, program limit (a value too large)
-            Some("22" | "23" | "54") => DbFailure::Content,
-            _ => DbFailure::Unavailable,
-        };
-    }
-    // SQLite result codes (the primary code is the low byte of an extended one).
-    match code.parse::<i64>().map(|c| c & 0xff) {
-        Ok(5 | 6) => DbFailure::Conflict,            // BUSY, LOCKED
-        Ok(18 | 19 | 20 | 25) => DbFailure::Content, // TOOBIG, CONSTRAINT, MISMATCH, RANGE
-        _ => DbFailure::Unavailable,
-    }
-}
-
 impl Error {
     /// Worth retrying the same operation at once (a lost race, not a bad request).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Database(e) => classify_db(e) == DbFailure::Conflict,
+            Error::Database(e) => e.failure() == DbFailure::Conflict,
             _ => false,
         }
     }

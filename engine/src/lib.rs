@@ -4,31 +4,35 @@
 //! See `ARCHITECTURE.md` at the repository root for the code map and invariants.
 
 pub mod auth;
-pub mod bus;
+mod bus;
 pub mod config;
 pub mod context;
+pub mod database;
 pub mod engine;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod model;
 pub mod page;
 pub mod retry;
+mod role;
 pub mod script;
 mod stats;
 pub mod status;
-pub mod storable;
-pub mod store;
+pub(crate) mod storable;
+mod store;
 pub mod topology;
 pub mod worker;
 pub mod workflow;
 mod writer;
 
 pub use auth::{Caller, Principal, Role};
+pub use bus::{Change, Changes};
 pub use config::EngineConfig;
 pub use context::{
     ApprovalOutcome, ApprovalRequest, Attempt, InputOutcome, StepContext, StepError, StepOptions,
 };
-pub use engine::{Decision, Engine, StartRun};
+pub use engine::{Decision, Engine, EngineOptions, StartRun};
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};
 pub use ids::{ApiKeyId, ApprovalId, QuestionId, RunId, TeamId, UserId};

@@ -11,6 +11,8 @@ pub(crate) struct Stats {
     pub checkpoints_refused: AtomicU64,
     pub heartbeat_failures: AtomicU64,
     pub leases_lost: AtomicU64,
+    /// Statements sent to the database by this process.
+    pub statements: std::sync::Arc<AtomicU64>,
 }
 
 impl Stats {
@@ -26,6 +28,7 @@ impl Stats {
             checkpoints_refused: get(&self.checkpoints_refused),
             heartbeat_failures: get(&self.heartbeat_failures),
             leases_lost: get(&self.leases_lost),
+            statements: get(&self.statements),
         }
     }
 }
@@ -44,4 +47,6 @@ pub struct EngineStats {
     pub heartbeat_failures: u64,
     /// Executions abandoned because their lease was gone (taken over, cancelled).
     pub leases_lost: u64,
+    /// Statements sent to the database by this process.
+    pub statements: u64,
 }

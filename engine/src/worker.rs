@@ -22,7 +22,9 @@ use crate::ids::RunId;
 use crate::status::RunStatus;
 use crate::store;
 use crate::store::approvals::Approval;
-use crate::store::checkpoint::{Checkpoint, HumanWaits as HumanWaitsPolicy, Outcome, RunChange};
+use crate::store::checkpoint::{
+    Checkpoint, ExpiringWait, Expiry, HumanWaits as HumanWaitsPolicy, Outcome, RunChange,
+};
 use crate::store::leases::{self, Claim, Fence};
 use crate::store::questions::Question;
 
@@ -675,36 +677,37 @@ struct Ending {
 #[async_trait::async_trait]
 impl HumanWaits for Worker {
     async fn expire_approval(&self, fence: &Fence, approval: &Approval) -> Result<Approval> {
-        self.engine
-            .close_human_wait(fence, HumanWaitClose::Approval(approval.clone()))
-            .await?;
+        let wait = ExpiringWait::Approval {
+            id: approval.id,
+            step_key: approval.step_key.clone(),
+        };
+        self.expire(fence, &wait).await?;
         store::approvals::get(self.engine.db(), approval.id)
             .await?
             .ok_or_else(|| crate::Error::not_found("approval", approval.id))
     }
 
     async fn expire_question(&self, fence: &Fence, question: &Question) -> Result<Question> {
-        self.engine
-            .close_human_wait(fence, HumanWaitClose::Question(question.clone()))
-            .await?;
+        let wait = ExpiringWait::Question {
+            id: question.id,
+            step_key: question.step_key.clone(),
+        };
+        self.expire(fence, &wait).await?;
         store::questions::get(self.engine.db(), question.id)
             .await?
             .ok_or_else(|| crate::Error::not_found("question", question.id))
     }
 }
 
-/// A human wait the lease holder closes because it expired.
-pub(crate) enum HumanWaitClose {
-    Approval(Approval),
-    Question(Question),
-}
-
-impl HumanWaitClose {
-    pub(crate) fn expired_event(&self) -> NewEvent {
-        match self {
-            HumanWaitClose::Approval(a) => NewEvent::approval_closed(a.id, &a.step_key, "expired"),
-            HumanWaitClose::Question(q) => NewEvent::question_closed(q.id, &q.step_key, "expired"),
+impl Worker {
+    /// Expires a human wait as the lease holder (fenced; a decision made meanwhile wins).
+    async fn expire(&self, fence: &Fence, wait: &ExpiringWait) -> Result<()> {
+        match store::checkpoint::expire_wait(self.engine.db(), fence, wait, Utc::now()).await? {
+            Expiry::Expired(events) => self.engine.bus().publish_events(&events),
+            Expiry::DecidedMeanwhile => {}
+            Expiry::LeaseLost => return Err(crate::Error::LeaseLost(fence.run_id.to_string())),
         }
+        Ok(())
     }
 }
 

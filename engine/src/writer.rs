@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use sea_orm::DatabaseConnection;
+use crate::store::Db;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bus::EventBus;
@@ -33,7 +33,7 @@ pub struct CheckpointWriter {
 impl CheckpointWriter {
     /// Starts `shards` writer tasks; they end when every handle is dropped.
     pub(crate) fn spawn(
-        db: DatabaseConnection,
+        db: Db,
         bus: EventBus,
         stats: Arc<Stats>,
         batch_max: usize,
@@ -92,7 +92,7 @@ impl CheckpointWriter {
 }
 
 async fn run(
-    db: DatabaseConnection,
+    db: Db,
     bus: EventBus,
     stats: Arc<Stats>,
     mut rx: mpsc::Receiver<Pending>,
@@ -165,15 +165,11 @@ async fn run(
 }
 
 fn is_content_error(e: &Error) -> bool {
-    matches!(e, Error::Database(db) if crate::error::classify_db(db) == DbFailure::Content)
+    matches!(e, Error::Database(db) if db.failure() == DbFailure::Content)
 }
 
 /// Commits a batch, retrying at once when it lost a race (deadlock, busy database).
-async fn commit_retrying(
-    db: &DatabaseConnection,
-    stats: &Stats,
-    batch: &[Checkpoint],
-) -> Result<Vec<Outcome>> {
+async fn commit_retrying(db: &Db, stats: &Stats, batch: &[Checkpoint]) -> Result<Vec<Outcome>> {
     let mut tries = 0;
     loop {
         match checkpoint::commit(db, batch, chrono::Utc::now()).await {
@@ -222,10 +218,10 @@ mod tests {
     /// wrong): that checkpoint alone fails, `Refused`; its neighbours commit.
     #[tokio::test(flavor = "current_thread")]
     async fn a_refused_checkpoint_fails_alone() {
-        let dir = std::env::temp_dir().join(format!("aiops-writer-{}", uuid::Uuid::now_v7()));
-        let url = format!("sqlite://{}/w.db", dir.display());
-        let db = store::connect(&url).await.unwrap();
-        store::migrate(&db).await.unwrap();
+        let test_db = crate::store::testing::TestDb::create(crate::store::testing::Backend::Sqlite)
+            .await
+            .unwrap();
+        let db = test_db.db.clone();
         let now = chrono::Utc::now();
         for _ in 0..3 {
             let new = runs::NewRun {
@@ -296,6 +292,5 @@ mod tests {
             let recorded = store::steps::list(&db, claim.fence.run_id).await.unwrap();
             assert_eq!(recorded.len(), usize::from(i != 1), "run {i}");
         }
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

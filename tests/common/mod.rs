@@ -12,8 +12,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use aiops_engine::store::runs::Run;
-use aiops_engine::{Engine, EngineConfig, Event, RunId, RunStatus, Workflows, store};
+use aiops_engine::model::Run;
+use aiops_engine::{
+    Engine, EngineConfig, EngineOptions, Event, RunId, RunStatus, Worker, Workflows, database,
+};
 use sea_orm::{ConnectionTrait, Database};
 use tokio_util::sync::CancellationToken;
 
@@ -140,6 +142,27 @@ pub fn record_name(path: &std::path::Path) -> String {
         .into_owned()
 }
 
+/// An engine on the (migrated) database at `url`.
+pub async fn engine_on(url: &str, config: EngineConfig, workflows: Workflows) -> Engine {
+    Engine::connect(
+        url,
+        EngineOptions {
+            config,
+            workflows,
+            application_name: "aiops test".into(),
+            ..EngineOptions::default()
+        },
+    )
+    .await
+    .expect("connect")
+}
+
+/// A connection to the test database itself, for what tests check or break behind
+/// the engine's back (stored hashes, aged rows, a dropped table).
+pub async fn raw_db(url: &str) -> sea_orm::DatabaseConnection {
+    Database::connect(url).await.expect("connect")
+}
+
 /// A migrated engine on a fresh database, plus the database (keep it alive).
 pub struct Harness {
     pub db: TestDb,
@@ -166,11 +189,16 @@ impl Harness {
         extra: impl FnOnce(Workflows) -> Workflows,
     ) -> Option<Harness> {
         let db = TestDb::create(backend).await?;
-        let conn = store::connect(&db.url).await.expect("connect");
-        store::migrate(&conn).await.expect("migrate");
+        database::migrate(&db.url, "aiops test")
+            .await
+            .expect("migrate");
         let record_dir = tempfile::tempdir().expect("record dir");
-        let engine =
-            Engine::with_connection(conn, config, extra(test_workflows(Some(record_dir.path()))));
+        let engine = engine_on(
+            &db.url,
+            config,
+            extra(test_workflows(Some(record_dir.path()))),
+        )
+        .await;
         let shutdown = CancellationToken::new();
         tokio::spawn(engine.clone().listen(shutdown.clone()));
         Some(Harness {
@@ -184,14 +212,13 @@ impl Harness {
 
     /// Starts an in-process worker; it stops when the harness is dropped.
     pub fn spawn_worker(&self) -> tokio::task::JoinHandle<aiops_engine::Result<()>> {
-        tokio::spawn(self.engine.worker().run(self.shutdown.child_token()))
+        tokio::spawn(Worker::new(self.engine.clone()).run(self.shutdown.child_token()))
     }
 
     /// A second engine (its own pool, writer and bus) on the same database, as
     /// another process would have.
     pub async fn second_engine(&self, config: EngineConfig) -> Engine {
-        let conn = store::connect(&self.db.url).await.expect("connect");
-        let engine = Engine::with_connection(conn, config, test_workflows(Some(&self.record_dir)));
+        let engine = engine_on(&self.db.url, config, test_workflows(Some(&self.record_dir))).await;
         tokio::spawn(engine.clone().listen(self.shutdown.child_token()));
         engine
     }
@@ -513,8 +540,8 @@ impl Api {
 /// Fails if any stored secret (password hash, API key hash) or a test password
 /// appears in any response of the transcript. Plain API keys may appear only in the
 /// response that created them: pass those responses' indexes in `allowed_tokens`.
-pub async fn assert_no_secrets(engine: &Engine, transcript: &Transcript, tokens: &[String]) {
-    let db = engine.db();
+pub async fn assert_no_secrets(db_url: &str, transcript: &Transcript, tokens: &[String]) {
+    let db = &raw_db(db_url).await;
     let mut secrets: Vec<String> = vec![TEST_PASSWORD.to_owned()];
     for (table, col) in [("users", "password_hash"), ("api_keys", "key_hash")] {
         let rows = db

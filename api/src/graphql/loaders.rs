@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use aiops_engine::store::teams::Team as TeamRecord;
-use aiops_engine::{Engine, RunId, store};
+use aiops_engine::model::Team as TeamRecord;
+use aiops_engine::{Engine, RunId};
 use async_graphql::dataloader::Loader;
 use uuid::Uuid;
 
@@ -17,7 +17,9 @@ impl Loader<Uuid> for StepCounts {
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, i64>, Self::Error> {
         let runs: Vec<RunId> = keys.iter().map(|k| RunId(*k)).collect();
-        let counts = store::steps::count_by_runs(self.0.db(), &runs)
+        let counts = self
+            .0
+            .step_counts(&runs)
             .await
             .map_err(super::error::to_gql)?;
         Ok(keys
@@ -35,7 +37,8 @@ impl Loader<Uuid> for TeamVersions {
     type Error = async_graphql::Error;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, TeamRecord>, Self::Error> {
-        store::teams::by_version_ids(self.0.db(), keys)
+        self.0
+            .teams_by_version(keys)
             .await
             .map_err(super::error::to_gql)
     }

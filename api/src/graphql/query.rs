@@ -1,9 +1,9 @@
 //! Queries: a few lines each — parse, call the engine, convert.
 
-use aiops_engine::store::approvals::Approval as ApprovalRecord;
-use aiops_engine::store::questions::Question as QuestionRecord;
-use aiops_engine::store::runs::{Run as RunRecord, RunFilter};
-use aiops_engine::store::teams::Team as TeamRecord;
+use aiops_engine::model::Approval as ApprovalRecord;
+use aiops_engine::model::Question as QuestionRecord;
+use aiops_engine::model::Team as TeamRecord;
+use aiops_engine::model::{Run as RunRecord, RunFilter};
 use aiops_engine::topology::{self, Catalog};
 use aiops_engine::{ApprovalId, Engine, QuestionId, RunId};
 use async_graphql::{Context, InputObject, Object, Result};
@@ -31,7 +31,7 @@ pub struct RunFilterInput {
 
 impl RunFilterInput {
     /// The same filter applied to one run (for live updates).
-    pub fn matches(&self, run: &aiops_engine::store::runs::Run) -> bool {
+    pub fn matches(&self, run: &aiops_engine::model::Run) -> bool {
         let status = RunStatus::from(run.status);
         self.statuses.as_ref().is_none_or(|s| s.contains(&status))
             && self
@@ -231,18 +231,14 @@ async fn prefetch(ctx: &Context<'_>, mut page: Vec<&mut Run>) -> Result<()> {
     let engine = ctx.data::<Engine>()?;
     if node.field("stepCount").exists() {
         let ids: Vec<RunId> = page.iter().map(|r| RunId(r.id)).collect();
-        let counts = aiops_engine::store::steps::count_by_runs(engine.db(), &ids)
-            .await
-            .gql()?;
+        let counts = engine.step_counts(&ids).await.gql()?;
         for run in &mut page {
             run.prefetched_step_count = Some(counts.get(&RunId(run.id)).copied().unwrap_or(0));
         }
     }
     if node.field("team").exists() {
         let versions: Vec<Uuid> = page.iter().filter_map(|r| r.team_version_id).collect();
-        let teams = aiops_engine::store::teams::by_version_ids(engine.db(), &versions)
-            .await
-            .gql()?;
+        let teams = engine.teams_by_version(&versions).await.gql()?;
         for run in &mut page {
             run.prefetched_team = Some(run.team_version_id.and_then(|v| teams.get(&v).cloned()));
         }

@@ -2,8 +2,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use aiops_engine::store::approvals::Approval as ApprovalRecord;
-use aiops_engine::store::runs::Run as RunRecord;
+use aiops_engine::model::Approval as ApprovalRecord;
+use aiops_engine::model::Run as RunRecord;
 use aiops_engine::{Engine, RunId};
 use async_graphql::{Context, Result, Subscription};
 use chrono::{DateTime, Utc};
@@ -16,8 +16,7 @@ use super::query::RunFilterInput;
 use super::types::{Approval, Event, Run};
 use aiops_engine::EventKind;
 use aiops_engine::auth::Role;
-use aiops_engine::bus::BusMessage;
-use tokio::sync::broadcast::error::RecvError;
+use aiops_engine::{Change, Changes};
 
 pub struct SubscriptionRoot;
 
@@ -128,27 +127,6 @@ impl<K: std::hash::Hash + Eq + Clone, V> Recent<K, V> {
     }
 }
 
-/// What a live view does with one bus message.
-enum Wake {
-    /// Look at this run.
-    Run(RunId),
-    /// Notifications may have been missed: re-read what changed since the last sync.
-    Resync,
-    Ignore,
-    Closed,
-}
-
-fn wake(msg: std::result::Result<BusMessage, RecvError>, relevant: fn(EventKind) -> bool) -> Wake {
-    match msg {
-        Ok(BusMessage::Event(e)) if relevant(e.kind) => Wake::Run(e.run_id),
-        // Another process wrote something for this run.
-        Ok(BusMessage::Hint { run_id, .. }) => Wake::Run(run_id),
-        Ok(BusMessage::Resync) | Err(RecvError::Lagged(_)) => Wake::Resync,
-        Ok(_) => Wake::Ignore,
-        Err(RecvError::Closed) => Wake::Closed,
-    }
-}
-
 /// What a live view should read next.
 enum Look {
     Run(RunId),
@@ -163,7 +141,7 @@ const RETRY_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(
 /// A read that fails (the database is away) is not reported to the client: the view
 /// reads everything since its last good sync again a moment later.
 struct Feed {
-    rx: tokio::sync::broadcast::Receiver<BusMessage>,
+    changes: Changes,
     synced_at: DateTime<Utc>,
     /// When a re-read that began is confirmed, `synced_at` becomes this.
     reading_since: Option<DateTime<Utc>>,
@@ -173,7 +151,7 @@ struct Feed {
 impl Feed {
     fn new(engine: &Engine) -> Self {
         Self {
-            rx: engine.bus().receiver(),
+            changes: engine.changes(),
             synced_at: Utc::now(),
             reading_since: None,
             resync_due: None,
@@ -182,18 +160,19 @@ impl Feed {
 
     async fn next(&mut self, relevant: fn(EventKind) -> bool) -> Option<Look> {
         loop {
-            let msg = match self.resync_due {
+            let change = match self.resync_due {
                 Some(at) => tokio::select! {
-                    m = self.rx.recv() => m,
+                    c = self.changes.next() => c,
                     _ = tokio::time::sleep_until(at) => return Some(self.begin_resync()),
                 },
-                None => self.rx.recv().await,
+                None => self.changes.next().await,
             };
-            match wake(msg, relevant) {
-                Wake::Run(id) => return Some(Look::Run(id)),
-                Wake::Resync => return Some(self.begin_resync()),
-                Wake::Ignore => {}
-                Wake::Closed => return None,
+            match change? {
+                Change::Event(e) if relevant(e.kind) => return Some(Look::Run(e.run_id)),
+                Change::Event(_) => {}
+                // Another process wrote something for this run.
+                Change::Run(run_id) => return Some(Look::Run(run_id)),
+                Change::Resync => return Some(self.begin_resync()),
             }
         }
     }

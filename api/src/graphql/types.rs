@@ -1,10 +1,10 @@
 //! GraphQL object types: thin views over engine records.
 
-use aiops_engine::store::approvals::Approval as ApprovalRecord;
-use aiops_engine::store::questions::Question as QuestionRecord;
-use aiops_engine::store::runs::Run as RunRecord;
-use aiops_engine::store::steps::Step as StepRecord;
-use aiops_engine::store::teams::{Team as TeamRecord, TeamVersion as TeamVersionRecord};
+use aiops_engine::model::Approval as ApprovalRecord;
+use aiops_engine::model::Question as QuestionRecord;
+use aiops_engine::model::Run as RunRecord;
+use aiops_engine::model::Step as StepRecord;
+use aiops_engine::model::{Team as TeamRecord, TeamVersion as TeamVersionRecord};
 use aiops_engine::{Engine, Event as EventRecord};
 use async_graphql::{ComplexObject, Context, Enum, Json, Result, SimpleObject};
 use chrono::{DateTime, Utc};

@@ -160,7 +160,7 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use aiops_engine::auth::Role;
-    use aiops_engine::{EngineConfig, Workflows, store};
+    use aiops_engine::{EngineOptions, database};
 
     use super::*;
 
@@ -168,9 +168,12 @@ mod tests {
 
     async fn engine(dir: &std::path::Path) -> Engine {
         let url = format!("sqlite://{}", dir.join("aiops.db").display());
-        let conn = store::connect(&url).await.expect("connect");
-        store::migrate(&conn).await.expect("migrate");
-        Engine::with_connection(conn, EngineConfig::default(), Workflows::default())
+        database::migrate(&url, "aiops test")
+            .await
+            .expect("migrate");
+        Engine::connect(&url, EngineOptions::default())
+            .await
+            .expect("connect")
     }
 
     async fn key(engine: &Engine, name: &str) -> ApiKeyId {

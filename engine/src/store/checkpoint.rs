@@ -231,6 +231,63 @@ pub async fn commit_with_human_waits(
     Ok(outcome)
 }
 
+/// A human wait the lease holder closes because it expired.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExpiringWait {
+    Approval { id: ApprovalId, step_key: String },
+    Question { id: QuestionId, step_key: String },
+}
+
+/// What [`expire_wait`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expiry {
+    /// Closed as EXPIRED, with its event.
+    Expired(Vec<Event>),
+    /// A person decided it in the meantime: their decision stands, nothing written.
+    DecidedMeanwhile,
+    LeaseLost,
+}
+
+/// Expires an approval or question as the lease holder: fenced, in one transaction
+/// with its event, and losing cleanly to a decision made meanwhile.
+pub async fn expire_wait(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    fence: &Fence,
+    wait: &ExpiringWait,
+    now: DateTime<Utc>,
+) -> Result<Expiry> {
+    let txn = super::begin_write(db).await?;
+    let Some(last_seq) = super::runs::raise_last_seq_fenced(&txn, fence, 1, now).await? else {
+        txn.rollback().await?;
+        return Ok(Expiry::LeaseLost);
+    };
+    let (won, event) = match wait {
+        ExpiringWait::Approval { id, step_key } => (
+            super::approvals::decide(
+                &txn,
+                *id,
+                crate::status::ApprovalStatus::Expired,
+                None,
+                Some("expired"),
+                now,
+            )
+            .await?,
+            NewEvent::approval_closed(*id, step_key, "expired"),
+        ),
+        ExpiringWait::Question { id, step_key } => (
+            super::questions::close(&txn, *id, None, None, now).await?,
+            NewEvent::question_closed(*id, step_key, "expired"),
+        ),
+    };
+    if !won {
+        txn.rollback().await?;
+        return Ok(Expiry::DecidedMeanwhile);
+    }
+    let written = events::insert(&txn, fence.run_id, last_seq, &[event], now).await?;
+    txn.commit().await?;
+    Ok(Expiry::Expired(written))
+}
+
 /// Commits a batch of checkpoints of distinct runs. The batch either commits as a
 /// whole or fails as a whole with a database error; fencing failures are per
 /// checkpoint and leave the others unaffected.

@@ -331,3 +331,131 @@ pub async fn release(db: &impl ConnectionTrait, fence: &Fence, now: DateTime<Utc
         .await?;
     Ok(res.rows_affected() == 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use serde_json::json;
+
+    use crate::event::{EventKind, NewEvent};
+    use crate::status::{StepStatus, Trigger};
+    use crate::store::checkpoint::{self, Checkpoint, Outcome, StepRecord};
+    use crate::store::testing::{Backend, TestDb};
+    use crate::store::{events, leases, runs, steps};
+
+    /// Every write of a lease holder is fenced: an expired or taken-over holder
+    /// writes nothing (no step, no event) and cannot release the run either.
+    async fn fencing(backend: Backend) {
+        let Some(t) = TestDb::create(backend).await else {
+            return;
+        };
+        let db = &t.db;
+        let new = runs::NewRun {
+            workflow: "w".into(),
+            input: json!({}),
+            trigger: Trigger::Manual,
+            idempotency_key: None,
+            team_id: None,
+            team_version_id: None,
+            timeout_ms: 60_000,
+        };
+        let (run, _, _) = runs::insert(db, new, Utc::now()).await.unwrap();
+        let ttl = Duration::from_millis(300);
+        let a = leases::claim(db, "worker-a", 1, ttl, Utc::now())
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(a.fence.run_id, run.id);
+        let result_of = |fence: &leases::Fence, key: &str| {
+            let mut cp = Checkpoint::new(fence.clone());
+            cp.steps.push(StepRecord {
+                key: key.into(),
+                status: StepStatus::Succeeded,
+                input: None,
+                output: Some(json!("written by a stale worker")),
+                usage: None,
+                error: None,
+                attempts: 1,
+                started_at: Some(Utc::now()),
+                finished_at: Some(Utc::now()),
+                next_attempt_at: None,
+            });
+            cp.events.push(NewEvent::new(
+                EventKind::StepSucceeded,
+                json!({ "step_key": key }),
+            ));
+            cp
+        };
+
+        // While the lease is valid, the holder writes.
+        let ok = checkpoint::commit(db, &[result_of(&a.fence, "s-valid")], Utc::now())
+            .await
+            .unwrap();
+        assert!(matches!(&ok[0], Outcome::Committed(e) if e.len() == 1));
+
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        // Expired, not yet taken over: still no write, no heartbeat.
+        let out = checkpoint::commit(db, &[result_of(&a.fence, "s-expired")], Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(out, vec![Outcome::LeaseLost]);
+        assert!(
+            leases::heartbeat(db, "worker-a", &[run.id], ttl, Utc::now())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // Taken over: the new holder's fence works, the old one still does not.
+        let b = leases::claim(db, "worker-b", 1, Duration::from_secs(30), Utc::now())
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            (b.fence.run_id, b.fence.attempt),
+            (run.id, a.fence.attempt + 1)
+        );
+        let mixed = checkpoint::commit(db, &[result_of(&a.fence, "s-stale")], Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(mixed, vec![Outcome::LeaseLost]);
+        let fresh = checkpoint::commit(db, &[result_of(&b.fence, "s-fresh")], Utc::now())
+            .await
+            .unwrap();
+        assert!(matches!(&fresh[0], Outcome::Committed(_)));
+
+        let keys: Vec<String> = steps::list(db, run.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.key)
+            .collect();
+        assert_eq!(keys, ["s-valid", "s-fresh"], "no stale write landed");
+        let events = events::list_after(db, run.id, 0, 100).await.unwrap();
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=events.len() as i64).collect::<Vec<_>>(),
+            "gap-free"
+        );
+        assert!(
+            events
+                .iter()
+                .all(|e| e.payload["step_key"] != "s-expired" && e.payload["step_key"] != "s-stale")
+        );
+        // A worker that lost its lease cannot release it either.
+        assert!(!leases::release(db, &a.fence, Utc::now()).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_lease_cannot_write_postgres() {
+        fencing(Backend::Postgres).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_lease_cannot_write_sqlite() {
+        fencing(Backend::Sqlite).await
+    }
+}

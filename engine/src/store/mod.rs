@@ -6,14 +6,17 @@ pub mod api_keys;
 pub mod approvals;
 pub mod checkpoint;
 pub mod entity;
+mod error;
 pub mod events;
 pub(crate) mod keyset;
 pub mod leases;
+pub mod listener;
 pub mod questions;
 pub mod runs;
-pub mod sqlite_lock;
 pub mod steps;
 pub mod teams;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod users;
 
 use std::time::Duration;
@@ -26,14 +29,15 @@ use sea_orm::{
 
 use crate::Result;
 
-/// Connects to Postgres (`postgres://…`) or SQLite (`sqlite://path`), creating the
-/// SQLite file and its directory when missing.
-pub async fn connect(url: &str) -> Result<DatabaseConnection> {
-    connect_as(url, "aiops").await
-}
+pub use error::{DatabaseError, DbFailure};
 
-/// Like [`connect`]; on Postgres every session carries `application_name` (which
-/// `pg_stat_activity` shows), so operators can tell the processes apart.
+/// The database handle the rest of the engine holds and passes back to the store.
+pub(crate) type Db = DatabaseConnection;
+
+/// Connects to Postgres (`postgres://…`) or SQLite (`sqlite://path`), creating the
+/// SQLite file and its directory when missing. On Postgres every session carries
+/// `application_name` (which `pg_stat_activity` shows), so operators can tell the
+/// processes apart.
 pub async fn connect_as(url: &str, application_name: &str) -> Result<DatabaseConnection> {
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.sqlx_logging(false)
@@ -134,6 +138,13 @@ where
         ..TransactionOptions::default()
     };
     Ok(db.begin_with_options(options).await?)
+}
+
+/// Counts every statement `db` sends into `counter`.
+pub(crate) fn count_statements(db: &mut Db, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    db.set_metric_callback(move |_| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
 }
 
 /// Applies every pending migration.

@@ -8,31 +8,9 @@ use super::keyset::{self, Direction};
 use super::stmt;
 use crate::Result;
 use crate::ids::{QuestionId, RunId};
-use crate::page::{KeyOf, Keyed, Page, PageRequest};
+pub use crate::model::Question;
+use crate::page::{KeyOf, Page, PageRequest};
 use crate::status::QuestionStatus;
-
-/// A question as stored.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Question {
-    pub id: QuestionId,
-    pub run_id: RunId,
-    pub step_key: String,
-    pub question: String,
-    pub status: QuestionStatus,
-    pub answer: Option<String>,
-    pub answered_by: Option<String>,
-    pub answered_at: Option<DateTime<Utc>>,
-    pub expires_at: DateTime<Utc>,
-    pub created_at: DateTime<Utc>,
-}
-
-/// Pending questions are listed oldest first: by `(created_at, id)`.
-impl Keyed for Question {
-    type Key = (DateTime<Utc>, uuid::Uuid);
-    fn key(&self) -> Self::Key {
-        (self.created_at, self.id.0)
-    }
-}
 
 fn from_model(m: question::Model) -> Result<Question> {
     Ok(Question {

@@ -14,45 +14,10 @@ use super::keyset::{self, Direction};
 use super::{events, stmt};
 use crate::event::{Event, NewEvent};
 use crate::ids::{RunId, TeamId};
-use crate::page::{KeyOf, Keyed, Page, PageRequest};
+pub use crate::model::{Run, RunFilter};
+use crate::page::{KeyOf, Page, PageRequest};
 use crate::status::{RunStatus, Trigger};
 use crate::{Error, Result};
-
-/// A run as stored.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Run {
-    pub id: RunId,
-    pub team_id: Option<TeamId>,
-    pub team_version_id: Option<uuid::Uuid>,
-    pub workflow: String,
-    pub trigger: Trigger,
-    pub idempotency_key: Option<String>,
-    pub input: Json,
-    pub status: RunStatus,
-    pub output: Option<Json>,
-    pub error: Option<String>,
-    pub attempt: i64,
-    pub lease_owner: Option<String>,
-    pub lease_expires_at: Option<DateTime<Utc>>,
-    pub wake_at: Option<DateTime<Utc>>,
-    pub deadline_at: Option<DateTime<Utc>>,
-    pub timeout_ms: i64,
-    pub remaining_ms: Option<i64>,
-    pub pause_requested: bool,
-    pub last_seq: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-/// Runs are listed newest first: by `(created_at, id)` descending.
-impl Keyed for Run {
-    type Key = (DateTime<Utc>, uuid::Uuid);
-    fn key(&self) -> Self::Key {
-        (self.created_at, self.id.0)
-    }
-}
 
 impl TryFrom<run::Model> for Run {
     type Error = Error;
@@ -182,6 +147,34 @@ pub async fn get(db: &impl ConnectionTrait, id: RunId) -> Result<Option<Run>> {
         .transpose()
 }
 
+/// Raises `last_seq` by `n` for the lease holder of `fence` (the fenced write that
+/// reserves event numbers); `None` when the lease is lost. Returns the new `last_seq`.
+pub async fn raise_last_seq_fenced(
+    db: &impl ConnectionTrait,
+    fence: &super::leases::Fence,
+    n: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>> {
+    let sql = format!(
+        "UPDATE runs SET last_seq = last_seq + $5, updated_at = $4 WHERE id = $1 AND {} RETURNING last_seq",
+        super::leases::FENCE
+    );
+    let row = db
+        .query_one_raw(stmt(
+            db,
+            &sql,
+            vec![
+                fence.run_id.0.into(),
+                fence.attempt.into(),
+                fence.owner.clone().into(),
+                now.into(),
+                n.into(),
+            ],
+        ))
+        .await?;
+    Ok(row.map(|r| r.try_get_by_index(0)).transpose()?)
+}
+
 /// Locks a run's row for the rest of the transaction and returns its status
 /// (`None`: no such run). Every transaction that changes a run and its approvals or
 /// questions locks the run row first, so they serialise without deadlocks. (SQLite
@@ -196,16 +189,6 @@ pub async fn lock_row(db: &impl ConnectionTrait, id: RunId) -> Result<Option<Run
         return Ok(None);
     };
     Ok(Some(row.try_get_by_index::<String>(0)?.parse()?))
-}
-
-/// Filters for listing runs; all optional.
-#[derive(Clone, Debug, Default)]
-pub struct RunFilter {
-    pub statuses: Vec<RunStatus>,
-    pub team_id: Option<TeamId>,
-    pub trigger: Option<Trigger>,
-    pub created_after: Option<DateTime<Utc>>,
-    pub created_before: Option<DateTime<Utc>>,
 }
 
 /// A page of the runs matching `filter`, newest first. Runs are never counted: the

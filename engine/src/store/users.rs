@@ -13,27 +13,9 @@ use super::entity::user;
 use super::keyset::{self, Direction};
 use crate::auth::Role;
 use crate::ids::UserId;
-use crate::page::{KeyOf, Keyed, Page, PageRequest};
+pub use crate::model::User;
+use crate::page::{KeyOf, Page, PageRequest};
 use crate::{Error, Result};
-
-/// A user as the rest of the system sees it: no password hash.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    pub id: UserId,
-    pub username: String,
-    pub role: Role,
-    pub disabled: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// Users are listed by username (unique).
-impl Keyed for User {
-    type Key = String;
-    fn key(&self) -> String {
-        self.username.clone()
-    }
-}
 
 impl TryFrom<user::Model> for User {
     type Error = Error;

@@ -18,7 +18,7 @@ pub struct SqliteLock {
 
 /// Where the lock of an SQLite URL lives; `None` for other databases.
 fn lock_path(url: &str) -> Option<PathBuf> {
-    super::sqlite_path(url).map(|p| PathBuf::from(format!("{p}.lock")))
+    crate::store::sqlite_path(url).map(|p| PathBuf::from(format!("{p}.lock")))
 }
 
 fn open(path: &PathBuf) -> Result<File> {
@@ -66,7 +66,7 @@ pub fn try_acquire(url: &str, holder: &str) -> Result<Attempt> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
-        super::create_private_dir(dir)?;
+        crate::store::create_private_dir(dir)?;
     }
     let mut file = open(&path)?;
     match file.try_lock() {

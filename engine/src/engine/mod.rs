@@ -1,0 +1,176 @@
+//! The engine handle: the one entry point the API, the CLI and workers use. Cheap
+//! to clone; every operation that changes a run goes through here. Split by concern:
+//! run lifecycle, people (approvals, questions), teams, access (users, keys), and
+//! notifications from other processes.
+
+mod access;
+mod humans;
+mod lifecycle;
+mod notify;
+mod teams;
+
+pub use humans::Decision;
+pub use lifecycle::StartRun;
+
+use crate::Result;
+use crate::bus::{BusMessage, EventBus};
+use crate::config::EngineConfig;
+use crate::store::Db;
+use crate::store::{self, is_postgres};
+use crate::topology;
+use crate::workflow::Workflows;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+struct Inner {
+    db: Db,
+    bus: EventBus,
+    writer: crate::writer::CheckpointWriter,
+    config: Arc<EngineConfig>,
+    workflows: Workflows,
+    catalog: topology::Catalog,
+    /// Wakes this process's workers when a run becomes runnable.
+    work: Notify,
+    stats: Arc<crate::stats::Stats>,
+}
+
+/// What an engine is made of besides its database; built once, by the binary.
+#[derive(Clone)]
+pub struct EngineOptions {
+    pub config: EngineConfig,
+    /// The workflows this process starts and executes.
+    pub workflows: Workflows,
+    /// The tools and models teams may name.
+    pub catalog: topology::Catalog,
+    /// How this process's database sessions are named (Postgres `application_name`).
+    pub application_name: String,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            config: EngineConfig::default(),
+            workflows: Workflows::default(),
+            catalog: topology::Catalog::builtin(),
+            application_name: "aiops".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Connects to an already-migrated database (see [`crate::database::migrate`])
+    /// and starts the checkpoint writer.
+    pub async fn connect(database_url: &str, options: EngineOptions) -> Result<Self> {
+        let db = store::connect_as(database_url, &options.application_name).await?;
+        Ok(Self::with_connection(db, options))
+    }
+
+    pub(crate) fn with_connection(mut db: Db, options: EngineOptions) -> Self {
+        let EngineOptions {
+            config,
+            workflows,
+            catalog,
+            application_name: _,
+        } = options;
+        // Before any clone of the handle is made: clones share the counter.
+        let stats = Arc::new(crate::stats::Stats::default());
+        store::count_statements(&mut db, stats.statements.clone());
+        let bus = if is_postgres(&db) {
+            EventBus::with_postgres_notifier(db.clone())
+        } else {
+            EventBus::new()
+        };
+        let shards = if is_postgres(&db) {
+            config.writer_shards
+        } else {
+            1
+        };
+
+        let writer = crate::writer::CheckpointWriter::spawn(
+            db.clone(),
+            bus.clone(),
+            stats.clone(),
+            config.batch_max,
+            shards,
+        );
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                bus,
+                writer,
+                config: Arc::new(config),
+                workflows,
+                catalog,
+                work: Notify::new(),
+                stats,
+            }),
+        }
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub(crate) fn bus(&self) -> &EventBus {
+        &self.inner.bus
+    }
+
+    pub fn config(&self) -> &Arc<EngineConfig> {
+        &self.inner.config
+    }
+
+    /// The tools and models teams may name.
+    pub fn catalog(&self) -> &topology::Catalog {
+        &self.inner.catalog
+    }
+
+    /// What happens to runs, as this process hears it (for live views): events
+    /// committed here, hints of commits elsewhere, and when to re-read.
+    pub fn changes(&self) -> crate::bus::Changes {
+        crate::bus::Changes::new(self.inner.bus.receiver())
+    }
+
+    pub fn workflows(&self) -> &Workflows {
+        &self.inner.workflows
+    }
+
+    /// Counters of rare events in this process (lost races, lost leases…).
+    pub fn stats(&self) -> crate::EngineStats {
+        self.inner.stats.snapshot()
+    }
+
+    pub(crate) fn counters(&self) -> &crate::stats::Stats {
+        &self.inner.stats
+    }
+
+    pub(crate) fn writer(&self) -> &crate::writer::CheckpointWriter {
+        &self.inner.writer
+    }
+
+    pub(crate) async fn wait_for_work(&self, poll: Duration, shutdown: &CancellationToken) {
+        tokio::select! {
+            _ = self.inner.work.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+
+    pub(crate) fn wake_workers(&self) {
+        // notify_one keeps a permit when no worker is waiting right now, so a wake-up
+        // that arrives while the worker is busy claiming is not lost.
+        self.inner.work.notify_one();
+        self.inner.bus.publish(BusMessage::Wake);
+    }
+
+    /// Checks the database answers; used by `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        store::listener::ping(&self.inner.db).await
+    }
+}

@@ -1,0 +1,62 @@
+//! Teams: validated, versioned topologies.
+
+use chrono::Utc;
+
+use super::Engine;
+use crate::ids::TeamId;
+use crate::page::{KeyOf, Page, PageRequest};
+use crate::store::teams::{Team, TeamVersion};
+use crate::store::{self};
+use crate::topology;
+use crate::{Error, Result};
+
+impl Engine {
+    /// Validates a team file (YAML or JSON) and stores it as the team's next version.
+    /// Any violation rejects the whole file and stores nothing. Re-applying an
+    /// unchanged team adds no version. Returns the team and whether it changed.
+    pub async fn apply_team(&self, text: &str) -> Result<(Team, bool)> {
+        let spec =
+            topology::parse_and_validate(text, &self.inner.catalog).map_err(Error::Violations)?;
+        let json = serde_json::to_value(&spec).map_err(|e| Error::Invalid(format!("team: {e}")))?;
+        crate::storable::check_json(&json, "team").map_err(Error::Invalid)?;
+        let txn = store::begin_write(&self.inner.db).await?;
+        let applied = store::teams::put(
+            &txn,
+            &spec.name,
+            spec.description.as_deref(),
+            &json,
+            Utc::now(),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(applied)
+    }
+
+    pub async fn team(&self, name: &str) -> Result<Team> {
+        store::teams::get_by_name(&self.inner.db, name)
+            .await?
+            .ok_or_else(|| Error::not_found("team", name))
+    }
+
+    /// A page of the teams at their latest versions, by name.
+    pub async fn teams(&self, page: &PageRequest<KeyOf<Team>>) -> Result<Page<Team>> {
+        store::teams::list(&self.inner.db, page).await
+    }
+
+    /// A page of a team's versions, oldest first.
+    pub async fn team_versions(
+        &self,
+        team: TeamId,
+        page: &PageRequest<KeyOf<TeamVersion>>,
+    ) -> Result<Page<TeamVersion>> {
+        store::teams::versions(&self.inner.db, team, page).await
+    }
+
+    /// The teams at the versions with these ids (what runs pinned), in one query.
+    pub async fn teams_by_version(
+        &self,
+        version_ids: &[uuid::Uuid],
+    ) -> Result<std::collections::HashMap<uuid::Uuid, Team>> {
+        store::teams::by_version_ids(&self.inner.db, version_ids).await
+    }
+}

@@ -1,0 +1,87 @@
+//! For the store's own tests: a fresh, migrated database per test, on Postgres and
+//! SQLite (dropped afterwards). Without Postgres the Postgres half is skipped,
+//! except under `CI=true`, where it fails.
+
+use sea_orm::{ConnectionTrait, Database};
+
+use super::Db;
+
+const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A database that exists for one test.
+pub(crate) struct TestDb {
+    pub db: Db,
+    drop_name: Option<String>,
+    dir: Option<std::path::PathBuf>,
+}
+
+fn admin_url() -> String {
+    std::env::var("AIOPS_TEST_PG_ADMIN_URL").unwrap_or_else(|_| PG_ADMIN_URL.to_owned())
+}
+
+impl TestDb {
+    pub async fn create(backend: Backend) -> Option<TestDb> {
+        let name = format!("aiops_unit_{}", uuid::Uuid::now_v7().simple());
+        let (url, drop_name, dir) = match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(&name);
+                (format!("sqlite://{}/t.db", dir.display()), None, Some(dir))
+            }
+            Backend::Postgres => {
+                let admin = match Database::connect(admin_url()).await {
+                    Ok(db) => db,
+                    Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                        panic!("CI=true but Postgres is unreachable: {e}")
+                    }
+                    Err(e) => {
+                        eprintln!("SKIPPED: Postgres unreachable ({e})");
+                        return None;
+                    }
+                };
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create database");
+                let base = admin_url();
+                let url = format!("{}/{name}", &base[..base.rfind('/').expect("path")]);
+                (url, Some(name), None)
+            }
+        };
+        let db = super::connect_as(&url, "aiops test")
+            .await
+            .expect("connect");
+        super::migrate(&db).await.expect("migrate");
+        Some(TestDb { db, drop_name, dir })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        let Some(name) = self.drop_name.take() else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let admin = Database::connect(admin_url()).await.ok()?;
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
