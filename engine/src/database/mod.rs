@@ -9,6 +9,8 @@ pub use sqlite_lock::{
 
 use crate::Result;
 
+pub use crate::store::QUIET_DATABASE_LOGS;
+
 /// Connects to `url` (creating an SQLite file and its directory, privately, when
 /// missing) and applies every pending migration. `application_name` names the
 /// sessions in Postgres's `pg_stat_activity`.

@@ -181,7 +181,7 @@ pub async fn commit_with_human_waits(
             &txn,
             &format!(
                 "SELECT status FROM runs WHERE id = $1 AND {}{lock}",
-                super::leases::FENCE
+                super::leases::fence("", "$2", "$3", "$4")
             ),
             vec![
                 cp.fence.run_id.0.into(),
@@ -326,6 +326,7 @@ fn ts(t: Option<DateTime<Utc>>) -> Json {
     })
 }
 
+// `{FENCE}` is replaced by the lease fence (`leases::fence`).
 const PG_BATCH: &str = "\
 WITH ops AS (
   SELECT * FROM jsonb_to_recordset($1::jsonb) AS o(
@@ -356,7 +357,7 @@ fenced AS (
   -- The ANY() keeps the lookup on the primary key whatever the table's size: plans
   -- are generic and cached per connection, so they must not depend on statistics.
   WHERE r.id = ANY(ARRAY(SELECT id FROM locked))
-    AND r.id = o.run_id AND r.attempt = o.attempt AND r.lease_owner = o.owner AND r.lease_expires_at > $2
+    AND r.id = o.run_id AND {FENCE}
     AND (NOT o.need_pause OR r.pause_requested)
   RETURNING r.id, r.last_seq
 ),
@@ -487,7 +488,13 @@ async fn commit_postgres(
         Json::Array(approvals).into(),
         Json::Array(questions).into(),
     ];
-    let rows = db.query_all_raw(stmt(db, PG_BATCH, values)).await?;
+    static BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        PG_BATCH.replace(
+            "{FENCE}",
+            &super::leases::fence("r.", "o.attempt", "o.owner", "$2"),
+        )
+    });
+    let rows = db.query_all_raw(stmt(db, &BATCH, values)).await?;
     let mut committed = std::collections::HashMap::with_capacity(rows.len());
     for row in rows {
         let id: Uuid = row.try_get_by_index(0)?;
@@ -569,12 +576,10 @@ async fn commit_one(
         ""
     };
     let sql = format!(
-        "UPDATE runs SET {} WHERE id = ${} AND attempt = ${} AND lease_owner = ${} AND lease_expires_at > $2{pause_guard} \
-         RETURNING last_seq",
+        "UPDATE runs SET {} WHERE id = ${} AND {}{pause_guard} RETURNING last_seq",
         sets.join(", "),
         n + 1,
-        n + 2,
-        n + 3
+        super::leases::fence("", &format!("${}", n + 2), &format!("${}", n + 3), "$2"),
     );
     let Some(row) = db.query_one_raw(stmt(db, &sql, values)).await? else {
         return Ok(Outcome::LeaseLost);

@@ -13,9 +13,14 @@ use crate::event::{Event, EventKind, NewEvent};
 use crate::ids::RunId;
 use crate::status::RunStatus;
 
-/// The fence every write of a lease holder presents, for a `runs` row: parameters
-/// `$2` attempt, `$3` owner, `$4` now. Zero rows means the lease is lost.
-pub(crate) const FENCE: &str = "attempt = $2 AND lease_owner = $3 AND lease_expires_at > $4";
+/// The fence every write of a lease holder presents (zero rows: the lease is lost),
+/// written once: `row` is the table's prefix in the statement (`""` or `"r."`), the
+/// others are the SQL expressions of the presented attempt, owner and the time now.
+pub(crate) fn fence(row: &str, attempt: &str, owner: &str, now: &str) -> String {
+    format!(
+        "{row}attempt = {attempt} AND {row}lease_owner = {owner} AND {row}lease_expires_at > {now}"
+    )
+}
 
 /// Proof of a claim: who holds the run and under which attempt.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

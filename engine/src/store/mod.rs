@@ -31,6 +31,9 @@ use crate::Result;
 
 pub use error::{DatabaseError, DbFailure};
 
+/// A `tracing` filter that keeps the database libraries' own logs to warnings.
+pub const QUIET_DATABASE_LOGS: &str = "sqlx=warn,sea_orm=warn";
+
 /// The database handle the rest of the engine holds and passes back to the store.
 pub(crate) type Db = DatabaseConnection;
 

@@ -157,7 +157,7 @@ pub async fn raise_last_seq_fenced(
 ) -> Result<Option<i64>> {
     let sql = format!(
         "UPDATE runs SET last_seq = last_seq + $5, updated_at = $4 WHERE id = $1 AND {} RETURNING last_seq",
-        super::leases::FENCE
+        super::leases::fence("", "$2", "$3", "$4")
     );
     let row = db
         .query_one_raw(stmt(
