@@ -1,0 +1,249 @@
+//! The step context: what orchestration code uses to make its work durable.
+//!
+//! Orchestration is ordinary async Rust. `ctx.step(key, f)` runs `f` once and
+//! records its result; when the run is executed again (after a crash, a pause, an
+//! approval…) the code runs from the top and every completed step returns its
+//! recorded result instead of running. Keys come from structure, never from time or
+//! completion order, so a replay meets the same keys in the same places.
+//!
+//! When a run has to stop (pause, a human wait, a long retry wait, a lost lease),
+//! the branch that hit it simply never resumes: it awaits forever and the worker
+//! drops the whole orchestration future once no step is in flight. Orchestration
+//! code therefore cannot accidentally swallow a suspension.
+
+mod shared;
+mod step;
+mod waits;
+
+pub(crate) use shared::{Halt, HumanWaits, Park, RunShared};
+
+use std::fmt::Display;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::Error;
+use crate::ids::{ApprovalId, QuestionId, RunId};
+use crate::retry::RetryPolicy;
+use crate::status::ApprovalStatus;
+use crate::store::checkpoint::Checkpoint;
+use shared::{InFlight, lock};
+
+/// Longest step key accepted, in bytes.
+const MAX_KEY_LEN: usize = 512;
+
+/// Why a step did not produce a value.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum StepError {
+    /// The step failed for good (permanent error, or retries exhausted); recorded,
+    /// so a replay returns the same error.
+    #[error("step {key} failed: {message}")]
+    Failed { key: String, message: String },
+    /// Orchestration code used a key twice in one run: a bug, and replay would be
+    /// ambiguous, so it is refused.
+    #[error("step key {0:?} is used twice in this run; step keys must be unique")]
+    DuplicateKey(String),
+    #[error("invalid step key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+    /// A value handed to the step (its input, an approval's arguments…) cannot be
+    /// stored (e.g. it contains NUL); nothing was run or recorded.
+    #[error("step {key}: {message}")]
+    Unstorable { key: String, message: String },
+    /// The run reached its step budget (`EngineConfig::max_steps_per_run`).
+    #[error("step {key}: the run already has {limit} steps, the most one run may have")]
+    TooManySteps { key: String, limit: usize },
+    /// The recorded output no longer deserializes into the type asked for.
+    #[error("recorded output of step {key} does not match the expected type: {message}")]
+    OutputMismatch { key: String, message: String },
+}
+
+/// Per-step settings; the defaults come from the engine configuration.
+#[derive(Clone, Debug, Default)]
+pub struct StepOptions {
+    pub retry: Option<RetryPolicy>,
+    /// Limit of one attempt; exceeding it is a retryable failure.
+    pub timeout: Option<Duration>,
+    /// Recorded with the step (tool arguments, a prompt digest…).
+    pub input: Option<Json>,
+}
+
+/// Handed to each attempt of a step.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// `run_id/step_key`: side-effecting calls pass it on so a repeated attempt
+    /// (at-least-once after a crash) is recognised downstream.
+    pub idempotency_key: String,
+}
+
+/// What a person decided about an approval.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ApprovalOutcome {
+    pub approval_id: ApprovalId,
+    pub status: ApprovalStatus,
+    pub decided_by: Option<String>,
+    pub comment: Option<String>,
+}
+
+impl ApprovalOutcome {
+    pub fn approved(&self) -> bool {
+        matches!(
+            self.status,
+            ApprovalStatus::Approved | ApprovalStatus::Executed
+        )
+    }
+}
+
+/// A request for a human decision before a risky action.
+#[derive(Clone, Debug)]
+pub struct ApprovalRequest {
+    pub tool: String,
+    pub args: Json,
+    pub risk_note: Option<String>,
+    /// Defaults to the engine's approval TTL (24 h).
+    pub expires_in: Option<Duration>,
+}
+
+/// What a person answered (or that nobody did in time).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InputOutcome {
+    pub question_id: QuestionId,
+    pub answer: Option<String>,
+    pub answered_by: Option<String>,
+}
+
+/// Never completes: the worker drops the orchestration future instead.
+async fn suspend<T>() -> T {
+    std::future::pending().await
+}
+
+/// The handle orchestration code receives. Cheap to clone; `branch` derives a
+/// context whose keys are prefixed, for parallel branches.
+#[derive(Clone)]
+pub struct StepContext {
+    shared: Arc<RunShared>,
+    prefix: String,
+}
+
+impl StepContext {
+    pub(crate) fn root(shared: Arc<RunShared>) -> Self {
+        Self {
+            shared,
+            prefix: String::new(),
+        }
+    }
+
+    pub fn run_id(&self) -> RunId {
+        self.shared.fence.run_id
+    }
+
+    /// The run's input document.
+    pub fn input(&self) -> &Json {
+        &self.shared.input
+    }
+
+    /// A context whose step keys live under `name/`; give each parallel branch its
+    /// own structural name (node id, agent id, tool call id).
+    pub fn branch(&self, name: impl Display) -> StepContext {
+        StepContext {
+            shared: self.shared.clone(),
+            prefix: format!("{}{}/", self.prefix, name),
+        }
+    }
+
+    fn claim_key(&self, key: impl Display) -> Result<String, StepError> {
+        let key = format!("{}{}", self.prefix, key);
+        let reason = if key.is_empty() || key.ends_with('/') {
+            Some("empty")
+        } else if key.len() > MAX_KEY_LEN {
+            Some("longer than 512 bytes")
+        } else if key.chars().any(char::is_control) {
+            Some("contains control characters")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(StepError::InvalidKey { key, reason });
+        }
+        let mut used = lock(&self.shared.used_keys);
+        let limit = self.shared.config.max_steps_per_run;
+        if used.len() >= limit && !used.contains(&key) {
+            return Err(StepError::TooManySteps { key, limit });
+        }
+        if !used.insert(key.clone()) {
+            return Err(StepError::DuplicateKey(key));
+        }
+        Ok(key)
+    }
+
+    /// Stops here if the run must not start new work (pause, shutdown, halt).
+    async fn boundary(&self) {
+        let s = &self.shared;
+        if s.halt_reason().is_some() {
+            suspend::<()>().await;
+        }
+        if s.pause.load(Ordering::SeqCst) {
+            s.parked(Park::Pause);
+            suspend::<()>().await;
+        }
+        if s.shutdown.load(Ordering::SeqCst) {
+            s.parked(Park::Shutdown);
+            suspend::<()>().await;
+        }
+    }
+
+    /// Commits a checkpoint; a lost lease or a database error halts the run here. A
+    /// refusal of the data (a value the database cannot store) is the caller's to
+    /// handle: see [`StepContext::commit_or_fail_run`].
+    async fn try_commit(&self, cp: Checkpoint) -> Result<(), String> {
+        // A commit under way is work in flight: the run must not be released (and
+        // this future dropped) while its outcome is unknown.
+        let _in_flight = InFlight::new(&self.shared);
+        match self.shared.writer.commit(cp).await {
+            Ok(_) => Ok(()),
+            Err(Error::Refused(message)) => Err(message),
+            Err(e) => {
+                self.halt_on(e);
+                suspend().await
+            }
+        }
+    }
+
+    /// Commits a checkpoint whose values were checked before; should the database
+    /// refuse it anyway, the run fails with the reason (it can never be written, so
+    /// retrying would loop).
+    async fn commit(&self, cp: Checkpoint) {
+        if let Err(message) = self.try_commit(cp).await {
+            self.shared.halt(Halt::Refused(message));
+            suspend::<()>().await;
+        }
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::new(self.shared.fence.clone())
+    }
+
+    /// Stops this execution after a failed write: a lost lease means someone else
+    /// owns the run now; anything else means the database is unavailable.
+    fn halt_on(&self, e: Error) {
+        self.shared.halt(match e {
+            Error::LeaseLost(_) => Halt::LeaseLost,
+            Error::Unavailable(message) => Halt::Database(message),
+            other => Halt::Database(other.to_string()),
+        });
+    }
+}
+
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,179 @@
+//! What every branch of one execution of one run shares: the fence, the recorded
+//! steps and waits, what is parked, what is in flight, and why to halt.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
+use tokio::sync::Notify;
+
+use crate::config::EngineConfig;
+use crate::event::NewEvent;
+use crate::ids::{ApprovalId, QuestionId};
+use crate::store::approvals::Approval;
+use crate::store::checkpoint::{NewApproval, NewQuestion};
+use crate::store::leases::Fence;
+use crate::store::questions::Question;
+use crate::store::steps::Step;
+use crate::writer::CheckpointWriter;
+
+/// Why a run is stopping at a boundary.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Park {
+    Pause,
+    Shutdown,
+    Approval { wake_at: DateTime<Utc> },
+    Input { wake_at: DateTime<Utc> },
+    Retry { wake_at: DateTime<Utc> },
+    Sleep { wake_at: DateTime<Utc> },
+}
+
+/// Why a run's execution must end at once, without writing anything more.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Halt {
+    LeaseLost,
+    Cancelled,
+    Database(String),
+    /// The database refused a checkpoint's data: the run fails with this reason.
+    Refused(String),
+}
+
+#[derive(Default)]
+pub(crate) struct ParkState {
+    pub parks: Vec<Park>,
+    pub approvals: Vec<NewApproval>,
+    pub questions: Vec<NewQuestion>,
+    pub events: Vec<NewEvent>,
+    /// Already-pending approvals and questions this execution parked on.
+    pub waiting_approvals: Vec<ApprovalId>,
+    pub waiting_questions: Vec<QuestionId>,
+}
+
+/// State shared by every branch of one execution of one run.
+pub(crate) struct RunShared {
+    pub fence: Fence,
+    pub input: Json,
+    pub writer: CheckpointWriter,
+    pub config: Arc<EngineConfig>,
+    pub deadline_at: DateTime<Utc>,
+    pub expirer: Arc<dyn HumanWaits>,
+    pub(super) memo: Mutex<HashMap<String, Step>>,
+    pub(super) approvals: Mutex<HashMap<String, Approval>>,
+    pub(super) questions: Mutex<HashMap<String, Question>>,
+    pub(super) used_keys: Mutex<HashSet<String>>,
+    pub park: Mutex<ParkState>,
+    pub(super) in_flight: AtomicUsize,
+    pub pause: AtomicBool,
+    pub shutdown: AtomicBool,
+    pub(super) halt: Mutex<Option<Halt>>,
+    /// Wakes the worker: a park became releasable, or the run must halt.
+    pub wakeup: Notify,
+}
+
+/// Expiring a human wait is a fenced write outside the checkpoint batch (it must
+/// lose cleanly to a concurrent decision); the worker provides it.
+#[async_trait::async_trait]
+pub(crate) trait HumanWaits: Send + Sync {
+    async fn expire_approval(&self, fence: &Fence, approval: &Approval) -> crate::Result<Approval>;
+    async fn expire_question(&self, fence: &Fence, question: &Question) -> crate::Result<Question>;
+}
+
+impl RunShared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        fence: Fence,
+        input: Json,
+        writer: CheckpointWriter,
+        config: Arc<EngineConfig>,
+        deadline_at: DateTime<Utc>,
+        expirer: Arc<dyn HumanWaits>,
+        steps: Vec<Step>,
+        approvals: Vec<Approval>,
+        questions: Vec<Question>,
+    ) -> Self {
+        Self {
+            fence,
+            input,
+            writer,
+            config,
+            deadline_at,
+            expirer,
+            memo: Mutex::new(steps.into_iter().map(|s| (s.key.clone(), s)).collect()),
+            approvals: Mutex::new(
+                approvals
+                    .into_iter()
+                    .map(|a| (a.step_key.clone(), a))
+                    .collect(),
+            ),
+            questions: Mutex::new(
+                questions
+                    .into_iter()
+                    .map(|q| (q.step_key.clone(), q))
+                    .collect(),
+            ),
+            used_keys: Mutex::new(HashSet::new()),
+            park: Mutex::new(ParkState::default()),
+            in_flight: AtomicUsize::new(0),
+            pause: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            halt: Mutex::new(None),
+            wakeup: Notify::new(),
+        }
+    }
+
+    pub fn halt_reason(&self) -> Option<Halt> {
+        lock(&self.halt).clone()
+    }
+
+    pub fn halt(&self, reason: Halt) {
+        let mut h = lock(&self.halt);
+        if h.is_none() {
+            *h = Some(reason);
+        }
+        drop(h);
+        self.wakeup.notify_one();
+    }
+
+    /// True when the run has parked branches and nothing left in flight.
+    pub fn releasable(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0 && !lock(&self.park).parks.is_empty()
+    }
+
+    pub fn has_human_waits(&self) -> bool {
+        !lock(&self.approvals).is_empty() || !lock(&self.questions).is_empty()
+    }
+
+    pub(super) fn parked(&self, park: Park) {
+        lock(&self.park).parks.push(park);
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
+            self.wakeup.notify_one();
+        }
+    }
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking step is caught before it can poison these locks; recover anyway.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counts a step as in flight for as long as it lives.
+pub(super) struct InFlight<'a>(&'a RunShared);
+
+impl<'a> InFlight<'a> {
+    pub(super) fn new(shared: &'a RunShared) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && !lock(&self.0.park).parks.is_empty()
+        {
+            self.0.wakeup.notify_one();
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Durable steps: run once, record the result, replay it afterwards.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use chrono::Utc;
+use futures::FutureExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value as Json, json};
+
+use crate::event::{EventKind, NewEvent};
+use crate::retry::StepFailure;
+use crate::status::StepStatus;
+use crate::store::checkpoint::StepRecord;
+
+use super::{
+    Attempt, Halt, InFlight, Park, StepContext, StepError, StepOptions, lock, panic_message,
+    suspend,
+};
+
+impl StepContext {
+    /// Runs `f` once as a durable step with the default options.
+    pub async fn step<T, F, Fut>(&self, key: impl Display, f: F) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, StepFailure>>,
+    {
+        self.step_with(key, StepOptions::default(), f).await
+    }
+
+    /// Runs `f` as a durable step: a recorded result is returned without running;
+    /// otherwise attempts are made until success, a permanent failure, or the retry
+    /// budget is spent. A panic inside `f` is a permanent failure of the step.
+    pub async fn step_with<T, F, Fut>(
+        &self,
+        key: impl Display,
+        opts: StepOptions,
+        mut f: F,
+    ) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, StepFailure>>,
+    {
+        let key = self.claim_key(key)?;
+        if let Some(input) = &opts.input {
+            crate::storable::check_json(input, "input").map_err(|message| {
+                StepError::Unstorable {
+                    key: key.clone(),
+                    message,
+                }
+            })?;
+        }
+        let recorded = lock(&self.shared.memo).get(&key).cloned();
+        let mut attempts = 0u32;
+        let mut first_started = None;
+        if let Some(step) = recorded {
+            match step.status {
+                StepStatus::Succeeded => {
+                    let output = step.output.unwrap_or(Json::Null);
+                    return serde_json::from_value(output).map_err(|e| StepError::OutputMismatch {
+                        key,
+                        message: e.to_string(),
+                    });
+                }
+                StepStatus::Failed => {
+                    return Err(StepError::Failed {
+                        key,
+                        message: step.error.unwrap_or_default(),
+                    });
+                }
+                StepStatus::RetryWait | StepStatus::Running | StepStatus::Sleeping => {
+                    // An attempt interrupted by a crash counts as an attempt.
+                    attempts = step.attempts.max(0) as u32;
+                    first_started = step.started_at;
+                    if let Some(next) = step.next_attempt_at {
+                        self.wait_until(next, |wake_at| Park::Retry { wake_at })
+                            .await;
+                    }
+                }
+            }
+        }
+        self.boundary().await;
+        let policy = opts
+            .retry
+            .clone()
+            .unwrap_or_else(|| self.shared.config.retry.clone());
+        let idempotency_key = format!("{}/{}", self.shared.fence.run_id, key);
+        loop {
+            // In flight only while an attempt runs: a parked retry wait must not count.
+            let in_flight = InFlight::new(&self.shared);
+            attempts += 1;
+            let started_at = Utc::now();
+            let first_started_at = *first_started.get_or_insert(started_at);
+            let attempt = Attempt {
+                number: attempts,
+                idempotency_key: idempotency_key.clone(),
+            };
+            let started_event = NewEvent::new(
+                EventKind::StepStarted,
+                json!({ "step_key": key, "attempt": attempts }),
+            );
+            let running = AssertUnwindSafe(f(attempt)).catch_unwind();
+            let timed = async {
+                match opts.timeout {
+                    Some(limit) => match tokio::time::timeout(limit, running).await {
+                        Ok(r) => r,
+                        Err(_) => Ok(Err(StepFailure::retryable(format!(
+                            "attempt timed out after {} ms",
+                            limit.as_millis()
+                        )))),
+                    },
+                    None => running.await,
+                }
+            };
+            tokio::pin!(timed);
+            // Fast steps record STEP_STARTED together with their result (one commit per
+            // step); slow ones announce themselves while still running.
+            let mut started_written = None;
+            let result = match tokio::time::timeout(
+                self.shared.config.started_event_delay,
+                &mut timed,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    let mut cp = self.checkpoint();
+                    cp.steps.push(StepRecord {
+                        key: key.clone(),
+                        status: StepStatus::Running,
+                        input: opts.input.clone(),
+                        output: None,
+                        usage: None,
+                        error: None,
+                        attempts: attempts as i32,
+                        started_at: Some(first_started_at),
+                        finished_at: None,
+                        next_attempt_at: None,
+                    });
+                    cp.events.push(started_event.clone());
+                    started_written = Some(self.shared.writer.submit(cp).await);
+                    timed.await
+                }
+            };
+            let started_recorded = started_written.is_some();
+            if let Some(rx) = started_written {
+                match rx.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        self.halt_on(e);
+                        return suspend().await;
+                    }
+                    // The writer dropped the reply: it is gone, so is our footing.
+                    Err(_) => {
+                        self.shared.halt(Halt::LeaseLost);
+                        return suspend().await;
+                    }
+                }
+            }
+            let failure = match result {
+                Ok(Ok(value)) => match serde_json::to_value(&value)
+                    .map_err(|e| format!("output is not representable as JSON: {e}"))
+                    .and_then(|output| {
+                        crate::storable::check_json(&output, "output")
+                            .map(|()| output)
+                            .map_err(|e| format!("step result cannot be stored: {e}"))
+                    }) {
+                    Ok(output) => {
+                        let finished_at = Utc::now();
+                        let mut cp = self.checkpoint();
+                        if !started_recorded {
+                            cp.events.push(started_event.clone());
+                        }
+                        cp.steps.push(StepRecord {
+                            key: key.clone(),
+                            status: StepStatus::Succeeded,
+                            input: opts.input.clone(),
+                            output: Some(output),
+                            usage: None,
+                            error: None,
+                            attempts: attempts as i32,
+                            started_at: Some(first_started_at),
+                            finished_at: Some(finished_at),
+                            next_attempt_at: None,
+                        });
+                        cp.events.push(NewEvent::new(
+                            EventKind::StepSucceeded,
+                            json!({
+                                "step_key": key,
+                                "attempts": attempts,
+                                "duration_ms": (finished_at - started_at).num_milliseconds(),
+                            }),
+                        ));
+                        match self.try_commit(cp).await {
+                            Ok(()) => return Ok(value),
+                            // Refused (the writer's last line of defence): fail this
+                            // step, nothing else.
+                            Err(e) => {
+                                StepFailure::permanent(format!("step result cannot be stored: {e}"))
+                            }
+                        }
+                    }
+                    Err(e) => StepFailure::permanent(e),
+                },
+                Ok(Err(failure)) => failure,
+                Err(panic) => {
+                    StepFailure::permanent(format!("step panicked: {}", panic_message(&panic)))
+                }
+            };
+            let mut cp = self.checkpoint();
+            if !started_recorded {
+                cp.events.push(started_event);
+            }
+            let retry = failure.is_retryable() && attempts <= policy.max_retries;
+            if !retry {
+                let message = crate::storable::scrub(&failure.to_string());
+                cp.steps.push(StepRecord {
+                    key: key.clone(),
+                    status: StepStatus::Failed,
+                    input: opts.input.clone(),
+                    output: None,
+                    usage: None,
+                    error: Some(message.clone()),
+                    attempts: attempts as i32,
+                    started_at: Some(first_started_at),
+                    finished_at: Some(Utc::now()),
+                    next_attempt_at: None,
+                });
+                cp.events.push(NewEvent::new(
+                    EventKind::StepFailed,
+                    json!({ "step_key": key, "attempts": attempts, "error": message, "retryable": failure.is_retryable() }),
+                ));
+                self.commit(cp).await;
+                return Err(StepError::Failed { key, message });
+            }
+            let delay = policy.delay(attempts, failure.retry_after());
+            let next_attempt_at = crate::storable::after(Utc::now(), delay);
+            cp.steps.push(StepRecord {
+                key: key.clone(),
+                status: StepStatus::RetryWait,
+                input: opts.input.clone(),
+                output: None,
+                usage: None,
+                error: Some(crate::storable::scrub(&failure.to_string())),
+                attempts: attempts as i32,
+                started_at: Some(first_started_at),
+                finished_at: None,
+                next_attempt_at: Some(next_attempt_at),
+            });
+            cp.events.push(NewEvent::new(
+                EventKind::StepRetryScheduled,
+                json!({
+                    "step_key": key,
+                    "attempt": attempts,
+                    "error": crate::storable::scrub(&failure.to_string()),
+                    "delay_ms": delay.as_millis() as u64,
+                    "next_attempt_at": next_attempt_at,
+                }),
+            ));
+            self.commit(cp).await;
+            drop(in_flight);
+            self.wait_until(next_attempt_at, |wake_at| Park::Retry { wake_at })
+                .await;
+        }
+    }
+}
