@@ -62,8 +62,20 @@ async fn runs_and_steps(backend: Backend) {
     let _w = h.spawn_worker();
     let api = admin_api(&h).await;
     assert_eq!(
-        api.data("{ health workflows }", json!({})).await,
-        json!({ "health": "ok", "workflows": ["script"] })
+        api.data("{ health workflows { name } }", json!({})).await,
+        json!({ "health": "ok", "workflows": [{ "name": "script" }] })
+    );
+    // Each workflow describes its input with a JSON Schema (the console's start form).
+    let described = api
+        .data("{ workflows { description inputSchema } }", json!({}))
+        .await;
+    let schema = &described["workflows"][0]["inputSchema"];
+    assert_eq!(schema["required"], json!(["steps"]), "{schema}");
+    assert!(
+        !described["workflows"][0]["description"]
+            .as_str()
+            .unwrap()
+            .is_empty()
     );
     let id = start(
         &api,

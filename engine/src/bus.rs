@@ -13,6 +13,7 @@ use futures::Stream;
 use tokio::sync::broadcast;
 
 use crate::Result;
+use crate::context::LiveEvent;
 use crate::event::Event;
 use crate::ids::RunId;
 use crate::store;
@@ -34,6 +35,14 @@ pub enum BusMessage {
     /// Notifications from other processes may have been missed (the LISTEN
     /// connection was re-established): every subscriber re-reads the database.
     Resync,
+    /// A live-only event (an LLM token): never stored.
+    Live(Arc<LiveEvent>),
+}
+
+/// What goes to other processes, through the notifier task.
+enum Remote {
+    Hint(RunId, i64),
+    Live(LiveEvent),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,8 +66,8 @@ impl ControlSignal {
 #[derive(Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<BusMessage>,
-    /// On Postgres: hints for other processes, sent by the notifier task.
-    remote: Option<tokio::sync::mpsc::UnboundedSender<(RunId, i64)>>,
+    /// On Postgres: hints and live events for other processes, sent by the notifier.
+    remote: Option<tokio::sync::mpsc::UnboundedSender<Remote>>,
 }
 
 impl Default for EventBus {
@@ -99,8 +108,16 @@ impl EventBus {
             self.publish(BusMessage::Event(Arc::new(e.clone())));
         }
         if let (Some(remote), Some(last)) = (&self.remote, events.last()) {
-            let _ = remote.send((last.run_id, last.seq));
+            let _ = remote.send(Remote::Hint(last.run_id, last.seq));
         }
+    }
+
+    /// Publishes a live-only event here and, on Postgres, to other processes.
+    pub fn publish_live(&self, event: LiveEvent) {
+        if let Some(remote) = &self.remote {
+            let _ = remote.send(Remote::Live(event.clone()));
+        }
+        self.publish(BusMessage::Live(Arc::new(event)));
     }
 
     pub fn receiver(&self) -> broadcast::Receiver<BusMessage> {
@@ -111,21 +128,30 @@ impl EventBus {
 /// Postgres caps a NOTIFY payload at 8000 bytes.
 const MAX_NOTIFY_PAYLOAD: usize = 7900;
 
-/// Coalesces hints and sends them with `pg_notify`, as fast as they come. A hint lost
-/// to a crash between commit and notify is covered by subscribers' fallback polling.
-async fn notifier(db: Db, mut rx: tokio::sync::mpsc::UnboundedReceiver<(RunId, i64)>) {
+/// Coalesces hints and sends them with `pg_notify`, as fast as they come, and live
+/// events in batches (a JSON array per notification). A hint lost to a crash between
+/// commit and notify is covered by subscribers' fallback polling; live events are
+/// best effort by nature.
+async fn notifier(db: Db, mut rx: tokio::sync::mpsc::UnboundedReceiver<Remote>) {
     let mut latest = std::collections::HashMap::new();
-    while let Some((run, seq)) = rx.recv().await {
-        latest.insert(run, seq);
-        while let Ok((run, seq)) = rx.try_recv() {
-            let e = latest.entry(run).or_insert(seq);
-            *e = (*e).max(seq);
+    let mut live = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut take = |m: Remote| match m {
+            Remote::Hint(run, seq) => {
+                let e = latest.entry(run).or_insert(seq);
+                *e = (*e).max(seq);
+            }
+            Remote::Live(event) => live.push(event),
+        };
+        take(first);
+        while let Ok(m) = rx.try_recv() {
+            take(m);
         }
         let mut payload = String::new();
         for (run, seq) in latest.drain() {
             let hint = store::events::event_hint(run, seq);
             if !payload.is_empty() && payload.len() + hint.len() + 1 > MAX_NOTIFY_PAYLOAD {
-                send_hints(&db, &payload).await;
+                send(&db, store::events::EVENTS_CHANNEL, &payload).await;
                 payload.clear();
             }
             if !payload.is_empty() {
@@ -134,14 +160,44 @@ async fn notifier(db: Db, mut rx: tokio::sync::mpsc::UnboundedReceiver<(RunId, i
             payload.push_str(&hint);
         }
         if !payload.is_empty() {
-            send_hints(&db, &payload).await;
+            send(&db, store::events::EVENTS_CHANNEL, &payload).await;
+        }
+        for batch in live_batches(std::mem::take(&mut live)) {
+            send(&db, store::events::LIVE_CHANNEL, &batch).await;
         }
     }
 }
 
-async fn send_hints(db: &Db, payload: &str) {
-    if let Err(e) = store::events::notify(db, store::events::EVENTS_CHANNEL, payload).await {
-        tracing::warn!(error = %e, "could not notify other processes of new events");
+/// Live events as JSON arrays that each fit one notification; an event too large
+/// for one alone is dropped (live events are best effort).
+fn live_batches(events: Vec<LiveEvent>) -> Vec<String> {
+    let mut batches = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    let mut size = 2;
+    for e in events {
+        let Ok(text) = serde_json::to_string(&e) else {
+            continue;
+        };
+        if text.len() + 2 > MAX_NOTIFY_PAYLOAD {
+            continue;
+        }
+        if size + text.len() + 1 > MAX_NOTIFY_PAYLOAD {
+            batches.push(format!("[{}]", current.join(",")));
+            current.clear();
+            size = 2;
+        }
+        size += text.len() + 1;
+        current.push(text);
+    }
+    if !current.is_empty() {
+        batches.push(format!("[{}]", current.join(",")));
+    }
+    batches
+}
+
+async fn send(db: &Db, channel: &str, payload: &str) {
+    if let Err(e) = store::events::notify(db, channel, payload).await {
+        tracing::warn!(error = %e, channel, "could not notify other processes");
     }
 }
 
@@ -174,11 +230,30 @@ impl Changes {
                 Ok(BusMessage::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     Some(Change::Resync)
                 }
-                Ok(BusMessage::Control { .. } | BusMessage::Wake) => continue,
+                Ok(BusMessage::Control { .. } | BusMessage::Wake | BusMessage::Live(_)) => {
+                    continue;
+                }
                 Err(broadcast::error::RecvError::Closed) => None,
             };
         }
     }
+}
+
+/// Live-only events of `run_id` from now on, as they come (none are stored, so
+/// there is nothing to replay; a reader that falls behind skips what it missed).
+pub fn subscribe_live(
+    bus: &EventBus,
+    run_id: RunId,
+) -> impl Stream<Item = Arc<LiveEvent>> + Send + 'static + use<> {
+    futures::stream::unfold(bus.receiver(), move |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(BusMessage::Live(e)) if e.run_id == run_id => return Some((e, rx)),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
 }
 
 /// Page size when catching up from the database.

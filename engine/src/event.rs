@@ -19,6 +19,7 @@ string_enum!(
         LlmToken => "LLM_TOKEN",
         ToolCall => "TOOL_CALL",
         ToolResult => "TOOL_RESULT",
+        Finding => "FINDING",
         ApprovalRequested => "APPROVAL_REQUESTED",
         ApprovalDecided => "APPROVAL_DECIDED",
         InputRequested => "INPUT_REQUESTED",

@@ -22,6 +22,7 @@ pub mod status;
 pub(crate) mod storable;
 mod store;
 pub mod topology;
+mod usage;
 pub mod worker;
 pub mod workflow;
 mod writer;
@@ -30,7 +31,8 @@ pub use auth::{Caller, Principal, Role};
 pub use bus::{Change, Changes};
 pub use config::EngineConfig;
 pub use context::{
-    ApprovalOutcome, ApprovalRequest, Attempt, InputOutcome, StepContext, StepError, StepOptions,
+    ApprovalOutcome, ApprovalRequest, Attempt, InputOutcome, LiveEvent, RunInfo, StepContext,
+    StepError, StepOptions, key_segment,
 };
 pub use engine::{Decision, Engine, EngineOptions, StartRun};
 pub use error::{Error, Result};
@@ -40,5 +42,6 @@ pub use page::{KeyOf, Keyed, Page, PageRequest};
 pub use retry::{RetryPolicy, StepFailure};
 pub use stats::EngineStats;
 pub use status::{ApprovalStatus, QuestionStatus, RunStatus, StepStatus, Trigger};
+pub use usage::Usage;
 pub use worker::Worker;
-pub use workflow::{Workflow, WorkflowError, Workflows};
+pub use workflow::{Workflow, WorkflowError, WorkflowInfo, Workflows};

@@ -63,6 +63,13 @@ pub enum StepFailure {
     /// Other 4xx, validation errors: retrying cannot help.
     #[error("{0}")]
     Permanent(String),
+    /// What the step needs is known to be down (an open circuit breaker): wait
+    /// `retry_after`, then try again, without spending one of the step's attempts.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after: Duration,
+    },
 }
 
 impl StepFailure {
@@ -81,8 +88,14 @@ impl StepFailure {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
+    }
+
+    /// Waits without counting as an attempt.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
     }
 }
 

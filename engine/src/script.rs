@@ -79,9 +79,14 @@ fn sixty_thousand() -> u64 {
 enum ScriptStep {
     /// Does nothing but get checkpointed.
     Noop,
-    /// Busy for `ms` inside the step (a stand-in for an LLM or tool call).
+    /// Busy for `ms` inside the step (a stand-in for an LLM or tool call); it may
+    /// record `usage` for each attempt and `stream` live tokens while it runs.
     Work {
         ms: u64,
+        #[serde(default)]
+        usage: Option<crate::usage::Usage>,
+        #[serde(default)]
+        stream: Vec<String>,
     },
     /// Fails its first `times` attempts, then succeeds; `permanent` failures are not retried.
     Fail {
@@ -90,6 +95,16 @@ enum ScriptStep {
         permanent: bool,
         #[serde(default)]
         retry_after_ms: Option<u64>,
+        /// Fail as "unavailable" (an open circuit breaker): wait `retry_after_ms`
+        /// without spending an attempt.
+        #[serde(default)]
+        unavailable: bool,
+    },
+    /// A durable event in the run's log: `TOOL_CALL`, `TOOL_RESULT` or `FINDING`.
+    Emit {
+        event: crate::event::EventKind,
+        #[serde(default)]
+        payload: Json,
     },
     /// A durable sleep.
     Sleep {
@@ -109,6 +124,9 @@ enum ScriptStep {
     },
     Parallel {
         branches: Vec<Vec<ScriptStep>>,
+        /// Branch names (default `b0`, `b1`, …); any text: a `/` cannot collide.
+        #[serde(default)]
+        names: Option<Vec<String>>,
     },
     Panic {
         message: String,
@@ -175,7 +193,7 @@ fn check_steps(steps: &[ScriptStep], path: &str, depth: usize) -> Result<usize, 
         let at = format!("{path}[{i}]");
         total += 1;
         match step {
-            ScriptStep::Work { ms } | ScriptStep::Sleep { ms } => {
+            ScriptStep::Work { ms, .. } | ScriptStep::Sleep { ms } => {
                 check_ms(&format!("{at}.ms"), *ms)?
             }
             ScriptStep::Fail {
@@ -186,7 +204,12 @@ fn check_steps(steps: &[ScriptStep], path: &str, depth: usize) -> Result<usize, 
                 expires_in_ms: Some(ms),
                 ..
             } => check_ms(&format!("{at}.expires_in_ms"), *ms)?,
-            ScriptStep::Parallel { branches } => {
+            ScriptStep::Parallel { branches, names } => {
+                if names.as_ref().is_some_and(|n| n.len() != branches.len()) {
+                    return Err(format!(
+                        "script input: {at}.names: one name per branch is required"
+                    ));
+                }
                 if depth > MAX_PARALLEL_DEPTH {
                     return Err(format!(
                         "script input: {at}: parallel steps nest deeper than {MAX_PARALLEL_DEPTH}"
@@ -273,14 +296,59 @@ impl Workflow for ScriptWorkflow {
                 "approvals": report.approvals,
                 "answers": report.answers,
                 "output": report.output,
+                "usage": ctx.usage(),
+                "run": ctx.run_info(),
             }))
         }
         .boxed()
     }
 
+    fn describe(&self) -> crate::workflow::WorkflowInfo {
+        crate::workflow::WorkflowInfo {
+            description: "A list of steps that work, fail, sleep, ask for approval or an \
+                          answer, run in parallel, emit events or set the output: a test and \
+                          demo tool that exercises every engine feature."
+                .into(),
+            input_schema: input_schema(),
+        }
+    }
+
     fn validate_input(&self, input: &Json) -> Result<(), String> {
         parse(input, self.record_dir.as_ref()).map(|_| ())
     }
+}
+
+/// The JSON Schema of a script (the shape `parse` reads; its limits are checked there).
+fn input_schema() -> Json {
+    let ms = json!({ "type": "integer", "minimum": 0, "maximum": MAX_DURATION_MS });
+    let step = json!({
+        "type": "object",
+        "required": ["kind"],
+        "properties": {
+            "kind": { "enum": ["noop", "work", "fail", "emit", "sleep", "approval", "question",
+                               "parallel", "panic", "output"] },
+            "ms": ms, "times": { "type": "integer", "minimum": 0 },
+            "permanent": { "type": "boolean" }, "unavailable": { "type": "boolean" },
+            "retry_after_ms": ms, "expires_in_ms": ms,
+            "usage": { "type": "object" }, "stream": { "type": "array", "items": { "type": "string" } },
+            "event": { "enum": ["TOOL_CALL", "TOOL_RESULT", "FINDING"] }, "payload": {},
+            "tool": { "type": "string" }, "args": {}, "risk_note": { "type": "string" },
+            "text": { "type": "string" }, "message": { "type": "string" }, "value": {},
+            "branches": { "type": "array", "items": { "type": "array", "items": { "$ref": "#/$defs/step" } } },
+            "names": { "type": "array", "items": { "type": "string" } }
+        }
+    });
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": ["steps"],
+        "properties": {
+            "steps": { "type": "array", "minItems": 1, "items": { "$ref": "#/$defs/step" } },
+            "record_to": { "type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]*$" },
+            "retry": { "type": "object", "required": ["initial_ms", "max_retries"] }
+        },
+        "$defs": { "step": step }
+    })
 }
 
 struct Env {
@@ -333,24 +401,33 @@ fn run_steps<'a>(
                     })
                     .await?;
                 }
-                ScriptStep::Work { ms } => {
-                    let ms = *ms;
+                ScriptStep::Work { ms, usage, stream } => {
+                    let (ms, usage) = (*ms, *usage);
                     ctx.step_with(&key, env.opts.clone(), |a| async move {
+                        for token in stream {
+                            ctx.stream(json!({ "text": token }));
+                        }
                         tokio::time::sleep(Duration::from_millis(ms)).await;
+                        if let Some(u) = usage {
+                            a.record_usage(u);
+                        }
                         record(env, &a.idempotency_key, a.number)?;
                         Ok(a.number)
                     })
                     .await?;
                 }
+                ScriptStep::Emit { event, payload } => ctx.emit(*event, payload.clone())?,
                 ScriptStep::Fail {
                     times,
                     permanent,
                     retry_after_ms,
+                    unavailable,
                 } => {
-                    let (times, permanent, retry_after) = (
+                    let (times, permanent, retry_after, unavailable) = (
                         *times,
                         *permanent,
                         retry_after_ms.map(Duration::from_millis),
+                        *unavailable,
                     );
                     ctx.step_with(&key, env.opts.clone(), |a| async move {
                         record(env, &a.idempotency_key, a.number)?;
@@ -360,6 +437,11 @@ fn run_steps<'a>(
                         let message = format!("scripted failure {} of {times}", a.number);
                         Err(if permanent {
                             StepFailure::permanent(message)
+                        } else if unavailable {
+                            StepFailure::Unavailable {
+                                message,
+                                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+                            }
                         } else if retry_after.is_some() {
                             StepFailure::RateLimited {
                                 message,
@@ -409,13 +491,18 @@ fn run_steps<'a>(
                         .answers
                         .push(json!({ "step": key, "outcome": outcome }));
                 }
-                ScriptStep::Parallel { branches } => {
+                ScriptStep::Parallel { branches, names } => {
                     let mut reports: Vec<Report> =
                         branches.iter().map(|_| Report::default()).collect();
+                    let parallel = ctx.branch(&key);
                     let results = {
                         let futures = branches.iter().zip(reports.iter_mut()).enumerate().map(
                             |(b, (steps, r))| {
-                                let branch = ctx.branch(format!("{key}/b{b}"));
+                                let name = names
+                                    .as_ref()
+                                    .and_then(|n| n.get(b).cloned())
+                                    .unwrap_or_else(|| format!("b{b}"));
+                                let branch = parallel.branch(name);
                                 async move { run_steps(&branch, env, steps, r).await }
                             },
                         );

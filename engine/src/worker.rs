@@ -297,6 +297,7 @@ impl Worker {
                 output: None,
                 error: Some(crate::storable::scrub(&message)),
                 had_human_waits: true,
+                events: Vec::new(),
             };
             self.finish(&fence, ending).await;
             return Ok(());
@@ -312,13 +313,23 @@ impl Worker {
                 store::questions::list_for_run(db, fence.run_id).await?,
             )
         };
+        let info = crate::context::RunInfo {
+            run_id: fence.run_id,
+            workflow: claim.workflow.clone(),
+            trigger: claim.trigger,
+            team_id: claim.team_id,
+            team_version_id: claim.team_version_id,
+            attempt: fence.attempt,
+            deadline_at: claim.deadline_at,
+        };
         let shared = Arc::new(RunShared::new(
             fence.clone(),
             claim.input.clone(),
             self.engine.writer().clone(),
             self.engine.config().clone(),
-            claim.deadline_at,
+            info,
             Arc::new(self.clone()),
+            self.engine.bus().clone(),
             steps,
             approvals,
             questions,
@@ -372,11 +383,14 @@ impl Worker {
         // Dropping the orchestration aborts whatever step was still in flight.
         drop(orchestration);
         let had_human_waits = shared.has_human_waits() || !lock(&shared.park).approvals.is_empty();
+        // Emitted after the workflow's last durable operation: they end with it.
+        let leftover = shared.take_leftover_events();
         let ending = |status, output, error| Ending {
             status,
             output,
             error,
             had_human_waits,
+            events: leftover.clone(),
         };
         match outcome {
             Stop::Finished(Ok(Ok(output))) => {
@@ -435,6 +449,7 @@ impl Worker {
             output,
             error,
             had_human_waits,
+            events: leftover,
         } = ending;
         let checkpoint =
             |status: RunStatus, output: Option<serde_json::Value>, error: Option<String>| {
@@ -444,6 +459,7 @@ impl Worker {
                     _ => EventKind::RunFailed,
                 };
                 let mut cp = Checkpoint::new(fence.clone());
+                cp.events = leftover.clone();
                 cp.events.push(NewEvent::new(
                     kind,
                     json!({ "status": status, "error": error }),
@@ -623,6 +639,7 @@ impl Worker {
                         output: None,
                         error: Some(crate::storable::scrub(&message)),
                         had_human_waits: true,
+                        events: Vec::new(),
                     },
                 )
                 .await;
@@ -672,6 +689,8 @@ struct Ending {
     error: Option<String>,
     /// The run has (or had) approvals or questions, which must be closed with it.
     had_human_waits: bool,
+    /// Events the workflow emitted after its last durable operation.
+    events: Vec<NewEvent>,
 }
 
 #[async_trait::async_trait]

@@ -28,6 +28,29 @@ pub trait Workflow: Send + Sync + 'static {
     fn validate_input(&self, _input: &Json) -> Result<(), String> {
         Ok(())
     }
+
+    /// What the workflow does and what input it takes (a JSON Schema), for people
+    /// and for the console's start form.
+    fn describe(&self) -> WorkflowInfo {
+        WorkflowInfo::default()
+    }
+}
+
+/// A workflow as clients see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkflowInfo {
+    pub description: String,
+    /// A JSON Schema of the input; `{}` accepts anything.
+    pub input_schema: Json,
+}
+
+impl Default for WorkflowInfo {
+    fn default() -> Self {
+        Self {
+            description: String::new(),
+            input_schema: Json::Object(Default::default()),
+        }
+    }
 }
 
 /// The workflows a process knows, by name.
@@ -47,5 +70,13 @@ impl Workflows {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)
+    }
+
+    /// Every workflow by name, with what it describes of itself.
+    pub fn describe(&self) -> Vec<(String, WorkflowInfo)> {
+        self.0
+            .iter()
+            .map(|(name, w)| (name.clone(), w.describe()))
+            .collect()
     }
 }

@@ -4,9 +4,9 @@ use aiops_engine::model::Approval as ApprovalRecord;
 use aiops_engine::model::Question as QuestionRecord;
 use aiops_engine::model::Team as TeamRecord;
 use aiops_engine::model::{Run as RunRecord, RunFilter};
-use aiops_engine::topology::{self, Catalog};
+use aiops_engine::topology;
 use aiops_engine::{ApprovalId, Engine, QuestionId, RunId};
-use async_graphql::{Context, InputObject, Object, Result};
+use async_graphql::{Context, InputObject, Json, Object, Result};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -69,12 +69,17 @@ impl QueryRoot {
 
     /// The workflows this server can run.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
-    async fn workflows(&self, ctx: &Context<'_>) -> Result<Vec<String>> {
+    async fn workflows(&self, ctx: &Context<'_>) -> Result<Vec<WorkflowInfo>> {
         Ok(ctx
             .data::<Engine>()?
             .workflows()
-            .names()
-            .map(str::to_owned)
+            .describe()
+            .into_iter()
+            .map(|(name, info)| WorkflowInfo {
+                name,
+                description: info.description,
+                input_schema: Json(info.input_schema),
+            })
             .collect())
     }
 
@@ -204,24 +209,35 @@ impl QueryRoot {
 
     /// Dry run of `applyTeam`: every violation of a team document (YAML or JSON), with paths.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
-    async fn validate_team(&self, spec: String) -> TeamValidation {
-        match topology::parse_and_validate(&spec, &Catalog::builtin()) {
-            Ok(_) => TeamValidation {
-                valid: true,
-                violations: Vec::new(),
+    async fn validate_team(&self, ctx: &Context<'_>, spec: String) -> Result<TeamValidation> {
+        Ok(
+            match topology::parse_and_validate(&spec, ctx.data::<Engine>()?.catalog()) {
+                Ok(_) => TeamValidation {
+                    valid: true,
+                    violations: Vec::new(),
+                },
+                Err(violations) => TeamValidation {
+                    valid: false,
+                    violations: violations
+                        .into_iter()
+                        .map(|v| Violation {
+                            path: v.path,
+                            message: v.message,
+                        })
+                        .collect(),
+                },
             },
-            Err(violations) => TeamValidation {
-                valid: false,
-                violations: violations
-                    .into_iter()
-                    .map(|v| Violation {
-                        path: v.path,
-                        message: v.message,
-                    })
-                    .collect(),
-            },
-        }
+        )
     }
+}
+
+/// A workflow the server can run.
+#[derive(async_graphql::SimpleObject)]
+pub struct WorkflowInfo {
+    pub name: String,
+    pub description: String,
+    /// A JSON Schema of the input (`{}`: anything).
+    pub input_schema: Json<serde_json::Value>,
 }
 
 /// Loads `stepCount` and `team` for a whole page in one query each, when selected:

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::auth::RoleGuard;
 use super::error::to_gql;
 use super::query::RunFilterInput;
-use super::types::{Approval, Event, Run};
+use super::types::{Approval, Event, LiveEvent, Run};
 use aiops_engine::EventKind;
 use aiops_engine::auth::Role;
 use aiops_engine::{Change, Changes};
@@ -39,6 +39,22 @@ impl SubscriptionRoot {
         Ok(engine
             .subscribe(RunId(run_id), after_seq)
             .map(|e| e.map(Event::from).map_err(to_gql)))
+    }
+
+    /// Live-only events of a run (`LLM_TOKEN`: a model's text as it is produced),
+    /// from now on: they are never stored, so nothing is replayed and a client that
+    /// falls behind misses some. The durable record is `runEvents`.
+    #[graphql(guard = "RoleGuard(Role::Viewer)")]
+    async fn run_live(
+        &self,
+        ctx: &Context<'_>,
+        run_id: Uuid,
+    ) -> Result<impl Stream<Item = LiveEvent>> {
+        let engine = ctx.data::<Engine>()?.clone();
+        engine.run(RunId(run_id)).await.map_err(to_gql)?;
+        Ok(engine
+            .subscribe_live(RunId(run_id))
+            .map(|e| LiveEvent::from(&*e)))
     }
 
     /// Runs whose status changed, as they change (optionally filtered). A live view:

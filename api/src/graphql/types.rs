@@ -61,7 +61,7 @@ mirror_enum!(
     /// Event types of a run's log.
     EventKind from aiops_engine::EventKind {
         RunQueued, RunStarted, StepStarted, StepSucceeded, StepFailed, StepRetryScheduled, LlmToken,
-        ToolCall, ToolResult, ApprovalRequested, ApprovalDecided, InputRequested, InputReceived,
+        ToolCall, ToolResult, Finding, ApprovalRequested, ApprovalDecided, InputRequested, InputReceived,
         RunPaused, RunResumed, RunRetryWait, RunSucceeded, RunFailed, RunCancelled, RunTimedOut
     }
 );
@@ -182,18 +182,10 @@ impl Run {
         Ok(connection::counted(page))
     }
 
-    /// Token usage and cost summed over the run's steps (recorded per LLM call).
+    /// Token usage and cost summed over the run's steps and their attempts.
     async fn usage(&self, ctx: &Context<'_>) -> Result<Usage> {
         let engine = ctx.data::<Engine>()?;
-        let steps = engine.steps(self.id.into()).await.gql()?;
-        Ok(steps
-            .iter()
-            .filter_map(|s| s.usage.as_ref())
-            .fold(Usage::default(), |acc, u| Usage {
-                input_tokens: acc.input_tokens + u["input_tokens"].as_i64().unwrap_or(0),
-                output_tokens: acc.output_tokens + u["output_tokens"].as_i64().unwrap_or(0),
-                cost_usd: acc.cost_usd + u["cost_usd"].as_f64().unwrap_or(0.0),
-            }))
+        Ok(engine.usage(self.id.into()).await.gql()?.into())
     }
 
     async fn approvals(&self, ctx: &Context<'_>) -> Result<Vec<Approval>> {
@@ -216,6 +208,16 @@ pub struct Usage {
     pub cost_usd: f64,
 }
 
+impl From<aiops_engine::Usage> for Usage {
+    fn from(u: aiops_engine::Usage) -> Self {
+        Usage {
+            input_tokens: i64::try_from(u.input_tokens).unwrap_or(i64::MAX),
+            output_tokens: i64::try_from(u.output_tokens).unwrap_or(i64::MAX),
+            cost_usd: u.cost_usd,
+        }
+    }
+}
+
 /// One durable step of a run.
 #[derive(SimpleObject)]
 pub struct Step {
@@ -224,7 +226,8 @@ pub struct Step {
     pub attempts: i32,
     pub input: Option<Json<serde_json::Value>>,
     pub output: Option<Json<serde_json::Value>>,
-    pub usage: Option<Json<serde_json::Value>>,
+    /// Tokens and cost over every attempt of the step.
+    pub usage: Usage,
     pub error: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -239,7 +242,7 @@ impl From<StepRecord> for Step {
             attempts: s.attempts,
             input: s.input.map(Json),
             output: s.output.map(Json),
-            usage: s.usage.map(Json),
+            usage: s.usage.into(),
             error: s.error,
             started_at: s.started_at,
             finished_at: s.finished_at,
@@ -266,6 +269,29 @@ impl From<EventRecord> for Event {
             kind: e.kind.into(),
             payload: Json(e.payload),
             created_at: e.created_at,
+        }
+    }
+}
+
+/// A live-only event of a run: sent while it happens, never stored.
+#[derive(SimpleObject)]
+pub struct LiveEvent {
+    pub run_id: Uuid,
+    pub kind: EventKind,
+    /// Where in the run it comes from (the branch: node, agent…; empty for the top).
+    pub branch: String,
+    pub payload: Json<serde_json::Value>,
+    pub at: DateTime<Utc>,
+}
+
+impl From<&aiops_engine::LiveEvent> for LiveEvent {
+    fn from(e: &aiops_engine::LiveEvent) -> Self {
+        LiveEvent {
+            run_id: e.run_id.0,
+            kind: e.kind.into(),
+            branch: e.branch.clone(),
+            payload: Json(e.payload.clone()),
+            at: e.at,
         }
     }
 }

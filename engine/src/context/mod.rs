@@ -18,18 +18,21 @@ mod waits;
 pub(crate) use shared::{Halt, HumanWaits, Park, RunShared};
 
 use std::fmt::Display;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::Error;
+use crate::event::{EventKind, NewEvent};
 use crate::ids::{ApprovalId, QuestionId, RunId};
 use crate::retry::RetryPolicy;
 use crate::status::ApprovalStatus;
 use crate::store::checkpoint::Checkpoint;
+use crate::usage::Usage;
 use shared::{InFlight, lock};
 
 /// Longest step key accepted, in bytes.
@@ -55,6 +58,12 @@ pub enum StepError {
     /// The run reached its step budget (`EngineConfig::max_steps_per_run`).
     #[error("step {key}: the run already has {limit} steps, the most one run may have")]
     TooManySteps { key: String, limit: usize },
+    /// `emit` of a kind orchestration code may not write.
+    #[error("cannot emit {kind}: {reason}")]
+    InvalidEvent {
+        kind: EventKind,
+        reason: &'static str,
+    },
     /// The recorded output no longer deserializes into the type asked for.
     #[error("recorded output of step {key} does not match the expected type: {message}")]
     OutputMismatch { key: String, message: String },
@@ -78,6 +87,60 @@ pub struct Attempt {
     /// `run_id/step_key`: side-effecting calls pass it on so a repeated attempt
     /// (at-least-once after a crash) is recognised downstream.
     pub idempotency_key: String,
+    usage: UsageMeter,
+}
+
+impl Attempt {
+    /// Records what this attempt used (a model call's tokens and cost). It is stored
+    /// with the step even when the attempt fails, and counts in [`StepContext::usage`].
+    pub fn record_usage(&self, usage: Usage) {
+        *lock(&self.usage.0) += usage;
+    }
+}
+
+/// What one attempt used, as it records it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct UsageMeter(Arc<Mutex<Usage>>);
+
+impl UsageMeter {
+    fn take(&self) -> Usage {
+        std::mem::take(&mut *lock(&self.0))
+    }
+}
+
+/// Who started a run, and with what: for workflows that need to know.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunInfo {
+    pub run_id: RunId,
+    pub workflow: String,
+    pub trigger: crate::status::Trigger,
+    pub team_id: Option<crate::ids::TeamId>,
+    /// The team version the run pinned when it started.
+    pub team_version_id: Option<uuid::Uuid>,
+    /// How many times the run has been claimed (this execution's number).
+    pub attempt: i64,
+    pub deadline_at: DateTime<Utc>,
+}
+
+/// A live event (`LLM_TOKEN`): delivered to whoever watches the run now, never stored.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct LiveEvent {
+    pub run_id: RunId,
+    pub kind: EventKind,
+    /// The key prefix of the context that sent it (which branch: node, agent…).
+    pub branch: String,
+    pub payload: Json,
+    pub at: DateTime<Utc>,
+}
+
+/// Escapes one segment of a step key so it cannot collide with the structure:
+/// `/` separates segments, so an id that comes from outside (a model's tool-call
+/// id) may not add one. `%` and `/` are percent-encoded.
+pub fn key_segment(segment: &str) -> String {
+    if !segment.contains(['/', '%']) {
+        return segment.to_owned();
+    }
+    segment.replace('%', "%25").replace('/', "%2F")
 }
 
 /// What a person decided about an approval.
@@ -127,18 +190,78 @@ async fn suspend<T>() -> T {
 pub struct StepContext {
     shared: Arc<RunShared>,
     prefix: String,
+    /// Events this context emitted that have not yet gone out with a commit.
+    emitted: Arc<Mutex<Vec<NewEvent>>>,
 }
 
 impl StepContext {
     pub(crate) fn root(shared: Arc<RunShared>) -> Self {
+        let emitted = shared.emit_buffer();
         Self {
             shared,
             prefix: String::new(),
+            emitted,
         }
     }
 
     pub fn run_id(&self) -> RunId {
         self.shared.fence.run_id
+    }
+
+    /// Who started this run, with which team version, and its deadline.
+    pub fn run_info(&self) -> &RunInfo {
+        &self.shared.info
+    }
+
+    /// What the run's steps have used so far (tokens, cost), over every execution:
+    /// recorded steps count once, however often the run was replayed.
+    pub fn usage(&self) -> Usage {
+        *lock(&self.shared.usage)
+    }
+
+    /// Appends a durable event to the run's log (`TOOL_CALL`, `TOOL_RESULT`,
+    /// `FINDING`). It goes out with this context's next durable operation (a step,
+    /// sleep, approval or question, or the run's end), and is emitted once: when that
+    /// operation is replayed from the record, so is the event. Emit from the branch
+    /// whose work it describes.
+    pub fn emit(&self, kind: EventKind, payload: Json) -> Result<(), StepError> {
+        if !matches!(
+            kind,
+            EventKind::ToolCall | EventKind::ToolResult | EventKind::Finding
+        ) {
+            return Err(StepError::InvalidEvent {
+                kind,
+                reason: "the engine writes this kind itself",
+            });
+        }
+        crate::storable::check_json(&payload, "payload").map_err(|message| {
+            StepError::Unstorable {
+                key: format!("{}<{kind}>", self.prefix),
+                message,
+            }
+        })?;
+        lock(&self.emitted).push(NewEvent::new(kind, payload));
+        Ok(())
+    }
+
+    /// Sends a live-only event (`LLM_TOKEN`) to whoever watches the run right now;
+    /// nothing is stored, nothing is replayed.
+    pub fn stream(&self, payload: Json) {
+        self.shared.live(LiveEvent {
+            run_id: self.shared.fence.run_id,
+            kind: EventKind::LlmToken,
+            branch: self.prefix.trim_end_matches('/').to_owned(),
+            payload,
+            at: Utc::now(),
+        });
+    }
+
+    fn take_emitted(&self) -> Vec<NewEvent> {
+        std::mem::take(&mut *lock(&self.emitted))
+    }
+
+    fn discard_emitted(&self) {
+        lock(&self.emitted).clear();
     }
 
     /// The run's input document.
@@ -147,11 +270,14 @@ impl StepContext {
     }
 
     /// A context whose step keys live under `name/`; give each parallel branch its
-    /// own structural name (node id, agent id, tool call id).
+    /// own structural name (node id, agent id, tool call id). `name` is one segment:
+    /// a `/` in it is escaped ([`key_segment`]), so an id from outside cannot make
+    /// two branches' keys collide.
     pub fn branch(&self, name: impl Display) -> StepContext {
         StepContext {
             shared: self.shared.clone(),
-            prefix: format!("{}{}/", self.prefix, name),
+            prefix: format!("{}{}/", self.prefix, key_segment(&name.to_string())),
+            emitted: self.shared.emit_buffer(),
         }
     }
 

@@ -17,6 +17,7 @@ use crate::store::checkpoint::{NewApproval, NewQuestion};
 use crate::store::leases::Fence;
 use crate::store::questions::Question;
 use crate::store::steps::Step;
+use crate::usage::Usage;
 use crate::writer::CheckpointWriter;
 
 /// Why a run is stopping at a boundary.
@@ -70,6 +71,14 @@ pub(crate) struct RunShared {
     pub(super) halt: Mutex<Option<Halt>>,
     /// Wakes the worker: a park became releasable, or the run must halt.
     pub wakeup: Notify,
+    pub info: super::RunInfo,
+    /// What the run's steps used: the recorded ones, plus this execution's attempts.
+    pub(super) usage: Mutex<Usage>,
+    /// Every context's buffer of emitted events, so that what is left when the
+    /// workflow ends goes out with its final commit.
+    emit_buffers: Mutex<Vec<Arc<Mutex<Vec<NewEvent>>>>>,
+    /// Where live-only events go (this process's bus, and other processes').
+    live: crate::bus::EventBus,
 }
 
 /// Expiring a human wait is a fenced write outside the checkpoint batch (it must
@@ -87,13 +96,20 @@ impl RunShared {
         input: Json,
         writer: CheckpointWriter,
         config: Arc<EngineConfig>,
-        deadline_at: DateTime<Utc>,
+        info: super::RunInfo,
         expirer: Arc<dyn HumanWaits>,
+        live: crate::bus::EventBus,
         steps: Vec<Step>,
         approvals: Vec<Approval>,
         questions: Vec<Question>,
     ) -> Self {
+        let usage = steps.iter().map(|s| s.usage).sum();
+        let deadline_at = info.deadline_at;
         Self {
+            info,
+            usage: Mutex::new(usage),
+            emit_buffers: Mutex::new(Vec::new()),
+            live,
             fence,
             input,
             writer,
@@ -121,6 +137,30 @@ impl RunShared {
             halt: Mutex::new(None),
             wakeup: Notify::new(),
         }
+    }
+
+    pub(super) fn add_usage(&self, usage: Usage) {
+        *lock(&self.usage) += usage;
+    }
+
+    /// A new buffer for a context's emitted events, registered for the run's end.
+    pub(super) fn emit_buffer(&self) -> Arc<Mutex<Vec<NewEvent>>> {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        lock(&self.emit_buffers).push(buffer.clone());
+        buffer
+    }
+
+    /// Events emitted after every context's last durable operation (they go out with
+    /// the run's final commit).
+    pub fn take_leftover_events(&self) -> Vec<NewEvent> {
+        lock(&self.emit_buffers)
+            .iter()
+            .flat_map(|b| std::mem::take(&mut *lock(b)))
+            .collect()
+    }
+
+    pub(super) fn live(&self, event: super::LiveEvent) {
+        self.live.publish_live(event);
     }
 
     pub fn halt_reason(&self) -> Option<Halt> {

@@ -16,9 +16,10 @@ use crate::status::StepStatus;
 use crate::store::checkpoint::StepRecord;
 
 use super::{
-    Attempt, Halt, InFlight, Park, StepContext, StepError, StepOptions, lock, panic_message,
-    suspend,
+    Attempt, Halt, InFlight, Park, StepContext, StepError, StepOptions, UsageMeter, lock,
+    panic_message, suspend,
 };
+use crate::usage::Usage;
 
 impl StepContext {
     /// Runs `f` once as a durable step with the default options.
@@ -57,7 +58,12 @@ impl StepContext {
         let recorded = lock(&self.shared.memo).get(&key).cloned();
         let mut attempts = 0u32;
         let mut first_started = None;
+        // What the step used so far, over all its attempts (recorded ones included).
+        let mut usage = Usage::default();
         if let Some(step) = recorded {
+            // Whatever this context emitted before the step went out with its first
+            // record: replaying it must not emit it twice.
+            self.discard_emitted();
             match step.status {
                 StepStatus::Succeeded => {
                     let output = step.output.unwrap_or(Json::Null);
@@ -76,6 +82,7 @@ impl StepContext {
                     // An attempt interrupted by a crash counts as an attempt.
                     attempts = step.attempts.max(0) as u32;
                     first_started = step.started_at;
+                    usage = step.usage;
                     if let Some(next) = step.next_attempt_at {
                         self.wait_until(next, |wake_at| Park::Retry { wake_at })
                             .await;
@@ -89,15 +96,39 @@ impl StepContext {
             .clone()
             .unwrap_or_else(|| self.shared.config.retry.clone());
         let idempotency_key = format!("{}/{}", self.shared.fence.run_id, key);
+        // Events this context emitted before the step ride on its first commit.
+        let mut emitted = self.take_emitted();
         loop {
             // In flight only while an attempt runs: a parked retry wait must not count.
             let in_flight = InFlight::new(&self.shared);
             attempts += 1;
             let started_at = Utc::now();
             let first_started_at = *first_started.get_or_insert(started_at);
+            let meter = UsageMeter::default();
             let attempt = Attempt {
                 number: attempts,
                 idempotency_key: idempotency_key.clone(),
+                usage: meter.clone(),
+            };
+            let record = |status,
+                          output,
+                          error,
+                          usage: Usage,
+                          finished_at,
+                          next_attempt_at,
+                          attempts: u32| {
+                StepRecord {
+                    key: key.clone(),
+                    status,
+                    input: opts.input.clone(),
+                    output,
+                    usage: usage.to_json(),
+                    error,
+                    attempts: attempts as i32,
+                    started_at: Some(first_started_at),
+                    finished_at,
+                    next_attempt_at,
+                }
             };
             let started_event = NewEvent::new(
                 EventKind::StepStarted,
@@ -129,18 +160,16 @@ impl StepContext {
                 Ok(r) => r,
                 Err(_) => {
                     let mut cp = self.checkpoint();
-                    cp.steps.push(StepRecord {
-                        key: key.clone(),
-                        status: StepStatus::Running,
-                        input: opts.input.clone(),
-                        output: None,
-                        usage: None,
-                        error: None,
-                        attempts: attempts as i32,
-                        started_at: Some(first_started_at),
-                        finished_at: None,
-                        next_attempt_at: None,
-                    });
+                    cp.steps.push(record(
+                        StepStatus::Running,
+                        None,
+                        None,
+                        usage,
+                        None,
+                        None,
+                        attempts,
+                    ));
+                    cp.events.append(&mut emitted);
                     cp.events.push(started_event.clone());
                     started_written = Some(self.shared.writer.submit(cp).await);
                     timed.await
@@ -161,6 +190,12 @@ impl StepContext {
                     }
                 }
             }
+            // The attempt's usage counts whatever its outcome; what the attempt
+            // emitted rides on the commit that records it.
+            let spent = meter.take();
+            usage += spent;
+            self.shared.add_usage(spent);
+            emitted.append(&mut self.take_emitted());
             let failure = match result {
                 Ok(Ok(value)) => match serde_json::to_value(&value)
                     .map_err(|e| format!("output is not representable as JSON: {e}"))
@@ -175,18 +210,16 @@ impl StepContext {
                         if !started_recorded {
                             cp.events.push(started_event.clone());
                         }
-                        cp.steps.push(StepRecord {
-                            key: key.clone(),
-                            status: StepStatus::Succeeded,
-                            input: opts.input.clone(),
-                            output: Some(output),
-                            usage: None,
-                            error: None,
-                            attempts: attempts as i32,
-                            started_at: Some(first_started_at),
-                            finished_at: Some(finished_at),
-                            next_attempt_at: None,
-                        });
+                        cp.events.extend(emitted.iter().cloned());
+                        cp.steps.push(record(
+                            StepStatus::Succeeded,
+                            Some(output),
+                            None,
+                            usage,
+                            Some(finished_at),
+                            None,
+                            attempts,
+                        ));
                         cp.events.push(NewEvent::new(
                             EventKind::StepSucceeded,
                             json!({
@@ -215,21 +248,25 @@ impl StepContext {
             if !started_recorded {
                 cp.events.push(started_event);
             }
-            let retry = failure.is_retryable() && attempts <= policy.max_retries;
+            cp.events.append(&mut emitted);
+            // A dependency known to be down (an open circuit breaker) is waited out
+            // without spending the step's attempts.
+            let counted = !failure.is_unavailable();
+            if !counted {
+                attempts -= 1;
+            }
+            let retry = failure.is_retryable() && (!counted || attempts <= policy.max_retries);
+            let message = crate::storable::scrub(&failure.to_string());
             if !retry {
-                let message = crate::storable::scrub(&failure.to_string());
-                cp.steps.push(StepRecord {
-                    key: key.clone(),
-                    status: StepStatus::Failed,
-                    input: opts.input.clone(),
-                    output: None,
-                    usage: None,
-                    error: Some(message.clone()),
-                    attempts: attempts as i32,
-                    started_at: Some(first_started_at),
-                    finished_at: Some(Utc::now()),
-                    next_attempt_at: None,
-                });
+                cp.steps.push(record(
+                    StepStatus::Failed,
+                    None,
+                    Some(message.clone()),
+                    usage,
+                    Some(Utc::now()),
+                    None,
+                    attempts,
+                ));
                 cp.events.push(NewEvent::new(
                     EventKind::StepFailed,
                     json!({ "step_key": key, "attempts": attempts, "error": message, "retryable": failure.is_retryable() }),
@@ -237,26 +274,27 @@ impl StepContext {
                 self.commit(cp).await;
                 return Err(StepError::Failed { key, message });
             }
-            let delay = policy.delay(attempts, failure.retry_after());
+            let delay = match failure.retry_after() {
+                Some(wait) if !counted => wait,
+                after => policy.delay(attempts, after),
+            };
             let next_attempt_at = crate::storable::after(Utc::now(), delay);
-            cp.steps.push(StepRecord {
-                key: key.clone(),
-                status: StepStatus::RetryWait,
-                input: opts.input.clone(),
-                output: None,
-                usage: None,
-                error: Some(crate::storable::scrub(&failure.to_string())),
-                attempts: attempts as i32,
-                started_at: Some(first_started_at),
-                finished_at: None,
-                next_attempt_at: Some(next_attempt_at),
-            });
+            cp.steps.push(record(
+                StepStatus::RetryWait,
+                None,
+                Some(message.clone()),
+                usage,
+                None,
+                Some(next_attempt_at),
+                attempts,
+            ));
             cp.events.push(NewEvent::new(
                 EventKind::StepRetryScheduled,
                 json!({
                     "step_key": key,
                     "attempt": attempts,
-                    "error": crate::storable::scrub(&failure.to_string()),
+                    "counted": counted,
+                    "error": message,
                     "delay_ms": delay.as_millis() as u64,
                     "next_attempt_at": next_attempt_at,
                 }),

@@ -42,18 +42,25 @@ impl StepContext {
     pub async fn sleep(&self, key: impl Display, duration: Duration) -> Result<(), StepError> {
         let key = self.claim_key(key)?;
         let recorded = lock(&self.shared.memo).get(&key).cloned();
+        if recorded.is_some() {
+            // What this context emitted before went out with the sleep's record.
+            self.discard_emitted();
+        }
         let mut announced = true;
+        let mut emitted = Vec::new();
         let until = match recorded {
             Some(step) if step.status == StepStatus::Succeeded => return Ok(()),
             Some(step) => step.next_attempt_at.unwrap_or_else(Utc::now),
             None => {
                 self.boundary().await;
+                emitted = self.take_emitted();
                 let now = Utc::now();
                 let until = crate::storable::after(now, duration);
                 announced = duration > self.shared.config.long_wait_threshold;
                 if announced {
                     let mut cp = self.checkpoint();
                     cp.steps.push(sleeping_record(&key, now, until));
+                    cp.events.append(&mut emitted);
                     cp.events.push(NewEvent::new(
                         EventKind::StepStarted,
                         json!({ "step_key": key, "attempt": 1, "sleep_until": until }),
@@ -72,6 +79,7 @@ impl StepContext {
         record.finished_at = Some(now);
         record.next_attempt_at = None;
         cp.steps.push(record);
+        cp.events.append(&mut emitted);
         if !announced {
             cp.events.push(NewEvent::new(
                 EventKind::StepStarted,
@@ -107,6 +115,10 @@ impl StepContext {
             return Err(StepError::Unstorable { key, message });
         }
         let existing = lock(&self.shared.approvals).get(&key).cloned();
+        if existing.is_some() {
+            // What this context emitted before went out when the approval was asked.
+            self.discard_emitted();
+        }
         let approval = match existing {
             Some(a) if a.status == ApprovalStatus::Pending && a.expires_at <= Utc::now() => {
                 match self
@@ -138,7 +150,9 @@ impl StepContext {
                 let expires_at = crate::storable::after(Utc::now(), ttl);
                 let id = ApprovalId::new();
                 {
+                    let emitted = self.take_emitted();
                     let mut park = lock(&self.shared.park);
+                    park.events.extend(emitted);
                     park.events.push(NewEvent::new(
                     EventKind::ApprovalRequested,
                     json!({
@@ -182,6 +196,9 @@ impl StepContext {
             return Err(StepError::Unstorable { key, message });
         }
         let existing = lock(&self.shared.questions).get(&key).cloned();
+        if existing.is_some() {
+            self.discard_emitted();
+        }
         let q = match existing {
             Some(q) if q.status == QuestionStatus::Pending && q.expires_at <= Utc::now() => {
                 match self
@@ -211,7 +228,9 @@ impl StepContext {
                     crate::storable::after(Utc::now(), self.shared.config.question_ttl);
                 let id = QuestionId::new();
                 {
+                    let emitted = self.take_emitted();
                     let mut park = lock(&self.shared.park);
+                    park.events.extend(emitted);
                     park.events.push(NewEvent::new(
                     EventKind::InputRequested,
                     json!({ "question_id": id, "step_key": key, "question": question, "expires_at": expires_at }),

@@ -489,4 +489,20 @@ impl Engine {
     pub async fn count_runs_by_status(&self) -> Result<Vec<(RunStatus, i64)>> {
         store::runs::count_by_status(&self.inner.db).await
     }
+
+    /// Live-only events (`LLM_TOKEN`) of a run from now on, as the workers of any
+    /// process send them; nothing is stored, so a reader that connects late or falls
+    /// behind simply misses some.
+    pub fn subscribe_live(
+        &self,
+        run_id: RunId,
+    ) -> impl Stream<Item = std::sync::Arc<crate::context::LiveEvent>> + Send + 'static + use<>
+    {
+        bus::subscribe_live(&self.inner.bus, run_id)
+    }
+
+    /// What a run's steps used (tokens, cost), summed over every step and attempt.
+    pub async fn usage(&self, run_id: RunId) -> Result<crate::Usage> {
+        store::steps::usage_of_run(&self.inner.db, run_id).await
+    }
 }

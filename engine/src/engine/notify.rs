@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use super::Engine;
 use crate::bus::{BusMessage, ControlSignal};
 use crate::ids::RunId;
-use crate::store::events::{CONTROL_CHANNEL, EVENTS_CHANNEL, WAKE_CHANNEL};
+use crate::store::events::{CONTROL_CHANNEL, EVENTS_CHANNEL, LIVE_CHANNEL, WAKE_CHANNEL};
 use crate::store::is_postgres;
 use crate::store::listener::{Heard, Listener};
 
@@ -93,6 +93,17 @@ impl Engine {
                 }
             }
             WAKE_CHANNEL => self.wake_workers(),
+            // Another process's live events: for this process's watchers only.
+            LIVE_CHANNEL => {
+                if let Ok(events) = serde_json::from_str::<Vec<crate::context::LiveEvent>>(payload)
+                {
+                    for e in events {
+                        self.inner
+                            .bus
+                            .publish(BusMessage::Live(std::sync::Arc::new(e)));
+                    }
+                }
+            }
             _ => {}
         }
     }

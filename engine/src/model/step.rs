@@ -17,7 +17,8 @@ pub struct Step {
     pub status: StepStatus,
     pub input: Option<Json>,
     pub output: Option<Json>,
-    pub usage: Option<Json>,
+    /// Tokens and cost over every attempt (zero when nothing was recorded).
+    pub usage: crate::usage::Usage,
     pub error: Option<String>,
     pub attempts: i32,
     pub started_at: Option<DateTime<Utc>>,

@@ -18,6 +18,8 @@ use crate::page::{KeyOf, Keyed, Page, PageRequest};
 pub const EVENTS_CHANNEL: &str = "aiops_events";
 /// Postgres channel carrying `cancel:run_id` / `pause:run_id` to workers.
 pub const CONTROL_CHANNEL: &str = "aiops_control";
+/// Postgres channel carrying live-only events (JSON arrays of them).
+pub const LIVE_CHANNEL: &str = "aiops_live";
 /// Postgres channel that wakes idle workers when a run becomes runnable.
 pub const WAKE_CHANNEL: &str = "aiops_wake";
 

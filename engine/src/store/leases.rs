@@ -43,6 +43,9 @@ pub struct Claim {
     pub input: Json,
     pub deadline_at: DateTime<Utc>,
     pub pause_requested: bool,
+    pub trigger: crate::status::Trigger,
+    pub team_id: Option<crate::ids::TeamId>,
+    pub team_version_id: Option<uuid::Uuid>,
     /// RUN_STARTED or RUN_RESUMED, written in the claim's transaction.
     pub events: Vec<Event>,
 }
@@ -107,7 +110,8 @@ claimed AS (
       remaining_ms = NULL, wake_at = NULL,
       last_seq = r.last_seq + 1, updated_at = $1
   FROM c WHERE r.id = c.id
-  RETURNING r.id, c.prev, r.workflow, r.input, r.attempt, r.last_seq, r.deadline_at, r.pause_requested, c.fresh, c.held
+  RETURNING r.id, c.prev, r.workflow, r.input, r.attempt, r.last_seq, r.deadline_at, r.pause_requested, c.fresh, c.held,
+            r.trigger, r.team_id, r.team_version_id
 ),
 announced AS (
   SELECT cl.*, row_number() OVER (ORDER BY cl.id) AS n FROM claimed cl
@@ -127,7 +131,8 @@ event_rows AS (
   FROM announced a JOIN event_ids i ON i.n = a.n
   RETURNING 1
 )
-SELECT id, prev, workflow, input, attempt, last_seq, deadline_at, pause_requested, fresh, held FROM claimed";
+SELECT id, prev, workflow, input, attempt, last_seq, deadline_at, pause_requested, fresh, held,
+       trigger, team_id, team_version_id FROM claimed";
 
 async fn claim_postgres(
     db: &(impl ConnectionTrait + TransactionTrait),
@@ -189,6 +194,11 @@ fn claim_from_row(row: &QueryResult, owner: &str) -> Result<(Claim, i64)> {
             input: row.try_get_by_index(3)?,
             deadline_at: row.try_get_by_index(6)?,
             pause_requested: row.try_get_by_index(7)?,
+            trigger: row.try_get::<String>("", "trigger")?.parse()?,
+            team_id: row
+                .try_get::<Option<uuid::Uuid>>("", "team_id")?
+                .map(crate::ids::TeamId),
+            team_version_id: row.try_get("", "team_version_id")?,
             events: Vec::new(),
         },
         row.try_get_by_index(5)?,
@@ -235,7 +245,8 @@ async fn claim_sqlite(
                      started_at = COALESCE(started_at, $3), deadline_at = $4, remaining_ms = NULL, wake_at = NULL, \
                      last_seq = last_seq + 1, updated_at = $3 \
                  WHERE id = $5 AND attempt = $6 AND status = $7 \
-                 RETURNING id, status, workflow, input, attempt, last_seq, deadline_at, pause_requested",
+                 RETURNING id, status, workflow, input, attempt, last_seq, deadline_at, pause_requested, \
+                           trigger, team_id, team_version_id",
                 vec![
                     owner.into(),
                     lease_until.into(),

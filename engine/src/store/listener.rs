@@ -3,7 +3,7 @@
 use sea_orm::DatabaseConnection;
 use sea_orm::sqlx::postgres::PgListener;
 
-use super::events::{CONTROL_CHANNEL, EVENTS_CHANNEL, WAKE_CHANNEL};
+use super::events::{CONTROL_CHANNEL, EVENTS_CHANNEL, LIVE_CHANNEL, WAKE_CHANNEL};
 use crate::{Error, Result};
 
 /// What the listener heard.
@@ -27,7 +27,7 @@ impl Listener {
             .await
             .map_err(|e| Error::Unavailable(format!("LISTEN connection: {e}")))?;
         listener
-            .listen_all([EVENTS_CHANNEL, CONTROL_CHANNEL, WAKE_CHANNEL])
+            .listen_all([EVENTS_CHANNEL, CONTROL_CHANNEL, WAKE_CHANNEL, LIVE_CHANNEL])
             .await
             .map_err(|e| Error::Unavailable(format!("LISTEN: {e}")))?;
         Ok(Listener(listener))

@@ -18,7 +18,7 @@ fn from_model(m: step::Model) -> Result<Step> {
         status: m.status.parse()?,
         input: m.input,
         output: m.output,
-        usage: m.usage,
+        usage: crate::usage::Usage::from_json(m.usage.as_ref()),
         error: m.error,
         attempts: m.attempts,
         started_at: m.started_at,
@@ -89,4 +89,20 @@ pub async fn delete_failed(db: &impl ConnectionTrait, run_id: RunId) -> Result<u
         .exec(db)
         .await?;
     Ok(res.rows_affected)
+}
+
+/// What a run's steps used, summed (reads the `usage` column only).
+pub async fn usage_of_run(db: &impl ConnectionTrait, run_id: RunId) -> Result<crate::usage::Usage> {
+    use sea_orm::QuerySelect;
+    let rows: Vec<Option<serde_json::Value>> = step::Entity::find()
+        .select_only()
+        .column(step::Column::Usage)
+        .filter(step::Column::RunId.eq(run_id.0))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|u| crate::usage::Usage::from_json(u.as_ref()))
+        .sum())
 }
