@@ -23,6 +23,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::Utc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Deserialize;
@@ -95,10 +96,11 @@ enum ScriptStep {
         permanent: bool,
         #[serde(default)]
         retry_after_ms: Option<u64>,
-        /// Fail as "unavailable" (an open circuit breaker): wait `retry_after_ms`
-        /// without spending an attempt.
+        /// Before the counted failures, report the dependency as unavailable (an
+        /// open circuit breaker) until this long after the step first started:
+        /// each report waits `retry_after_ms` without spending an attempt.
         #[serde(default)]
-        unavailable: bool,
+        unavailable_for_ms: Option<u64>,
     },
     /// A durable event in the run's log: `TOOL_CALL`, `TOOL_RESULT` or `FINDING`.
     Emit {
@@ -328,7 +330,7 @@ fn input_schema() -> Json {
             "kind": { "enum": ["noop", "work", "fail", "emit", "sleep", "approval", "question",
                                "parallel", "panic", "output"] },
             "ms": ms, "times": { "type": "integer", "minimum": 0 },
-            "permanent": { "type": "boolean" }, "unavailable": { "type": "boolean" },
+            "permanent": { "type": "boolean" }, "unavailable_for_ms": ms,
             "retry_after_ms": ms, "expires_in_ms": ms,
             "usage": { "type": "object" }, "stream": { "type": "array", "items": { "type": "string" } },
             "event": { "enum": ["TOOL_CALL", "TOOL_RESULT", "FINDING"] }, "payload": {},
@@ -421,27 +423,31 @@ fn run_steps<'a>(
                     times,
                     permanent,
                     retry_after_ms,
-                    unavailable,
+                    unavailable_for_ms,
                 } => {
-                    let (times, permanent, retry_after, unavailable) = (
+                    let (times, permanent, retry_after) = (
                         *times,
                         *permanent,
                         retry_after_ms.map(Duration::from_millis),
-                        *unavailable,
                     );
+                    let down_for =
+                        unavailable_for_ms.map(|ms| chrono::Duration::milliseconds(ms as i64));
                     ctx.step_with(&key, env.opts.clone(), |a| async move {
                         record(env, &a.idempotency_key, a.number)?;
+                        if let Some(down_for) = down_for
+                            && Utc::now() - a.first_started_at < down_for
+                        {
+                            return Err(StepFailure::Unavailable {
+                                message: "scripted dependency unavailable".into(),
+                                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+                            });
+                        }
                         if a.number > times {
                             return Ok(a.number);
                         }
                         let message = format!("scripted failure {} of {times}", a.number);
                         Err(if permanent {
                             StepFailure::permanent(message)
-                        } else if unavailable {
-                            StepFailure::Unavailable {
-                                message,
-                                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
-                            }
                         } else if retry_after.is_some() {
                             StepFailure::RateLimited {
                                 message,

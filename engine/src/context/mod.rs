@@ -87,6 +87,9 @@ pub struct Attempt {
     /// `run_id/step_key`: side-effecting calls pass it on so a repeated attempt
     /// (at-least-once after a crash) is recognised downstream.
     pub idempotency_key: String,
+    /// When the step's first attempt started (kept across replays): how long a
+    /// dependency has been failing, e.g. to stop waiting for an open circuit breaker.
+    pub first_started_at: DateTime<Utc>,
     usage: UsageMeter,
 }
 

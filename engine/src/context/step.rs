@@ -108,6 +108,7 @@ impl StepContext {
             let attempt = Attempt {
                 number: attempts,
                 idempotency_key: idempotency_key.clone(),
+                first_started_at,
                 usage: meter.clone(),
             };
             let record = |status,
