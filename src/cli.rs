@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use aiops_engine::topology;
 use aiops_engine::{
-    ApiKeyId, Caller, EngineConfig, EngineOptions, Role, StartRun, Worker, Workflows, database,
-    page,
+    ApiKeyId, Caller, Engine, EngineConfig, EngineOptions, Role, RunId, RunStatus, StartRun,
+    Worker, Workflows, database, page,
 };
 
 use crate::open::{Access, Opened, open_engine, redact};
@@ -25,7 +25,10 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/aiops.db";
 #[command(
     name = "aiops",
     version,
-    about = "AIOps Agent Executor: durable AI-agent teams that investigate alerts"
+    about = "AIOps Agent Executor: durable AI-agent teams that investigate alerts",
+    after_help = "Environment: AIOPS_LOG chooses which logs are written (e.g. `debug` or \
+                  `info,aiops_engine=debug`; default `info`). Logs go to stderr, coloured \
+                  only on a terminal; NO_COLOR turns colours off."
 )]
 pub struct Cli {
     /// Log as JSON lines instead of text.
@@ -41,6 +44,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// API, worker and background jobs in one process.
+    #[command(
+        after_help = "On first start with no users, creates user \"admin\": its password is \
+                      AIOPS_BOOTSTRAP_ADMIN_PASSWORD if set, else random and written to \
+                      <data-dir>/initial-admin-password, readable only by this OS user."
+    )]
     Serve {
         #[command(flatten)]
         db: DbArgs,
@@ -73,21 +81,28 @@ enum Command {
         #[command(subcommand)]
         command: TeamCommand,
     },
-    /// Start a run and optionally follow its events until it ends.
+    /// Start a run (a running `aiops serve` or `aiops worker` on the same database
+    /// executes it) and optionally follow its events until it ends.
     Run {
         #[command(flatten)]
         db: DbArgs,
-        /// Workflow to run (built in: `script`).
+        /// Workflow to run (built in: `script`, when enabled).
         #[arg(long, default_value = "script")]
         workflow: String,
         /// Input document: inline JSON, or @path to a JSON file.
         #[arg(long)]
         input: String,
+        /// Starting twice with the same key returns the first run instead of a new one.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// Print the run's events as JSON lines until it ends.
+        /// Print the run's events as JSON lines until it ends, then the run (status,
+        /// output, error) as a last line; the exit status is 0 only if it succeeded.
         #[arg(long)]
         follow: bool,
+        /// With --follow: say so on stderr when no worker has claimed the run after
+        /// this many seconds (nothing is executing runs on this database).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        unclaimed_warning_secs: u64,
     },
     /// Print the GraphQL schema (SDL), as committed in schema.graphql.
     Schema,
@@ -124,6 +139,23 @@ enum UserCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Disable a user: no logins, their API keys stop working at once, their open
+    /// subscriptions end. The last enabled admin cannot be disabled.
+    Disable {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The user to disable.
+        #[arg(long)]
+        username: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The user to enable.
+        #[arg(long)]
+        username: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,6 +164,7 @@ enum ApiKeyCommand {
     Create {
         #[command(flatten)]
         db: DbArgs,
+        /// The user the key acts as.
         #[arg(long)]
         username: String,
         /// What the key is for, shown in listings.
@@ -148,6 +181,7 @@ enum ApiKeyCommand {
     List {
         #[command(flatten)]
         db: DbArgs,
+        /// Whose keys to list.
         #[arg(long)]
         username: String,
     },
@@ -155,6 +189,7 @@ enum ApiKeyCommand {
     Revoke {
         #[command(flatten)]
         db: DbArgs,
+        /// The key's id (from `aiops apikey list`), not the key itself.
         #[arg(long)]
         id: ApiKeyId,
     },
@@ -169,6 +204,7 @@ fn parse_role(s: &str) -> Result<Role, String> {
 enum TeamCommand {
     /// Check a team file (YAML or JSON); prints every violation and exits non-zero if any.
     Validate {
+        /// The team file.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
@@ -177,6 +213,7 @@ enum TeamCommand {
     Apply {
         #[command(flatten)]
         db: DbArgs,
+        /// The team file.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
     },
@@ -212,7 +249,8 @@ impl WorkflowArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct DbArgs {
-    /// `postgres://…` or `sqlite://path`.
+    /// `postgres://user:password@host:port/database` or `sqlite://path` (the file and
+    /// its directory are created when missing; the directory's parent must exist).
     #[arg(long = "database-url", env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub url: String,
 }
@@ -259,16 +297,25 @@ impl ApiArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct EngineArgs {
+    /// Runs this process executes at once; more wait in the queue.
     #[arg(long, env = "AIOPS_MAX_CONCURRENT_RUNS", default_value_t = 64)]
     max_concurrent_runs: usize,
+    /// How long a worker's claim on a run lasts without a heartbeat; after it, another
+    /// worker takes the run over (how long a crashed worker's runs stay stuck).
     #[arg(long, env = "AIOPS_LEASE_TTL_MS", default_value_t = 30_000)]
     lease_ttl_ms: u64,
+    /// How often a worker renews its claims; at most half of the lease TTL.
     #[arg(long, env = "AIOPS_HEARTBEAT_MS", default_value_t = 10_000)]
     heartbeat_ms: u64,
+    /// How often a worker looks for work when no notification arrives (new runs wake
+    /// it at once on Postgres and within the process on SQLite).
     #[arg(long, env = "AIOPS_POLL_MS", default_value_t = 1_000)]
     poll_ms: u64,
+    /// On shutdown, how long running steps may finish before their runs are released
+    /// for another worker.
     #[arg(long, env = "AIOPS_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     shutdown_grace_ms: u64,
+    /// Finished runs (with their steps and events) are deleted after this many days.
     #[arg(long, env = "AIOPS_RETENTION_DAYS", default_value_t = 30)]
     retention_days: u64,
 }
@@ -301,8 +348,11 @@ pub fn init_tracing(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIOPS_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("info,{}", database::QUIET_DATABASE_LOGS))
     });
+    // Colours only for a person at a terminal: not in files, pipes or journald.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();
@@ -333,8 +383,9 @@ fn data_dir(explicit: Option<PathBuf>, database_url: &str) -> PathBuf {
     sqlite_dir.unwrap_or_else(|| PathBuf::from("./data"))
 }
 
-/// A new user's password: `AIOPS_USER_PASSWORD`, else the first line of stdin (so it
-/// never appears in the process list or shell history).
+/// A new user's password: `AIOPS_USER_PASSWORD`, else typed at the terminal (not
+/// shown, asked twice), else the first line of stdin. It never appears in the process
+/// list or shell history.
 fn read_new_password() -> anyhow::Result<String> {
     match std::env::var("AIOPS_USER_PASSWORD") {
         Ok(password) => return Ok(password),
@@ -345,7 +396,16 @@ fn read_new_password() -> anyhow::Result<String> {
     }
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        eprint!("password (at least 12 characters; input is shown): ");
+        let password = rpassword::prompt_password("password (at least 12 characters): ")
+            .context("reading the password from the terminal")?;
+        let again = rpassword::prompt_password("the same password again: ")
+            .context("reading the password from the terminal")?;
+        anyhow::ensure!(
+            password == again,
+            "the two passwords differ; nothing was created"
+        );
+        anyhow::ensure!(!password.is_empty(), "no password given");
+        return Ok(password);
     }
     let mut line = String::new();
     stdin
@@ -537,6 +597,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             input,
             idempotency_key,
             follow,
+            unclaimed_warning_secs,
         } => {
             let text = match input.strip_prefix('@') {
                 Some(path) => {
@@ -559,16 +620,36 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{}",
                 serde_json::json!({ "run_id": run.id, "status": run.status })
             );
-            if follow {
-                let listener = CancellationToken::new();
-                tokio::spawn(engine.clone().listen(listener.clone()));
-                let mut events = Box::pin(engine.subscribe(run.id, 0));
-                while let Some(event) = events.next().await {
-                    println!("{}", serde_json::to_string(&event?)?);
-                }
-                listener.cancel();
+            if !follow {
+                return Ok(ExitCode::SUCCESS);
             }
-            Ok(ExitCode::SUCCESS)
+            let listener = CancellationToken::new();
+            tokio::spawn(engine.clone().listen(listener.clone()));
+            let watchdog = tokio::spawn(warn_if_unclaimed(
+                engine.engine.clone(),
+                run.id,
+                redact(&db.url),
+                Duration::from_secs(unclaimed_warning_secs),
+            ));
+            let mut events = Box::pin(engine.subscribe(run.id, 0));
+            while let Some(event) = events.next().await {
+                println!("{}", serde_json::to_string(&event?)?);
+            }
+            watchdog.abort();
+            listener.cancel();
+            let run = engine.run(run.id).await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "run_id": run.id, "status": run.status,
+                    "output": run.output, "error": run.error,
+                })
+            );
+            Ok(if run.status == RunStatus::Succeeded {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Schema => {
             print!("{}", aiops_api::sdl());
@@ -577,6 +658,22 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => crate::bench::run(args, kit.catalog.clone()).await,
         Command::User { command } => user_command(command).await,
         Command::Apikey { command } => api_key_command(command).await,
+    }
+}
+
+/// Tells the person following a run when nothing picks it up: a run started from the
+/// command line waits for a `serve` or `worker` process on the same database.
+async fn warn_if_unclaimed(engine: Engine, run: RunId, database: String, after: Duration) {
+    tokio::time::sleep(after).await;
+    if let Ok(r) = engine.run(run).await
+        && r.status == RunStatus::Queued
+        && r.attempt == 0
+    {
+        eprintln!(
+            "no worker has claimed run {run} after {} s: is `aiops serve` or `aiops worker` \
+             running on {database}? (still waiting; Ctrl-C stops following, not the run)",
+            after.as_secs()
+        );
     }
 }
 
@@ -596,6 +693,8 @@ async fn user_command(command: UserCommand) -> anyhow::Result<ExitCode> {
                 user.username, user.role, user.id
             );
         }
+        UserCommand::Disable { db, username } => set_disabled(&db, &username, true).await?,
+        UserCommand::Enable { db, username } => set_disabled(&db, &username, false).await?,
         UserCommand::List { db } => {
             let engine = admin_engine(&db.url, "aiops user list").await?;
             println!(
@@ -621,6 +720,22 @@ async fn user_command(command: UserCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn set_disabled(db: &DbArgs, username: &str, disabled: bool) -> anyhow::Result<()> {
+    let holder = if disabled {
+        "aiops user disable"
+    } else {
+        "aiops user enable"
+    };
+    let engine = admin_engine(&db.url, holder).await?;
+    let user = engine.user_by_username(username).await?;
+    let user = engine
+        .set_user_disabled(Caller::Local, user.id, disabled)
+        .await?;
+    let state = if user.disabled { "disabled" } else { "enabled" };
+    println!("user \"{}\" {state}", user.username);
+    Ok(())
 }
 
 /// Listings print whole lists, read in pages of this many.

@@ -68,12 +68,18 @@ async fn login_with_password(backend: Backend) {
     assert!(!wrong_password.contains("alice") && !wrong_password.contains("password was"));
 
     // Disabled users cannot log in, with the same answer.
-    h.engine.set_user_disabled(alice.id, true).await.unwrap();
+    h.engine
+        .set_user_disabled(Caller::Local, alice.id, true)
+        .await
+        .unwrap();
     assert_eq!(
         assert_unauthenticated(h.engine.login("alice", PASSWORD).await),
         unknown_user
     );
-    h.engine.set_user_disabled(alice.id, false).await.unwrap();
+    h.engine
+        .set_user_disabled(Caller::Local, alice.id, false)
+        .await
+        .unwrap();
     h.engine.login("alice", PASSWORD).await.unwrap();
 
     let users = all_users(&h).await;
@@ -240,7 +246,10 @@ async fn revoked_and_expired(backend: Backend) {
         .await
         .unwrap();
     h.engine.authenticate(&live).await.unwrap();
-    h.engine.set_user_disabled(op.id, true).await.unwrap();
+    h.engine
+        .set_user_disabled(Caller::Local, op.id, true)
+        .await
+        .unwrap();
     assert_unauthenticated(h.engine.authenticate(&live).await);
 }
 both_backends!(

@@ -166,11 +166,13 @@ async fn serve_runs_with_no_configuration_and_stops_on_sigterm() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The events as JSON lines, then the run with its output.
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.lines().last().unwrap().contains("RUN_SUCCEEDED"),
-        "{stdout}"
-    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[lines.len() - 2].contains("RUN_SUCCEEDED"), "{stdout}");
+    let run: serde_json::Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+    assert_eq!(run["status"], "SUCCEEDED", "{stdout}");
+    assert_eq!(run["output"]["output"], serde_json::json!({ "ok": true }));
 
     unsafe { kill(child.id() as i32, 15) };
     let status = child.wait().unwrap();
@@ -178,6 +180,10 @@ async fn serve_runs_with_no_configuration_and_stops_on_sigterm() {
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("initial-admin-password"), "{log}");
     assert!(!log.contains(&password), "the password must not be logged");
+    assert!(
+        !log.contains('\x1b'),
+        "no colour codes in a log file: {log}"
+    );
 }
 
 /// An engine on a database the CLI uses (already migrated by it).

@@ -652,7 +652,7 @@ async fn revoked_elsewhere(backend: Backend) {
         .expect("revoke");
     let user = elsewhere.user_by_username("disabled").await.expect("user");
     elsewhere
-        .set_user_disabled(user.id, true)
+        .set_user_disabled(aiops_engine::Caller::Local, user.id, true)
         .await
         .expect("disable");
     let forbidden = (4403, "Forbidden".to_owned());

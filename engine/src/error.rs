@@ -49,6 +49,9 @@ pub enum Error {
     },
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The database cannot be connected to; the message says why and where.
+    #[error("{0}")]
+    Connect(String),
     /// The database could not be reached or failed mid-operation; retry later.
     #[error("database unavailable: {0}")]
     Unavailable(String),

@@ -277,6 +277,20 @@ impl AuthMutation {
             .into())
     }
 
+    /// Disables a user: they can no longer log in, their API keys stop working at once
+    /// and their open subscriptions end. Admins cannot disable themselves or the last
+    /// enabled admin (CONFLICT).
+    #[graphql(guard = "RoleGuard(EngineRole::Admin)")]
+    async fn disable_user(&self, ctx: &Context<'_>, id: Uuid) -> Result<User> {
+        set_disabled(ctx, id, true).await
+    }
+
+    /// Enables a disabled user again; their unexpired, unrevoked keys work again.
+    #[graphql(guard = "RoleGuard(EngineRole::Admin)")]
+    async fn enable_user(&self, ctx: &Context<'_>, id: Uuid) -> Result<User> {
+        set_disabled(ctx, id, false).await
+    }
+
     /// A new key for the caller (or, for admins, another user); shown once. Its role
     /// is at most the caller's.
     #[graphql(guard = "RoleGuard(EngineRole::Viewer)")]
@@ -319,4 +333,14 @@ impl AuthMutation {
             .gql()?
             .into())
     }
+}
+
+async fn set_disabled(ctx: &Context<'_>, id: Uuid, disabled: bool) -> Result<User> {
+    let p = principal(ctx)?;
+    Ok(ctx
+        .data::<Engine>()?
+        .set_user_disabled(Caller::Principal(p), UserId(id), disabled)
+        .await
+        .gql()?
+        .into())
 }

@@ -44,7 +44,7 @@ pub fn to_gql(e: Error) -> async_graphql::Error {
                 ext.set("violations", async_graphql::Value::List(list.clone()));
             });
         }
-        Error::Corrupt(_) | Error::Database(_) | Error::Unavailable(_) => {
+        Error::Corrupt(_) | Error::Database(_) | Error::Unavailable(_) | Error::Connect(_) => {
             let id = uuid::Uuid::now_v7();
             tracing::error!(error.id = %id, error = %e, "internal error");
             return async_graphql::Error::new(format!("internal error (id {id})"))

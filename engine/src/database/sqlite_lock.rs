@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
@@ -63,10 +63,8 @@ pub fn try_acquire(url: &str, holder: &str) -> Result<Attempt> {
     let Some(path) = lock_path(url) else {
         return Ok(Attempt::NotSqlite);
     };
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        crate::store::create_private_dir(dir)?;
+    if let Some(database) = crate::store::sqlite_path(url) {
+        crate::store::create_sqlite_parent(Path::new(&database))?;
     }
     let mut file = open(&path)?;
     match file.try_lock() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::Engine;
+use crate::auth::{Caller, Role};
 use crate::page::{KeyOf, Page, PageRequest};
 use crate::store::{self};
 use crate::{Error, Result};
@@ -56,16 +57,35 @@ impl Engine {
     }
 
     /// Disables (or re-enables) a user: a disabled user can neither log in nor use
-    /// their API keys.
+    /// their API keys, and their open subscriptions end. Admins cannot disable
+    /// themselves, and nobody can disable the last enabled admin (the local command
+    /// line re-enables users when every admin is locked out some other way).
     pub async fn set_user_disabled(
         &self,
+        caller: Caller<'_>,
         id: crate::ids::UserId,
         disabled: bool,
     ) -> Result<crate::auth::User> {
-        if !store::users::set_disabled(&self.inner.db, id, disabled, Utc::now()).await? {
-            return Err(Error::not_found("user", id));
+        if let Caller::Principal(p) = caller {
+            p.require(Role::Admin)?;
+            if disabled && p.user_id == id {
+                return Err(Error::Conflict(
+                    "you cannot disable your own user; another admin can".into(),
+                ));
+            }
         }
-        self.user(id).await
+        let txn = store::begin_write(&self.inner.db).await?;
+        let outcome = store::users::set_disabled(&txn, id, disabled, Utc::now()).await?;
+        match outcome {
+            store::users::Disabling::Done(user) => {
+                txn.commit().await?;
+                Ok(user)
+            }
+            store::users::Disabling::NoSuchUser => Err(Error::not_found("user", id)),
+            store::users::Disabling::LastAdmin => Err(Error::Conflict(
+                "this is the last enabled admin: enable or create another admin first".into(),
+            )),
+        }
     }
 
     /// Checks a username and password. Every failure (unknown user, wrong password,

@@ -141,18 +141,54 @@ pub async fn count(db: &impl ConnectionTrait) -> Result<u64> {
     Ok(user::Entity::find().count(db).await?)
 }
 
-/// Disables or re-enables a user; `false` if there is no such user.
-pub async fn set_disabled(
+/// What became of a request to disable or re-enable a user.
+#[derive(Debug)]
+pub(crate) enum Disabling {
+    Done(User),
+    NoSuchUser,
+    /// The user is the last enabled admin: disabling them would lock everyone out.
+    LastAdmin,
+}
+
+/// Disables or re-enables a user, refusing to disable the last enabled admin. The
+/// enabled admins' rows are locked first (in id order), so two admins disabling each
+/// other at once cannot both succeed. (SQLite write transactions hold the whole
+/// database already.)
+pub(crate) async fn set_disabled(
     db: &impl ConnectionTrait,
     id: UserId,
     disabled: bool,
     now: DateTime<Utc>,
-) -> Result<bool> {
+) -> Result<Disabling> {
+    let lock = if super::is_postgres(db) {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let admins: Vec<uuid::Uuid> = db
+        .query_all_raw(super::stmt(
+            db,
+            &format!("SELECT id FROM users WHERE role = $1 AND NOT disabled ORDER BY id{lock}"),
+            vec![Role::Admin.as_str().into()],
+        ))
+        .await?
+        .iter()
+        .map(|row| row.try_get_by_index(0))
+        .collect::<std::result::Result<_, _>>()?;
+    if disabled && admins == [id.0] {
+        return Ok(Disabling::LastAdmin);
+    }
     let res = user::Entity::update_many()
         .col_expr(user::Column::Disabled, disabled.into())
         .col_expr(user::Column::UpdatedAt, now.into())
         .filter(user::Column::Id.eq(id.0))
         .exec(db)
         .await?;
-    Ok(res.rows_affected > 0)
+    if res.rows_affected == 0 {
+        return Ok(Disabling::NoSuchUser);
+    }
+    let Some(model) = user::Entity::find_by_id(id.0).one(db).await? else {
+        return Ok(Disabling::NoSuchUser);
+    };
+    Ok(Disabling::Done(model.try_into()?))
 }
