@@ -514,3 +514,25 @@ fn user_disable_and_enable_on_the_command_line() {
         "names the user"
     );
 }
+
+/// A taken port fails `serve` at once, before it creates, migrates or bootstraps
+/// anything.
+#[test]
+fn serve_binds_its_port_before_touching_the_database() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("data/aiops.db");
+    let out = aiops()
+        .args(["serve", "--listen", &addr, "--database-url"])
+        .arg(format!("sqlite://{}", database.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("binding {addr}")), "{err}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing was created: {err}"
+    );
+}
