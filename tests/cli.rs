@@ -69,18 +69,10 @@ fn team_validate_reports_a_missing_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("reading no/such/team.yaml"));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn serve_runs_with_no_configuration_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::serve::free_port();
     let log_path = dir.path().join("serve.log");
     let mut child = aiops()
         .arg("serve")

@@ -6,13 +6,9 @@ mod common;
 use std::time::Duration;
 
 use aiops_engine::{Error, EventKind, PageRequest, RunStatus, StartRun, StepStatus};
-use common::{Backend, Harness, assert_gap_free};
+use common::{Backend, Harness, assert_gap_free, script};
 use futures::StreamExt;
 use serde_json::json;
-
-fn script(steps: serde_json::Value) -> StartRun {
-    StartRun::new("script", json!({ "steps": steps }))
-}
 
 async fn multi_step_run_completes(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {

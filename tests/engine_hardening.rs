@@ -13,22 +13,12 @@ use std::time::Duration;
 use aiops_engine::{
     EngineConfig, EventKind, RunStatus, StartRun, StepContext, StepStatus, Workflow, WorkflowError,
 };
-use common::{Backend, Harness, assert_gap_free, fast_config, recorded, wait_for_status};
+use common::{Backend, Harness, assert_gap_free, executions, fast_config, wait_for_status};
 use futures::{FutureExt, StreamExt};
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// Executions per `run_id/step_key` in a `record_to` file.
-fn executions(path: &std::path::Path) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for line in recorded(&path.to_path_buf()) {
-        let key = line.split(' ').next().unwrap_or_default().to_owned();
-        *counts.entry(key).or_insert(0) += 1;
-    }
-    counts
-}
 
 fn takeovers(events: &[aiops_engine::Event]) -> usize {
     events

@@ -3,29 +3,17 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use aiops_engine::model::Step;
 use aiops_engine::{
     ApprovalStatus, Decision, EngineConfig, Error, EventKind, PageRequest, QuestionStatus, RunId,
-    RunStatus, StartRun, StepStatus,
+    RunStatus, StepStatus,
 };
-use common::{Backend, Harness, assert_gap_free, recorded};
+use common::{Backend, Harness, assert_gap_free, executions, recorded, recorded_script, script};
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn script(steps: serde_json::Value) -> StartRun {
-    StartRun::new("script", json!({ "steps": steps }))
-}
-
-fn recorded_script(steps: serde_json::Value, record_to: &std::path::Path) -> StartRun {
-    StartRun::new(
-        "script",
-        json!({ "steps": steps, "record_to": common::record_name(record_to) }),
-    )
-}
 
 fn one_slot() -> EngineConfig {
     EngineConfig {
@@ -56,19 +44,6 @@ fn position(kinds: &[EventKind], kind: EventKind) -> usize {
         .iter()
         .position(|k| *k == kind)
         .unwrap_or_else(|| panic!("no {kind} event in {kinds:?}"))
-}
-
-/// How many times each `run_id/step_key` appears in a `record_to` file.
-fn record_counts(path: &std::path::PathBuf) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for line in recorded(path) {
-        let key = line
-            .rsplit_once(' ')
-            .map(|(k, _)| k.to_owned())
-            .unwrap_or(line);
-        *counts.entry(key).or_default() += 1;
-    }
-    counts
 }
 
 async fn approval_approve(backend: Backend) {
@@ -174,7 +149,7 @@ async fn approval_approve(backend: Backend) {
 
     let action = step_of(&h, a.id, "s1/action").await.expect("action step");
     assert_eq!((action.status, action.attempts), (StepStatus::Succeeded, 1));
-    let counts = record_counts(&log);
+    let counts = executions(&log);
     assert_eq!(counts.get(&format!("{}/s1/action", a.id)), Some(&1));
     assert_eq!(
         counts.get(&format!("{}/s0", a.id)),
@@ -278,7 +253,7 @@ async fn approval_reject(backend: Backend) {
         StepStatus::Succeeded
     );
     assert!(
-        !record_counts(&log).contains_key(&format!("{}/s1/action", run.id)),
+        !executions(&log).contains_key(&format!("{}/s1/action", run.id)),
         "no side effect of the rejected action"
     );
     let stored = h.engine.approval(approval.id).await.unwrap();
@@ -658,7 +633,7 @@ async fn pause_resume(backend: Backend) {
         .await;
     assert_eq!(done.output.unwrap()["steps"], 8);
 
-    let counts = record_counts(&log);
+    let counts = executions(&log);
     for i in 0..8 {
         assert_eq!(
             counts.get(&format!("{}/s{i}", run.id)),

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use aiops_engine::{EventKind, RunStatus, StartRun};
-use common::{Backend, Harness, WorkerProcess, recorded};
+use common::{Backend, Harness, WorkerProcess, executions};
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::json;
 
@@ -94,12 +93,7 @@ async fn a_thousand_runs_on_three_workers_postgres() {
     for w in &mut workers {
         assert!(w.terminate().success());
     }
-    let mut executions: HashMap<String, usize> = HashMap::new();
-    for line in recorded(&log) {
-        *executions
-            .entry(line.split(' ').next().unwrap_or_default().to_owned())
-            .or_default() += 1;
-    }
+    let executions = executions(&log);
     assert_eq!(executions.len(), 20_000, "every step ran");
     let twice: Vec<_> = executions.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "steps executed more than once: {twice:?}");

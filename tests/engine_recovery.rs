@@ -3,26 +3,16 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use aiops_engine::{EventKind, RunId, RunStatus, StartRun, StepStatus};
 use chrono::Utc;
-use common::{Backend, Harness, WorkerProcess, assert_gap_free, recorded, wait_for_status};
+use common::{
+    Backend, Harness, WorkerProcess, assert_gap_free, executions_of, recorded, wait_for_status,
+};
 use sea_orm::ConnectionTrait;
 use serde_json::json;
-
-/// Executions per step key, from a script's `record_to` file.
-fn executions(path: &PathBuf) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for line in recorded(path) {
-        let key = line.split(' ').next().unwrap_or_default();
-        let step = key.split_once('/').map_or(key, |(_, step)| step).to_owned();
-        *counts.entry(step).or_insert(0) += 1;
-    }
-    counts
-}
 
 /// Starts a run of `steps` work steps of `ms` each that records every executed
 /// attempt in a file of the harness's record directory.
@@ -30,19 +20,17 @@ async fn start_recorded_work(
     h: &Harness,
     steps: usize,
     ms: u64,
-) -> (PathBuf, PathBuf, aiops_engine::model::Run) {
-    let engine = &h.engine;
-    let dir = h.record_dir.clone();
-    let record = dir.join("side-effects.log");
+) -> (PathBuf, aiops_engine::model::Run) {
+    let record = h.record_dir.join("side-effects.log");
     let steps: Vec<_> = (0..steps)
         .map(|_| json!({ "kind": "work", "ms": ms }))
         .collect();
-    let input = json!({ "steps": steps, "record_to": common::record_name(&record) });
-    let run = engine
-        .start_run(StartRun::new("script", input))
+    let run = h
+        .engine
+        .start_run(common::recorded_script(json!(steps), &record))
         .await
         .unwrap();
-    (dir, record, run)
+    (record, run)
 }
 
 /// Waits until at least `n` steps of the run succeeded; returns their keys.
@@ -71,7 +59,7 @@ async fn sigkill_recovery(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let (_dir, record, run) = start_recorded_work(&h, 16, 150).await;
+    let (record, run) = start_recorded_work(&h, 16, 150).await;
 
     let mut first = WorkerProcess::spawn(&h.db.url, &h.record_dir, &[]);
     let completed_before_kill = wait_for_succeeded_steps(&h.engine, run.id, 5).await;
@@ -98,7 +86,7 @@ async fn sigkill_recovery(backend: Backend) {
         done.attempt
     );
 
-    let counts = executions(&record);
+    let counts = executions_of(&record, run.id);
     for key in &completed_before_kill {
         assert_eq!(
             counts.get(key),
@@ -129,25 +117,22 @@ both_backends!(
     sigkill_recovery
 );
 
-async fn many_runs_many_workers(backend: Backend) {
-    if backend == Backend::Sqlite {
-        return; // Scale-out over processes is the Postgres deployment.
-    }
-    let Some(h) = Harness::new(backend).await else {
+/// Four `aiops worker` processes share 200 runs, each claimed once and each step
+/// executed once. Postgres only: SQLite serves one process (several workers on one
+/// SQLite database: `no_deadlock_and_no_lost_lease_under_load` in engine_hardening).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_runs_across_four_worker_processes_postgres() {
+    let Some(h) = Harness::new(Backend::Postgres).await else {
         return;
     };
-    let dir = h.record_dir.clone();
-    let record = dir.join("side-effects.log");
+    let record = h.record_dir.join("side-effects.log");
     let mut ids = Vec::new();
     for _ in 0..200 {
         let run = h
             .engine
-            .start_run(StartRun::new(
-                "script",
-                json!({
-                    "steps": [{ "kind": "noop" }, { "kind": "work", "ms": 20 }, { "kind": "noop" }],
-                    "record_to": common::record_name(&record),
-                }),
+            .start_run(common::recorded_script(
+                json!([{ "kind": "noop" }, { "kind": "work", "ms": 20 }, { "kind": "noop" }]),
+                &record,
             ))
             .await
             .unwrap();
@@ -195,10 +180,6 @@ async fn many_runs_many_workers(backend: Backend) {
     assert_eq!(unique.len(), 600, "a step ran twice: {dups:?}");
     assert!(workers_seen.len() >= 2, "work was shared: {workers_seen:?}");
 }
-both_backends!(
-    two_hundred_runs_across_four_worker_processes,
-    many_runs_many_workers
-);
 
 async fn graceful_shutdown(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
@@ -352,17 +333,16 @@ both_backends!(
     cross_process_events
 );
 
-async fn database_outage(backend: Backend) {
-    if backend == Backend::Sqlite {
-        return; // An embedded database has no network to lose.
-    }
-    let Some(h) = Harness::new(backend).await else {
+/// Postgres only: an embedded database has no network to lose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn database_outage_makes_workers_back_off_and_resume_postgres() {
+    let Some(h) = Harness::new(Backend::Postgres).await else {
         return;
     };
     let proxy = common::FlakyProxy::start("127.0.0.1:5432").await;
     let db_name = h.db.url.rsplit('/').next().unwrap().to_owned();
     let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{db_name}", proxy.port);
-    let (_dir, record, run) = start_recorded_work(&h, 12, 100).await;
+    let (record, run) = start_recorded_work(&h, 12, 100).await;
     let mut worker = WorkerProcess::spawn(&via_proxy, &h.record_dir, &[]);
     let before_cut = wait_for_succeeded_steps(&h.engine, run.id, 3).await;
     proxy.cut();
@@ -387,7 +367,7 @@ async fn database_outage(backend: Backend) {
         worker.child.try_wait().unwrap().is_none(),
         "still serving after the outage"
     );
-    let counts = executions(&record);
+    let counts = executions_of(&record, run.id);
     for key in &before_cut {
         assert_eq!(
             counts.get(key),
@@ -397,7 +377,3 @@ async fn database_outage(backend: Backend) {
     }
     assert_gap_free(&h.engine, run.id).await;
 }
-both_backends!(
-    database_outage_makes_workers_back_off_and_resume,
-    database_outage
-);

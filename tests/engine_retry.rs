@@ -6,23 +6,14 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aiops_engine::{Decision, Error, Event, EventKind, RunId, RunStatus, StartRun, StepStatus};
-use common::{Backend, Harness, assert_gap_free, recorded};
+use common::{Backend, Harness, assert_gap_free, executions_of, recorded, recorded_script, script};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn recorded_script(steps: serde_json::Value, record_to: &Path) -> StartRun {
-    StartRun::new(
-        "script",
-        json!({ "steps": steps, "record_to": common::record_name(record_to) }),
-    )
-}
 
 /// An in-process worker this test can stop (gracefully) while the harness lives
 /// on, so that a retried run can be seen in QUEUED before anyone claims it.
@@ -45,19 +36,6 @@ impl StoppableWorker {
             .expect("worker task")
             .expect("worker stops cleanly");
     }
-}
-
-/// How many times each step key of `run` appears in a `record_to` file.
-fn record_counts(path: &PathBuf, run: RunId) -> HashMap<String, usize> {
-    let prefix = format!("{run}/");
-    let mut counts = HashMap::new();
-    for line in recorded(path) {
-        let key = line.rsplit_once(' ').map_or(line.as_str(), |(k, _)| k);
-        if let Some(step) = key.strip_prefix(&prefix) {
-            *counts.entry(step.to_owned()).or_default() += 1;
-        }
-    }
-    counts
 }
 
 /// Events of `kind` about step `key`.
@@ -147,7 +125,7 @@ async fn retry_reruns_only_the_failed_step(backend: Backend) {
     assert!(again.error.unwrap().contains("scripted failure 1 of 1"));
     worker.stop().await;
 
-    let counts = record_counts(&log, run.id);
+    let counts = executions_of(&log, run.id);
     assert_eq!(counts.get("s0"), Some(&1), "s0 completed: not run again");
     assert_eq!(counts.get("s1"), Some(&2), "s1 failed: run again");
     assert_eq!(counts.get("s2"), None, "s2 never reached");
@@ -225,7 +203,7 @@ async fn retry_succeeds_once_the_cause_is_fixed(backend: Backend) {
         .unwrap();
     h.wait_for_status(run.id, &[RunStatus::WaitingApproval], LIMIT)
         .await;
-    assert_eq!(record_counts(&log, run.id).get("s0"), Some(&1));
+    assert_eq!(executions_of(&log, run.id).get("s0"), Some(&1));
 
     // Break the side effect: the action's write fails (a directory is in the way).
     std::fs::rename(&log, &saved).unwrap();
@@ -265,7 +243,7 @@ async fn retry_succeeds_once_the_cause_is_fixed(backend: Backend) {
     assert_eq!(output["approvals"][0]["executed"], true);
     assert_eq!(output["approvals"][0]["outcome"]["status"], "APPROVED");
 
-    let counts = record_counts(&log, run.id);
+    let counts = executions_of(&log, run.id);
     assert_eq!(
         counts.get("s0"),
         Some(&1),
@@ -382,7 +360,7 @@ async fn retry_of_timed_out_run(backend: Backend) {
         done.deadline_at
     );
 
-    let counts = record_counts(&log, run.id);
+    let counts = executions_of(&log, run.id);
     assert_eq!(counts.get("s0"), Some(&1), "s0 completed: not run again");
     assert_eq!(
         counts.get("s1"),
@@ -418,7 +396,6 @@ async fn retry_refused_elsewhere(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;
     };
-    let script = |steps| StartRun::new("script", json!({ "steps": steps }));
     let assert_refused = |result: aiops_engine::Result<_>, from: RunStatus| match result {
         Err(Error::IllegalTransition { source, .. }) => {
             assert_eq!((source.from, source.to), (from, RunStatus::Queued));

@@ -5,12 +5,12 @@ mod common;
 use std::time::Duration;
 
 use aiops_engine::auth::Role;
+use common::ws::{self, TRANSPORT_WS};
 use common::{Api, Backend, Harness, WorkerProcess, assert_no_secrets, serve_api, token_for};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The real server in front of the harness's engine, and a client holding an admin key.
 async fn admin_api(h: &Harness) -> Api {
@@ -45,14 +45,7 @@ async fn start(api: &Api, steps: Value) -> String {
 }
 
 async fn wait_status(api: &Api, id: &str, want: &str) -> Value {
-    for _ in 0..500 {
-        let run = api.data(RUN, json!({ "id": id })).await["run"].clone();
-        if run["status"] == want {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("run {id} never reached {want}");
+    api.wait_for_run(RUN, id, &[want]).await
 }
 
 async fn runs_and_steps(backend: Backend) {
@@ -685,73 +678,34 @@ async fn approvals_over_graphql(backend: Backend) {
 }
 both_backends!(approvals_and_questions_over_graphql, approvals_over_graphql);
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Opens `/graphql/ws` with `protocol` and sends `connection_init` with `payload`.
-async fn ws_connect(addr: &str, protocol: &str, payload: Value) -> Ws {
-    let mut req = format!("ws://{addr}/graphql/ws")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("websocket");
-    let init = json!({ "type": "connection_init", "payload": payload });
-    ws.send(Message::text(init.to_string())).await.unwrap();
-    ws
-}
-
-fn bearer_payload(token: &str) -> Value {
-    json!({ "Authorization": format!("Bearer {token}") })
-}
-
 /// A `graphql-transport-ws` (or legacy `graphql-ws`) client collecting `runEvents`.
 async fn subscribe_events(
     addr: &str,
-    protocol: &str,
+    protocol: &'static str,
     token: &str,
     run_id: &str,
     after_seq: i64,
     take: usize,
 ) -> Vec<i64> {
-    let mut ws = ws_connect(addr, protocol, bearer_payload(token)).await;
-    let ack: Value =
-        serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
-    assert_eq!(ack["type"], "connection_ack");
-    let start = if protocol == "graphql-ws" {
-        "start"
-    } else {
-        "subscribe"
-    };
+    let mut client = ws::Client::authenticated(addr, protocol, token).await;
     let query = format!(
         "subscription {{ runEvents(runId: \"{run_id}\", afterSeq: {after_seq}) {{ seq kind }} }}"
     );
-    ws.send(Message::text(
-        json!({ "id": "1", "type": start, "payload": { "query": query } }).to_string(),
-    ))
-    .await
-    .unwrap();
+    client.subscribe("1", &query).await;
     let mut seqs = Vec::new();
     while seqs.len() < take {
-        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("event in time");
-        let Some(Ok(msg)) = msg else { break };
-        let Ok(text) = msg.to_text() else { continue };
-        let v: Value = serde_json::from_str(text).unwrap();
+        let v = client.recv().await;
         match v["type"].as_str() {
             Some("next") | Some("data") => {
                 seqs.push(v["payload"]["data"]["runEvents"]["seq"].as_i64().unwrap())
             }
             Some("complete") => break,
-            Some("ka") | Some("ping") | Some("pong") => {}
+            Some("ping") | Some("pong") => {}
             other => panic!("unexpected message {other:?}: {v}"),
         }
     }
     // Disconnect abruptly, like a dropped network.
-    drop(ws);
+    drop(client);
     seqs
 }
 
@@ -1121,10 +1075,13 @@ async fn assert_ws_rejected(addr: &str, token: &str) {
     let payload = if token.is_empty() {
         json!({})
     } else {
-        bearer_payload(token)
+        ws::bearer_payload(token)
     };
-    let mut ws = ws_connect(addr, "graphql-transport-ws", payload).await;
-    let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+    let mut client = ws::Client::open(addr, TRANSPORT_WS).await;
+    client
+        .send(json!({ "type": "connection_init", "payload": payload }))
+        .await;
+    let msg = tokio::time::timeout(Duration::from_secs(5), client.ws.next())
         .await
         .expect("an answer");
     match msg {
@@ -1196,45 +1153,18 @@ both_backends!(
     listing_cost
 );
 
-/// Opens a `graphql-transport-ws` subscription and returns a receiver of `data` payloads.
-async fn open_subscription(
-    addr: &str,
-    token: &str,
-    query: &str,
-) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
-    let mut ws = ws_connect(addr, "graphql-transport-ws", bearer_payload(token)).await;
-    let ack: Value =
-        serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
-    assert_eq!(ack["type"], "connection_ack");
-    ws.send(Message::text(
-        json!({ "id": "s", "type": "subscribe", "payload": { "query": query } }).to_string(),
-    ))
-    .await
-    .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(Ok(msg)) = ws.next().await {
-            let Ok(text) = msg.to_text() else { continue };
-            let v: Value = serde_json::from_str(text).unwrap_or_default();
-            if v["type"] == "next" && tx.send(v["payload"]["data"].clone()).is_err() {
-                break;
-            }
-        }
-    });
-    // The server registers the subscription after reading the message.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    rx
+/// A `graphql-transport-ws` socket with `query` subscribed as `s`, listening once
+/// this returns.
+async fn open_subscription(addr: &str, token: &str, query: &str) -> ws::Client {
+    let mut client = ws::Client::authenticated(addr, TRANSPORT_WS, token).await;
+    client.subscribe_live("s", query).await;
+    client
 }
 
-async fn next_matching(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
+/// The `data` of the subscription's next result that satisfies `pred`.
+async fn next_matching(client: &mut ws::Client, pred: impl Fn(&Value) -> bool) -> Value {
     loop {
-        let v = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .expect("in time")
-            .expect("open");
+        let v = client.next_data("s").await;
         if pred(&v) {
             return v;
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use aiops_engine::auth::Role;
 use aiops_engine::{ApiKeyId, Engine};
 use common::serve::ServeProcess;
+use common::ws::{Client, LEGACY, TRANSPORT_WS, WAIT, connect};
 use common::{Api, Backend, Harness, fast_config, serve_api, serve_api_with, token_for};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -19,157 +20,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
-/// Longest wait for an answer that should come at once.
-const WAIT: Duration = Duration::from_secs(15);
 /// Keys are revalidated every 2 s; a few rounds of slack for slow machines.
 const REVOCATION_WAIT: Duration = Duration::from_secs(12);
 
-const TRANSPORT_WS: &str = "graphql-transport-ws";
-const LEGACY: &str = "graphql-ws";
 const RUN_UPDATES: &str = "subscription { runUpdates { id status } }";
-
-type Ws = tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Opens `/graphql/ws` offering `protocol`.
-async fn connect(addr: &str, protocol: &str) -> Result<Ws, tungstenite::Error> {
-    let mut req = format!("ws://{addr}/graphql/ws")
-        .into_client_request()
-        .expect("request");
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        protocol.parse().expect("header value"),
-    );
-    tokio_tungstenite::connect_async(req)
-        .await
-        .map(|(ws, _)| ws)
-}
-
-/// A GraphQL WebSocket client that checks what it reads.
-struct Client {
-    ws: Ws,
-    protocol: &'static str,
-    pings: u32,
-}
-
-impl Client {
-    async fn open(addr: &str, protocol: &'static str) -> Client {
-        Client {
-            ws: connect(addr, protocol).await.expect("websocket"),
-            protocol,
-            pings: 0,
-        }
-    }
-
-    /// Opened, initialised with `token` and acknowledged.
-    async fn authenticated(addr: &str, protocol: &'static str, token: &str) -> Client {
-        let mut client = Client::open(addr, protocol).await;
-        client.init(token).await;
-        let ack = client.recv().await;
-        assert_eq!(ack, json!({ "type": "connection_ack" }));
-        client
-    }
-
-    async fn init(&mut self, token: &str) {
-        self.send(json!({
-            "type": "connection_init",
-            "payload": { "Authorization": format!("Bearer {token}") },
-        }))
-        .await;
-    }
-
-    async fn send(&mut self, msg: Value) {
-        self.send_text(&msg.to_string()).await;
-    }
-
-    async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::text(text)).await.expect("send");
-    }
-
-    async fn subscribe(&mut self, id: &str, query: &str) {
-        self.subscribe_with(id, query, json!({})).await;
-    }
-
-    async fn subscribe_with(&mut self, id: &str, query: &str, variables: Value) {
-        let kind = if self.protocol == LEGACY {
-            "start"
-        } else {
-            "subscribe"
-        };
-        self.send(json!({
-            "id": id,
-            "type": kind,
-            "payload": { "query": query, "variables": variables },
-        }))
-        .await;
-    }
-
-    /// The next protocol message other than a keep-alive.
-    async fn recv(&mut self) -> Value {
-        loop {
-            let msg = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("a message in time");
-            match msg {
-                Some(Ok(Message::Text(text))) => {
-                    let v: Value = serde_json::from_str(&text).expect("a JSON message");
-                    if v["type"] != "ka" {
-                        return v;
-                    }
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                other => panic!("expected a message, got {other:?}"),
-            }
-        }
-    }
-
-    /// The close frame's code and reason, skipping keep-alives and live results;
-    /// anything else first is a failure.
-    async fn closed(&mut self, within: Duration) -> (u16, String) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .expect("the socket closed in time");
-            match msg {
-                Some(Ok(Message::Close(Some(frame)))) => {
-                    return (u16::from(frame.code), frame.reason.to_string());
-                }
-                Some(Ok(Message::Text(text))) => {
-                    let v: Value = serde_json::from_str(&text).expect("a JSON message");
-                    assert!(
-                        matches!(v["type"].as_str(), Some("ka" | "next" | "data")),
-                        "unexpected message before the close: {v}"
-                    );
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                other => panic!("expected a close frame, got {other:?}"),
-            }
-        }
-    }
-
-    /// graphql-transport-ws only: the socket is open and everything sent before has
-    /// been handled (the server reads in order), shown by a `pong` echoing a fresh
-    /// payload as the very next message.
-    async fn assert_alive(&mut self) {
-        self.pings += 1;
-        let probe = json!({ "probe": self.pings });
-        self.send(json!({ "type": "ping", "payload": probe })).await;
-        assert_eq!(
-            self.recv().await,
-            json!({ "type": "pong", "payload": probe })
-        );
-    }
-
-    /// Waits until the server has closed the TCP connection (after our close frame).
-    async fn close_and_wait(mut self) {
-        let _ = self.ws.close(None).await;
-        let ended = tokio::time::timeout(WAIT, async {
-            while let Some(Ok(_)) = self.ws.next().await {}
-        })
-        .await;
-        assert!(ended.is_ok(), "the server ends a socket the client closed");
-    }
-}
 
 async fn key_id(engine: &Engine, token: &str) -> ApiKeyId {
     engine
@@ -911,13 +765,13 @@ async fn live_views_resync_after_a_lost_listen_connection_postgres() {
     let token = token_for(&h.engine, "watcher", Role::Viewer).await;
     let mut client = Client::authenticated(&addr, TRANSPORT_WS, &token).await;
     client
-        .subscribe(
+        .subscribe_live(
             "done",
             "subscription { runUpdates(filter: { statuses: [SUCCEEDED] }) { id status } }",
         )
         .await;
     client
-        .subscribe(
+        .subscribe_live(
             "inbox",
             "subscription { approvalRequested { id runId tool } }",
         )
@@ -930,7 +784,7 @@ async fn live_views_resync_after_a_lost_listen_connection_postgres() {
             json!({ "steps": steps }),
         ))
     };
-    // Live while connected: proves the subscriptions are registered.
+    // Live while connected: the server hears the other process.
     let first = start(json!([{ "kind": "noop" }])).await.unwrap();
     let msg = client.recv().await;
     assert_eq!(

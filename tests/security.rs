@@ -9,75 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::serve::{ADMIN_PASSWORD, ServeProcess};
-use common::{Backend, TestDb};
-use futures::{SinkExt, StreamExt};
+use common::{Backend, TestDb, ws};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-/// A client of one served process.
-struct Client {
-    addr: String,
-    http: reqwest::Client,
-    token: Option<String>,
-}
-
-impl Client {
-    fn new(serve: &ServeProcess, token: Option<String>) -> Client {
-        Client {
-            addr: serve.addr.clone(),
-            http: reqwest::Client::new(),
-            token,
-        }
-    }
-
-    async fn post_raw(&self, body: String) -> (u16, Value) {
-        let mut req = self
-            .http
-            .post(format!("http://{}/graphql", self.addr))
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST /graphql failed: {}", e.without_url()));
-        let status = resp.status().as_u16();
-        let text = resp.text().await.expect("body");
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}), status {status}: {text}"));
-        (status, body)
-    }
-
-    async fn gql(&self, query: &str, variables: Value) -> Value {
-        self.post_raw(json!({ "query": query, "variables": variables }).to_string())
-            .await
-            .1
-    }
-
-    async fn get(&self, query: &str) -> (u16, reqwest::header::HeaderMap, Value) {
-        let mut req = self
-            .http
-            .get(format!("http://{}/graphql", self.addr))
-            .query(&[("query", query)]);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET /graphql failed: {}", e.without_url()));
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body");
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}), status {status}: {text}"));
-        (status, headers, body)
-    }
-}
 
 /// The first error's code and message, asserting there is one.
 fn first_error(resp: &Value) -> (String, String) {
@@ -102,7 +36,7 @@ async fn deep_nesting(backend: Backend) {
     let Some((_db, mut serve)) = served(backend, &[]).await else {
         return;
     };
-    let anonymous = Client::new(&serve, None);
+    let anonymous = serve.api(None);
     let depth = 10_000;
     let literal = format!(
         "{{ health(x: {}1{}) }}",
@@ -162,39 +96,19 @@ async fn deep_nesting(backend: Backend) {
 
     // Over WebSocket, from an authenticated client.
     let token = serve.admin_token().await;
-    let mut req = format!("ws://{}/graphql/ws", serve.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let send = |v: Value| Message::Text(v.to_string().into());
-    ws.send(send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } })))
-        .await
-        .unwrap();
+    let mut client = ws::Client::authenticated(&serve.addr, ws::TRANSPORT_WS, &token).await;
     let deep_subscription = format!(
         "subscription {{ runUpdates(filter: {{ statuses: {}QUEUED{} }}) {{ id }} }}",
         "[".repeat(depth),
         "]".repeat(depth)
     );
-    ws.send(send(
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": deep_subscription } }),
-    ))
-    .await
-    .unwrap();
-    let mut error = None;
-    while let Ok(Some(Ok(Message::Text(text)))) =
-        tokio::time::timeout(Duration::from_secs(10), ws.next()).await
-    {
-        let msg: Value = serde_json::from_str(&text).unwrap();
-        if msg["type"] == "error" {
-            error = Some(msg);
-            break;
-        }
-    }
-    let error = error.expect("an error message for the deep subscription");
+    client.subscribe("1", &deep_subscription).await;
+    let error = client.recv().await;
+    assert_eq!(
+        (error["id"].as_str(), error["type"].as_str()),
+        (Some("1"), Some("error")),
+        "an error message for the deep subscription: {error}"
+    );
     assert_eq!(
         error["payload"][0]["extensions"]["code"], "BAD_REQUEST",
         "{error}"
@@ -218,9 +132,10 @@ async fn script_workflow(backend: Backend) {
     let Some((db, serve)) = served(backend, &[]).await else {
         return;
     };
-    let admin = Client::new(&serve, Some(serve.admin_token().await));
+    let admin = serve.api(Some(&serve.admin_token().await));
     const START: &str =
         "mutation($i: JSON!) { startRun(input: { workflow: \"script\", input: $i }) { id } }";
+    const RUN: &str = "query($id: UUID!) { run(id: $id) { id status error } }";
     let resp = admin
         .gql(START, json!({ "i": { "steps": [{ "kind": "noop" }] } }))
         .await;
@@ -241,7 +156,7 @@ async fn script_workflow(backend: Backend) {
     .await;
     let victim = serve.data_dir.path().join("victim");
     std::fs::write(&victim, "untouched\n").unwrap();
-    let admin = Client::new(&serve, Some(serve.admin_token().await));
+    let admin = serve.api(Some(&serve.admin_token().await));
     for bad in [
         "../victim".to_owned(),
         victim.display().to_string(),
@@ -267,7 +182,7 @@ async fn script_workflow(backend: Backend) {
         )
         .await;
     let id = resp["data"]["startRun"]["id"].as_str().unwrap().to_owned();
-    let run = wait_run(&admin, &id, &["FAILED", "SUCCEEDED"]).await;
+    let run = admin.wait_for_run(RUN, &id, &["FAILED", "SUCCEEDED"]).await;
     assert_eq!(run["status"], "FAILED", "{run}");
     assert!(
         run["error"].as_str().unwrap().contains("record_to"),
@@ -282,7 +197,7 @@ async fn script_workflow(backend: Backend) {
         )
         .await;
     let id = resp["data"]["startRun"]["id"].as_str().unwrap().to_owned();
-    wait_run(&admin, &id, &["SUCCEEDED"]).await;
+    admin.wait_for_run(RUN, &id, &["SUCCEEDED"]).await;
     assert_eq!(
         std::fs::read_to_string(records.path().join("ok.log"))
             .unwrap()
@@ -313,30 +228,13 @@ async fn script_workflow(backend: Backend) {
 }
 both_backends!(the_script_workflow_is_gated_and_confined, script_workflow);
 
-async fn wait_run(api: &Client, id: &str, want: &[&str]) -> Value {
-    for _ in 0..1000 {
-        let run = api
-            .gql(
-                "query($id: UUID!) { run(id: $id) { id status error } }",
-                json!({ "id": id }),
-            )
-            .await["data"]["run"]
-            .clone();
-        if want.iter().any(|w| run["status"] == *w) {
-            return run;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    panic!("run {id} never reached {want:?}");
-}
-
 /// A4: password guessing is rate-limited per username and per client address,
 /// aliases count, and one request holds at most one login.
 async fn login_limits(backend: Backend) {
     let Some((_db, serve)) = served(backend, &[("AIOPS_MUTATIONS_PER_MINUTE", "5")]).await else {
         return;
     };
-    let anonymous = Client::new(&serve, None);
+    let anonymous = serve.api(None);
     const LOGIN: &str =
         "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token } }";
     for _ in 0..10 {
@@ -399,7 +297,7 @@ async fn aliased_mutations(backend: Backend) {
     let Some((_db, serve)) = served(backend, &[("AIOPS_MUTATIONS_PER_MINUTE", "5")]).await else {
         return;
     };
-    let admin = Client::new(&serve, Some(serve.admin_token().await));
+    let admin = serve.api(Some(&serve.admin_token().await));
     let cancels = |n: usize| {
         format!(
             "mutation {{ {} }}",
@@ -439,7 +337,7 @@ async fn small_things(backend: Backend) {
     let Some((db, serve)) = served(backend, &[]).await else {
         return;
     };
-    let anonymous = Client::new(&serve, None);
+    let anonymous = serve.api(None);
     // NUL reaches no database, with or without a key, literal or variable.
     let resp = anonymous
         .gql(
@@ -611,7 +509,7 @@ async fn stock_clients(backend: Backend) {
     let Some((_db, serve)) = served(backend, &[]).await else {
         return;
     };
-    let anonymous = Client::new(&serve, None);
+    let anonymous = serve.api(None);
     let introspection = include_str!("fixtures/introspection.graphql");
     let resp = anonymous.gql(introspection, json!({})).await;
     assert!(resp.get("errors").is_none(), "{resp}");
@@ -625,7 +523,7 @@ async fn stock_clients(backend: Backend) {
     let (status, _, resp) = anonymous.get(introspection).await;
     assert_eq!(status, 200);
     assert!(resp.get("errors").is_none(), "{resp}");
-    let admin = Client::new(&serve, Some(serve.admin_token().await));
+    let admin = serve.api(Some(&serve.admin_token().await));
     let (status, _, resp) = admin.get("{ me { username } }").await;
     assert_eq!(
         (status, resp["data"]["me"]["username"].clone()),
@@ -645,7 +543,7 @@ async fn stock_clients(backend: Backend) {
     let (code, message) = first_error(&resp);
     assert_eq!(code, "UNAUTHENTICATED");
     assert!(message.contains("missing API key"), "{message}");
-    let wrong = Client::new(&serve, Some("aiops_nope_nope".into()));
+    let wrong = serve.api(Some("aiops_nope_nope"));
     let resp = wrong.gql("{ health }", json!({})).await;
     assert_eq!(first_error(&resp).0, "UNAUTHENTICATED");
     for resp in [

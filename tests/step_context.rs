@@ -6,13 +6,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use aiops_engine::{
     EventKind, RunStatus, StartRun, StepContext, StepFailure, Usage, Workflow, key_segment,
 };
-use common::{Backend, Harness, WorkerProcess, assert_gap_free, recorded, wait_for_status};
+use common::{Backend, Harness, WorkerProcess, assert_gap_free, wait_for_status};
 use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 
@@ -379,13 +378,8 @@ async fn across_sigkill(backend: Backend) {
 
     // Completed steps ran once; the one in flight at the kill at most twice (the
     // waiting step `s24` calls its dependency on every wait).
-    let mut runs_of: HashMap<String, usize> = HashMap::new();
-    for line in recorded(&log) {
-        let key = line.split(' ').next().unwrap().to_owned();
-        if !key.ends_with("/s24") {
-            *runs_of.entry(key).or_default() += 1;
-        }
-    }
+    let mut runs_of = common::executions(&log);
+    runs_of.retain(|key, _| !key.ends_with("/s24"));
     assert_eq!(runs_of.len(), 8, "{runs_of:?}");
     assert!(
         runs_of.values().filter(|n| **n > 1).count() <= 1,

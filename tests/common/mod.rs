@@ -7,14 +7,17 @@
 #![allow(dead_code)]
 
 pub mod serve;
+pub mod ws;
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use aiops_engine::model::Run;
 use aiops_engine::{
-    Engine, EngineConfig, EngineOptions, Event, RunId, RunStatus, Worker, Workflows, database,
+    Engine, EngineConfig, EngineOptions, Event, RunId, RunStatus, StartRun, Worker, Workflows,
+    database,
 };
 use sea_orm::{ConnectionTrait, Database};
 use tokio_util::sync::CancellationToken;
@@ -140,6 +143,20 @@ pub fn record_name(path: &std::path::Path) -> String {
         .expect("a file path")
         .to_string_lossy()
         .into_owned()
+}
+
+/// A run of the script workflow with `steps`.
+pub fn script(steps: serde_json::Value) -> StartRun {
+    StartRun::new("script", serde_json::json!({ "steps": steps }))
+}
+
+/// A run of the script workflow with `steps` that records every executed attempt in
+/// `record_to` (a file of the harness's record directory).
+pub fn recorded_script(steps: serde_json::Value, record_to: &Path) -> StartRun {
+    StartRun::new(
+        "script",
+        serde_json::json!({ "steps": steps, "record_to": record_name(record_to) }),
+    )
 }
 
 /// An engine on the (migrated) database at `url`.
@@ -283,6 +300,20 @@ pub async fn assert_gap_free(engine: &Engine, id: RunId) -> Vec<Event> {
     events
 }
 
+/// `aiops <command>` as a long-running test process: the timings of
+/// [`fast_config`], warnings only, stdout discarded.
+pub fn aiops_process(command: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aiops"));
+    cmd.arg(command)
+        .env("AIOPS_LEASE_TTL_MS", "1500")
+        .env("AIOPS_HEARTBEAT_MS", "300")
+        .env("AIOPS_POLL_MS", "50")
+        .env("AIOPS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    cmd
+}
+
 /// A real `aiops worker` process on the test database.
 pub struct WorkerProcess {
     pub child: Child,
@@ -294,17 +325,10 @@ impl WorkerProcess {
         record_dir: &std::path::Path,
         extra_env: &[(&str, &str)],
     ) -> WorkerProcess {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aiops"));
-        cmd.arg("worker")
-            .env("DATABASE_URL", db_url)
+        let mut cmd = aiops_process("worker");
+        cmd.env("DATABASE_URL", db_url)
             .env("AIOPS_ENABLE_SCRIPT_WORKFLOW", "1")
-            .env("AIOPS_SCRIPT_RECORD_DIR", record_dir)
-            .env("AIOPS_LEASE_TTL_MS", "1500")
-            .env("AIOPS_HEARTBEAT_MS", "300")
-            .env("AIOPS_POLL_MS", "50")
-            .env("AIOPS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .env("AIOPS_SCRIPT_RECORD_DIR", record_dir);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -340,12 +364,32 @@ impl Drop for WorkerProcess {
     }
 }
 
-/// Lines of a script's `record_to` file.
-pub fn recorded(path: &PathBuf) -> Vec<String> {
+/// Lines of a script's `record_to` file: `run_id/step_key attempt` per executed
+/// attempt.
+pub fn recorded(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .map(str::to_owned)
+        .collect()
+}
+
+/// Executions per `run_id/step_key` in a script's `record_to` file.
+pub fn executions(path: &Path) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for line in recorded(path) {
+        let key = line.rsplit_once(' ').map_or(line.as_str(), |(key, _)| key);
+        *counts.entry(key.to_owned()).or_default() += 1;
+    }
+    counts
+}
+
+/// Executions per step key of `run` in a script's `record_to` file.
+pub fn executions_of(path: &Path, run: RunId) -> HashMap<String, usize> {
+    let prefix = format!("{run}/");
+    executions(path)
+        .into_iter()
+        .filter_map(|(key, n)| Some((key.strip_prefix(&prefix)?.to_owned(), n)))
         .collect()
 }
 
@@ -498,21 +542,58 @@ impl Api {
 
     /// The whole GraphQL response document (`data` and/or `errors`).
     pub async fn gql(&self, query: &str, variables: serde_json::Value) -> serde_json::Value {
+        self.post_raw(serde_json::json!({ "query": query, "variables": variables }).to_string())
+            .await
+            .1
+    }
+
+    /// POSTs `body` as it is (JSON or not, of any size): the status and the response
+    /// document.
+    pub async fn post_raw(&self, body: String) -> (u16, serde_json::Value) {
         let mut req = self
             .client
             .post(format!("http://{}/graphql", self.addr))
-            .json(&serde_json::json!({ "query": query, "variables": variables }));
+            .header("content-type", "application/json")
+            .body(body);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.expect("POST /graphql");
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /graphql failed: {}", e.without_url()));
+        let status = resp.status().as_u16();
+        (status, self.document(status, resp).await)
+    }
+
+    /// `GET /graphql?query=…`: the status, the headers and the response document.
+    pub async fn get(&self, query: &str) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let mut req = self
+            .client
+            .get(format!("http://{}/graphql", self.addr))
+            .query(&[("query", query)]);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /graphql failed: {}", e.without_url()));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, headers, self.document(status, resp).await)
+    }
+
+    /// A response's body, kept in the transcript and parsed as JSON.
+    async fn document(&self, status: u16, resp: reqwest::Response) -> serde_json::Value {
         let text = resp.text().await.expect("response body");
         self.transcript
             .lock()
             .expect("transcript")
             .push(text.clone());
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("GraphQL response is not JSON ({e}): {text}"))
+        serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!("GraphQL response is not JSON ({e}), status {status}: {text}")
+        })
     }
 
     /// `data`, asserting there are no errors.
@@ -520,6 +601,23 @@ impl Api {
         let resp = self.gql(query, variables).await;
         assert!(resp.get("errors").is_none(), "unexpected errors: {resp:#}");
         resp["data"].clone()
+    }
+
+    /// Reads the run `id` with `query` (taking `$id`, selecting `run { status }`)
+    /// until its status is one of `want`; returns the `run`.
+    pub async fn wait_for_run(&self, query: &str, id: &str, want: &[&str]) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let run = self.data(query, serde_json::json!({ "id": id })).await["run"].clone();
+            if want.iter().any(|w| run["status"] == *w) {
+                return run;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {id} never reached {want:?}: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The `extensions.code` of the first error, asserting there is one.

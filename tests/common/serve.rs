@@ -1,8 +1,10 @@
 //! A real `aiops serve` process on a free loopback port, for tests that attack or
 //! crash the server as an outside client would.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
+
+use super::Api;
 
 /// The password of the `admin` user every served test database starts with.
 pub const ADMIN_PASSWORD: &str = "served admin password 42";
@@ -13,7 +15,8 @@ pub struct ServeProcess {
     pub data_dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -25,18 +28,11 @@ impl ServeProcess {
     pub async fn start(db_url: &str, extra_env: &[(&str, &str)]) -> ServeProcess {
         let data_dir = tempfile::tempdir().expect("data dir");
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aiops"));
-        cmd.arg("serve")
-            .env("DATABASE_URL", db_url)
+        let mut cmd = super::aiops_process("serve");
+        cmd.env("DATABASE_URL", db_url)
             .env("AIOPS_LISTEN", &addr)
             .env("AIOPS_DATA_DIR", data_dir.path())
-            .env("AIOPS_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("AIOPS_LEASE_TTL_MS", "1500")
-            .env("AIOPS_HEARTBEAT_MS", "300")
-            .env("AIOPS_POLL_MS", "50")
-            .env("AIOPS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .env("AIOPS_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -63,20 +59,20 @@ impl ServeProcess {
         panic!("aiops serve did not answer /healthz within 30 s");
     }
 
+    /// A GraphQL client of this process, optionally with a bearer token.
+    pub fn api(&self, token: Option<&str>) -> Api {
+        Api::new(&self.addr, token)
+    }
+
     /// An API key of the bootstrap admin, obtained with the `login` mutation.
     pub async fn admin_token(&self) -> String {
-        let resp: serde_json::Value = reqwest::Client::new()
-            .post(format!("http://{}/graphql", self.addr))
-            .json(&serde_json::json!({
-                "query": "mutation($p: String!) { login(username: \"admin\", password: $p) { token } }",
-                "variables": { "p": ADMIN_PASSWORD },
-            }))
-            .send()
-            .await
-            .expect("login")
-            .json()
-            .await
-            .expect("login response");
+        let resp = self
+            .api(None)
+            .gql(
+                "mutation($p: String!) { login(username: \"admin\", password: $p) { token } }",
+                serde_json::json!({ "p": ADMIN_PASSWORD }),
+            )
+            .await;
         resp["data"]["login"]["token"]
             .as_str()
             .unwrap_or_else(|| panic!("admin login failed: {resp}"))
