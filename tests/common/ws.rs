@@ -98,9 +98,9 @@ impl Client {
 
     /// Subscribes `id` to a live view (`runUpdates`, `approvalRequested`) and returns
     /// once the server listens for it, so that every change made afterwards reaches
-    /// it. The server starts a socket's operations in the order it reads them, and a
-    /// live view listens from its start: a `{ health }` query sent after it is
-    /// answered only once it listens.
+    /// it. The server polls a socket's new operations in the order it read them
+    /// (`SelectAll`'s ready queue is FIFO), and a live view starts listening in its
+    /// first poll: a `{ health }` query sent after it is answered only once it listens.
     pub async fn subscribe_live(&mut self, id: &str, query: &str) {
         self.subscribe(id, query).await;
         let probe = format!("{id}:started");
