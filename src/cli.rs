@@ -47,7 +47,11 @@ enum Command {
     #[command(
         after_help = "On first start with no users, creates user \"admin\": its password is \
                       AIOPS_BOOTSTRAP_ADMIN_PASSWORD if set, else random and written to \
-                      <data-dir>/initial-admin-password, readable only by this OS user."
+                      <data-dir>/initial-admin-password, readable only by this OS user. \
+                      Secrets are encrypted with AIOPS_MASTER_KEY (32 bytes, base64 or hex); \
+                      without it, <data-dir>/master.key is used, and on SQLite generated \
+                      (0600) on first start. It refuses to start when stored secrets do not \
+                      decrypt."
     )]
     Serve {
         #[command(flatten)]
@@ -57,8 +61,9 @@ enum Command {
         /// Address the HTTP API listens on.
         #[arg(long, env = "AIOPS_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Where `initial-admin-password` is written on first start (default: the
-        /// directory of the SQLite file, or ./data).
+        /// Where `initial-admin-password` is written on first start and where
+        /// `master.key` is read (or, on SQLite, generated) when AIOPS_MASTER_KEY is
+        /// unset (default: the directory of the SQLite file, or ./data).
         #[arg(long, env = "AIOPS_DATA_DIR")]
         data_dir: Option<PathBuf>,
         #[command(flatten)]
@@ -70,6 +75,8 @@ enum Command {
         db: DbArgs,
         #[command(flatten)]
         engine: EngineArgs,
+        #[command(flatten)]
+        key: crate::sources::KeyArgs,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -117,6 +124,21 @@ enum Command {
     Apikey {
         #[command(subcommand)]
         command: ApiKeyCommand,
+    },
+    /// Alert sources: named connections to a Prometheus and/or an Alertmanager.
+    Source {
+        #[command(subcommand)]
+        command: crate::sources::SourceCommand,
+    },
+    /// Secrets at rest: check them, rotate them to a new master key.
+    #[command(
+        after_help = "Secrets are encrypted with AIOPS_MASTER_KEY (32 bytes: base64 or hex); \
+                      AIOPS_OLD_MASTER_KEYS (comma-separated) still decrypts values of earlier \
+                      keys. Without AIOPS_MASTER_KEY, <data-dir>/master.key is used."
+    )]
+    Secrets {
+        #[command(subcommand)]
+        command: crate::sources::SecretsCommand,
     },
 }
 
@@ -363,7 +385,7 @@ pub fn init_tracing(cli: &Cli) {
 
 /// Where files of this installation go: `--data-dir`/`AIOPS_DATA_DIR`, else the
 /// directory of the SQLite database, else ./data.
-fn data_dir(explicit: Option<PathBuf>, database_url: &str) -> PathBuf {
+pub(crate) fn data_dir(explicit: Option<PathBuf>, database_url: &str) -> PathBuf {
     if let Some(dir) = explicit {
         return dir;
     }
@@ -470,14 +492,36 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
-            let opened = open_engine(
-                &db.url,
-                with(engine.config()?),
-                Access::Exclusive("aiops serve"),
-            )
-            .await?;
+            let dir = data_dir(explicit_data_dir.clone(), &db.url);
+            let config = engine.config()?;
+            let open = |keyring| {
+                open_engine(
+                    &db.url,
+                    EngineOptions {
+                        keyring,
+                        ..with(config.clone())
+                    },
+                    Access::Exclusive("aiops serve"),
+                )
+            };
+            let keyring = crate::sources::load_keyring(&db.url, explicit_data_dir.clone(), false)?;
+            let mut opened = open(keyring.clone()).await?;
+            // Only a single-process server (SQLite) may make its own key, and only for a
+            // database without secrets (a new key cannot read old ones); replicas on
+            // Postgres must share one from the environment or a file.
+            if keyring.is_none()
+                && !db.url.starts_with("postgres")
+                && opened.check_secrets().await.is_ok_and(|n| n == 0)
+            {
+                drop(opened);
+                let keyring = crate::sources::load_keyring(&db.url, explicit_data_dir, true)?;
+                opened = open(keyring).await?;
+            }
             let engine = opened.engine.clone();
-            let dir = data_dir(explicit_data_dir, &db.url);
+            engine
+                .check_secrets()
+                .await
+                .context("checking the stored secrets")?;
             let password = std::env::var("AIOPS_BOOTSTRAP_ADMIN_PASSWORD").ok();
             match engine
                 .bootstrap_admin(&dir, password.as_deref())
@@ -512,14 +556,22 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             drop(opened);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker { db, engine } => {
+        Command::Worker { db, engine, key } => {
+            let keyring = crate::sources::load_keyring(&db.url, key.data_dir, false)?;
             let opened = open_engine(
                 &db.url,
-                with(engine.config()?),
+                EngineOptions {
+                    keyring,
+                    ..with(engine.config()?)
+                },
                 Access::Exclusive("aiops worker"),
             )
             .await?;
             let engine = opened.engine.clone();
+            engine
+                .check_secrets()
+                .await
+                .context("checking the stored secrets")?;
             let shutdown = shutdown_token();
             let listener = tokio::spawn(engine.clone().listen(shutdown.clone()));
             let worker = Worker::new(engine.clone());
@@ -658,6 +710,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => crate::bench::run(args, kit.catalog.clone()).await,
         Command::User { command } => user_command(command).await,
         Command::Apikey { command } => api_key_command(command).await,
+        Command::Source { command } => crate::sources::source_command(command).await,
+        Command::Secrets { command } => crate::sources::secrets_command(command).await,
     }
 }
 

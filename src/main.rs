@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod open;
+mod sources;
 
 use clap::Parser;
 

@@ -104,8 +104,8 @@ fn every_command_and_flag_is_described_with_its_environment_variable() {
             queue.push(next);
         }
     }
-    // aiops, 9 commands, 2 team, 4 user and 3 apikey subcommands.
-    assert_eq!(seen, 19, "every command's help was read");
+    // aiops, 11 commands, 2 team, 4 user, 3 apikey, 3 source and 2 secrets subcommands.
+    assert_eq!(seen, 26, "every command's help was read");
     let top = help_of(&[]);
     assert!(top.contains("AIOPS_LOG"), "{top}");
     assert!(help_of(&["serve"]).contains("AIOPS_BOOTSTRAP_ADMIN_PASSWORD"));

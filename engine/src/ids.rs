@@ -71,3 +71,7 @@ id_type!(
     /// Identifies an API key.
     ApiKeyId
 );
+id_type!(
+    /// Identifies an alert source.
+    AlertSourceId
+);

@@ -17,6 +17,7 @@ pub mod page;
 pub mod retry;
 mod role;
 pub mod script;
+pub mod secrets;
 mod stats;
 pub mod status;
 pub(crate) mod storable;
@@ -34,10 +35,13 @@ pub use context::{
     ApprovalOutcome, ApprovalRequest, Attempt, InputOutcome, LiveEvent, RunInfo, StepContext,
     StepError, StepOptions, key_segment,
 };
-pub use engine::{Decision, Engine, EngineOptions, StartRun};
+pub use engine::{
+    Decision, Engine, EngineOptions, NewAlertSource, Rotation, SourceAuth, SourceConnection,
+    StartRun,
+};
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};
-pub use ids::{ApiKeyId, ApprovalId, QuestionId, RunId, TeamId, UserId};
+pub use ids::{AlertSourceId, ApiKeyId, ApprovalId, QuestionId, RunId, TeamId, UserId};
 pub use page::{KeyOf, Keyed, Page, PageRequest};
 pub use retry::{RetryPolicy, StepFailure};
 pub use stats::EngineStats;

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_create_core_tables;
 mod m20261122_000002_create_users_and_api_keys;
 mod m20261130_180000_add_keyset_indexes;
+mod m20261130_230000_create_alert_sources;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_create_core_tables::Migration),
             Box::new(m20261122_000002_create_users_and_api_keys::Migration),
             Box::new(m20261130_180000_add_keyset_indexes::Migration),
+            Box::new(m20261130_230000_create_alert_sources::Migration),
         ]
     }
 }

@@ -9,6 +9,7 @@ mod loaders;
 mod mutation;
 pub mod policy;
 pub(crate) mod query;
+mod sources;
 mod subscription;
 pub mod types;
 
@@ -24,10 +25,10 @@ pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
 
 #[derive(MergedObject, Default)]
-pub struct Query(QueryRoot, auth::AuthQuery);
+pub struct Query(QueryRoot, auth::AuthQuery, sources::SourcesQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(MutationRoot, auth::AuthMutation);
+pub struct Mutation(MutationRoot, auth::AuthMutation, sources::SourcesMutation);
 
 pub type AiopsSchema = Schema<Query, Mutation, SubscriptionRoot>;
 

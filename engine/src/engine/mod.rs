@@ -4,6 +4,8 @@
 //! notifications from other processes.
 
 mod access;
+mod alert_sources;
+pub use alert_sources::{NewAlertSource, Rotation, SourceAuth, SourceConnection};
 mod humans;
 mod lifecycle;
 mod notify;
@@ -31,6 +33,7 @@ struct Inner {
     config: Arc<EngineConfig>,
     workflows: Workflows,
     catalog: topology::Catalog,
+    keyring: Option<Arc<crate::secrets::Keyring>>,
     /// Wakes this process's workers when a run becomes runnable.
     work: Notify,
     stats: Arc<crate::stats::Stats>,
@@ -46,6 +49,9 @@ pub struct EngineOptions {
     pub catalog: topology::Catalog,
     /// How this process's database sessions are named (Postgres `application_name`).
     pub application_name: String,
+    /// The master keys for secrets at rest; without them secrets can be neither
+    /// stored nor read.
+    pub keyring: Option<Arc<crate::secrets::Keyring>>,
 }
 
 impl Default for EngineOptions {
@@ -55,6 +61,7 @@ impl Default for EngineOptions {
             workflows: Workflows::default(),
             catalog: topology::Catalog::builtin(),
             application_name: "aiops".to_owned(),
+            keyring: None,
         }
     }
 }
@@ -78,6 +85,7 @@ impl Engine {
             workflows,
             catalog,
             application_name: _,
+            keyring,
         } = options;
         // Before any clone of the handle is made: clones share the counter.
         let stats = Arc::new(crate::stats::Stats::default());
@@ -108,6 +116,7 @@ impl Engine {
                 config: Arc::new(config),
                 workflows,
                 catalog,
+                keyring,
                 work: Notify::new(),
                 stats,
             }),

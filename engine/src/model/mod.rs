@@ -1,7 +1,8 @@
 //! The records the engine hands out: runs, steps, events, approvals, questions,
-//! teams, users and API keys. Plain data; reading and writing them is the store's
+//! teams, users, API keys and alert sources. Plain data; reading and writing them is the store's
 //! business, behind the engine.
 
+mod alert_source;
 mod api_key;
 mod approval;
 mod question;
@@ -12,6 +13,7 @@ mod user;
 
 pub use crate::event::{Event, EventKind};
 pub use crate::page::{KeyOf, Keyed, Page, PageRequest};
+pub use alert_source::{AlertSource, AuthKind};
 pub use api_key::ApiKey;
 pub use approval::Approval;
 pub use question::Question;

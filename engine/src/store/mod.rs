@@ -2,6 +2,7 @@
 //! compose transactions; the hot path (claim, heartbeat, fenced checkpoint) is
 //! hand-written SQL, one statement per table and batch.
 
+pub mod alert_sources;
 pub mod api_keys;
 pub mod approvals;
 pub mod checkpoint;

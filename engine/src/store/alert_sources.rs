@@ -1,0 +1,160 @@
+//! The `alert_sources` table. Credentials arrive and leave encrypted: this module
+//! never sees a plaintext secret.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, SqlErr,
+};
+
+use super::entity::alert_source;
+use crate::ids::AlertSourceId;
+pub use crate::model::{AlertSource, AuthKind};
+use crate::{Error, Result};
+
+/// A row to insert; `auth_encrypted` is already sealed for this row's id.
+pub(crate) struct NewRow {
+    pub id: AlertSourceId,
+    pub name: String,
+    pub prometheus_url: Option<String>,
+    pub alertmanager_url: Option<String>,
+    pub auth_kind: AuthKind,
+    pub username: Option<String>,
+    pub auth_encrypted: Option<String>,
+    pub auth_hint: Option<String>,
+    pub timeout_ms: i64,
+}
+
+impl TryFrom<alert_source::Model> for AlertSource {
+    type Error = Error;
+    fn try_from(m: alert_source::Model) -> Result<Self> {
+        Ok(AlertSource {
+            id: AlertSourceId(m.id),
+            name: m.name,
+            prometheus_url: m.prometheus_url,
+            alertmanager_url: m.alertmanager_url,
+            auth_kind: m.auth_kind.parse()?,
+            username: m.username,
+            auth_hint: m.auth_hint,
+            timeout_ms: m.timeout_ms,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        })
+    }
+}
+
+/// Inserts a source; a taken name is [`Error::Conflict`].
+pub(crate) async fn insert(
+    db: &impl ConnectionTrait,
+    row: NewRow,
+    now: DateTime<Utc>,
+) -> Result<AlertSource> {
+    let model = alert_source::ActiveModel {
+        id: Set(row.id.0),
+        name: Set(row.name.clone()),
+        prometheus_url: Set(row.prometheus_url),
+        alertmanager_url: Set(row.alertmanager_url),
+        auth_kind: Set(row.auth_kind.as_str().to_owned()),
+        username: Set(row.username),
+        auth_encrypted: Set(row.auth_encrypted),
+        auth_hint: Set(row.auth_hint),
+        timeout_ms: Set(row.timeout_ms),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    match alert_source::Entity::insert(model.clone())
+        .exec_without_returning(db)
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            return Err(Error::Conflict(format!(
+                "an alert source named \"{}\" already exists",
+                row.name
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    get_by_name(db, &row.name)
+        .await?
+        .ok_or_else(|| Error::Corrupt("an inserted alert source is missing".into()))
+}
+
+pub async fn list(db: &impl ConnectionTrait) -> Result<Vec<AlertSource>> {
+    alert_source::Entity::find()
+        .order_by_asc(alert_source::Column::Name)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(AlertSource::try_from)
+        .collect()
+}
+
+pub async fn get_by_name(db: &impl ConnectionTrait, name: &str) -> Result<Option<AlertSource>> {
+    alert_source::Entity::find()
+        .filter(alert_source::Column::Name.eq(name))
+        .one(db)
+        .await?
+        .map(AlertSource::try_from)
+        .transpose()
+}
+
+/// The source and its sealed credential.
+pub(crate) async fn get_sealed(
+    db: &impl ConnectionTrait,
+    name: &str,
+) -> Result<Option<(AlertSource, Option<String>)>> {
+    let Some(m) = alert_source::Entity::find()
+        .filter(alert_source::Column::Name.eq(name))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let sealed = m.auth_encrypted.clone();
+    Ok(Some((AlertSource::try_from(m)?, sealed)))
+}
+
+/// Deletes a source by name; whether it existed.
+pub(crate) async fn delete(db: &impl ConnectionTrait, name: &str) -> Result<bool> {
+    let res = alert_source::Entity::delete_many()
+        .filter(alert_source::Column::Name.eq(name))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected > 0)
+}
+
+/// Every sealed credential with its row id, for the start-up check and rotation.
+pub(crate) async fn sealed(db: &impl ConnectionTrait) -> Result<Vec<(AlertSourceId, String)>> {
+    use sea_orm::QuerySelect;
+    let rows: Vec<(uuid::Uuid, Option<String>)> = alert_source::Entity::find()
+        .select_only()
+        .column(alert_source::Column::Id)
+        .column(alert_source::Column::AuthEncrypted)
+        .filter(alert_source::Column::AuthEncrypted.is_not_null())
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, s)| s.map(|s| (AlertSourceId(id), s)))
+        .collect())
+}
+
+/// Replaces a sealed credential only if it is still `from` (rotation never
+/// overwrites a value changed meanwhile); whether it did.
+pub(crate) async fn reseal(
+    db: &impl ConnectionTrait,
+    id: AlertSourceId,
+    from: &str,
+    to: &str,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let res = alert_source::Entity::update_many()
+        .col_expr(alert_source::Column::AuthEncrypted, to.into())
+        .col_expr(alert_source::Column::UpdatedAt, now.into())
+        .filter(alert_source::Column::Id.eq(id.0))
+        .filter(alert_source::Column::AuthEncrypted.eq(from))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
