@@ -340,9 +340,23 @@ pub struct EngineArgs {
     /// Finished runs (with their steps and events) are deleted after this many days.
     #[arg(long, env = "AIOPS_RETENTION_DAYS", default_value_t = 30)]
     retention_days: u64,
+    /// Prometheus of the default alert source, which teams naming no source query
+    /// (unless a stored source is called "default").
+    #[arg(long, env = "AIOPS_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
+    /// Alertmanager of the default alert source.
+    #[arg(long, env = "AIOPS_ALERTMANAGER_URL")]
+    alertmanager_url: Option<String>,
 }
 
 impl EngineArgs {
+    fn default_source(&self) -> anyhow::Result<Option<aiops_engine::DefaultAlertSource>> {
+        Ok(aiops_engine::DefaultAlertSource::new(
+            self.prometheus_url.clone(),
+            self.alertmanager_url.clone(),
+        )?)
+    }
+
     fn config(&self) -> anyhow::Result<EngineConfig> {
         anyhow::ensure!(
             self.max_concurrent_runs > 0,
@@ -494,11 +508,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("binding {listen}"))?;
             let dir = data_dir(explicit_data_dir.clone(), &db.url);
             let config = engine.config()?;
+            let default_source = engine.default_source()?;
             let open = |keyring| {
                 open_engine(
                     &db.url,
                     EngineOptions {
                         keyring,
+                        default_source: default_source.clone(),
                         ..with(config.clone())
                     },
                     Access::Exclusive("aiops serve"),
@@ -562,6 +578,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 &db.url,
                 EngineOptions {
                     keyring,
+                    default_source: engine.default_source()?,
                     ..with(engine.config()?)
                 },
                 Access::Exclusive("aiops worker"),

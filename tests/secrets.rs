@@ -437,3 +437,67 @@ async fn the_cli_adds_lists_rotates_and_never_prints_the_secret() {
     let (code, out) = run(&["source", "remove", "--name", "prod"], &[]);
     assert_eq!(code, Some(1), "{out}");
 }
+
+async fn default_source(backend: Backend) {
+    let Some(db) = fresh(backend).await else {
+        return;
+    };
+    let bare = engine_with(&db.url, Some(Keyring::new(&generate_key(), &[]).unwrap())).await;
+    let err = bare.alert_source_for(None).await.unwrap_err();
+    assert!(err.to_string().contains("AIOPS_PROMETHEUS_URL"), "{err}");
+    // The environment's source, for teams that name none.
+    let env = aiops_engine::DefaultAlertSource::new(Some("http://prom:9090/".into()), None)
+        .unwrap()
+        .expect("a default");
+    let with_env = Engine::connect(
+        &db.url,
+        EngineOptions {
+            config: fast_config(),
+            keyring: Some(Arc::new(Keyring::new(&generate_key(), &[]).unwrap())),
+            default_source: Some(env),
+            ..EngineOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let conn = with_env.alert_source_for(None).await.unwrap();
+    assert_eq!(
+        (
+            conn.source.name.as_str(),
+            conn.source.prometheus_url.as_deref(),
+            &conn.auth
+        ),
+        ("default", Some("http://prom:9090"), &SourceAuth::None)
+    );
+    // A stored source called "default" wins over the environment; a named one is used
+    // as named, and a missing name is an error naming it.
+    with_env
+        .create_alert_source(Caller::Local, bearer("default"))
+        .await
+        .unwrap();
+    with_env
+        .create_alert_source(Caller::Local, bearer("eu"))
+        .await
+        .unwrap();
+    let conn = with_env.alert_source_for(None).await.unwrap();
+    assert_eq!(conn.auth, SourceAuth::Bearer(Secret::new(TOKEN)));
+    assert_eq!(
+        with_env
+            .alert_source_for(Some("eu"))
+            .await
+            .unwrap()
+            .source
+            .name,
+        "eu"
+    );
+    let err = with_env.alert_source_for(Some("us")).await.unwrap_err();
+    assert!(err.to_string().contains("us"), "{err}");
+    // Bad environment URLs are refused naming the variable.
+    let err = aiops_engine::DefaultAlertSource::new(None, Some("am:9093".into())).unwrap_err();
+    assert!(err.to_string().contains("AIOPS_ALERTMANAGER_URL"), "{err}");
+    assert_eq!(
+        aiops_engine::DefaultAlertSource::new(None, None).unwrap(),
+        None
+    );
+}
+both_backends!(teams_without_a_source_use_the_default_one, default_source);

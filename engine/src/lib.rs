@@ -36,8 +36,8 @@ pub use context::{
     StepError, StepOptions, key_segment,
 };
 pub use engine::{
-    Decision, Engine, EngineOptions, NewAlertSource, Rotation, SourceAuth, SourceConnection,
-    StartRun,
+    DEFAULT_SOURCE, Decision, DefaultAlertSource, Engine, EngineOptions, NewAlertSource, Rotation,
+    SourceAuth, SourceConnection, StartRun,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};

@@ -45,6 +45,36 @@ pub struct SourceConnection {
     pub auth: SourceAuth,
 }
 
+/// The zero-config source (`AIOPS_PROMETHEUS_URL`, `AIOPS_ALERTMANAGER_URL`): used by
+/// teams that name no source when no stored source is called `default`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefaultAlertSource {
+    prometheus_url: Option<String>,
+    alertmanager_url: Option<String>,
+}
+
+impl DefaultAlertSource {
+    /// Checks the URLs as a stored source's would be; `None` when both are absent.
+    pub fn new(
+        prometheus_url: Option<String>,
+        alertmanager_url: Option<String>,
+    ) -> Result<Option<Self>> {
+        let prometheus_url = check_url("AIOPS_PROMETHEUS_URL", &prometheus_url)?;
+        let alertmanager_url = check_url("AIOPS_ALERTMANAGER_URL", &alertmanager_url)?;
+        Ok(
+            (prometheus_url.is_some() || alertmanager_url.is_some()).then_some(Self {
+                prometheus_url,
+                alertmanager_url,
+            }),
+        )
+    }
+}
+
+/// The name teams use when they name no source.
+pub const DEFAULT_SOURCE: &str = "default";
+/// Request timeout of the environment's default source.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What [`Engine::rotate_secrets`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rotation {
@@ -244,6 +274,42 @@ impl Engine {
             }
         };
         Ok(SourceConnection { source, auth })
+    }
+
+    /// The source a team queries: the one it names, else the stored source called
+    /// `default`, else the environment's default source.
+    pub async fn alert_source_for(&self, name: Option<&str>) -> Result<SourceConnection> {
+        if let Some(name) = name {
+            return self.alert_source_connection(name).await;
+        }
+        match self.alert_source_connection(DEFAULT_SOURCE).await {
+            Err(Error::NotFound { .. }) => {}
+            found => return found,
+        }
+        let Some(env) = &self.inner.default_source else {
+            return Err(Error::Invalid(
+                "no alert source: name one in the team's `source`, add one called \"default\" \
+                 (`aiops source add --name default …`), or set AIOPS_PROMETHEUS_URL / \
+                 AIOPS_ALERTMANAGER_URL"
+                    .into(),
+            ));
+        };
+        let now = Utc::now();
+        Ok(SourceConnection {
+            source: AlertSource {
+                id: AlertSourceId(uuid::Uuid::nil()),
+                name: DEFAULT_SOURCE.to_owned(),
+                prometheus_url: env.prometheus_url.clone(),
+                alertmanager_url: env.alertmanager_url.clone(),
+                auth_kind: AuthKind::None,
+                username: None,
+                auth_hint: None,
+                timeout_ms: DEFAULT_TIMEOUT.as_millis() as i64,
+                created_at: now,
+                updated_at: now,
+            },
+            auth: SourceAuth::None,
+        })
     }
 
     /// Checks that every stored secret decrypts with this process's keys: a server

@@ -5,7 +5,9 @@
 
 mod access;
 mod alert_sources;
-pub use alert_sources::{NewAlertSource, Rotation, SourceAuth, SourceConnection};
+pub use alert_sources::{
+    DEFAULT_SOURCE, DefaultAlertSource, NewAlertSource, Rotation, SourceAuth, SourceConnection,
+};
 mod humans;
 mod lifecycle;
 mod notify;
@@ -34,6 +36,7 @@ struct Inner {
     workflows: Workflows,
     catalog: topology::Catalog,
     keyring: Option<Arc<crate::secrets::Keyring>>,
+    default_source: Option<DefaultAlertSource>,
     /// Wakes this process's workers when a run becomes runnable.
     work: Notify,
     stats: Arc<crate::stats::Stats>,
@@ -52,6 +55,8 @@ pub struct EngineOptions {
     /// The master keys for secrets at rest; without them secrets can be neither
     /// stored nor read.
     pub keyring: Option<Arc<crate::secrets::Keyring>>,
+    /// The environment's zero-config alert source.
+    pub default_source: Option<DefaultAlertSource>,
 }
 
 impl Default for EngineOptions {
@@ -62,6 +67,7 @@ impl Default for EngineOptions {
             catalog: topology::Catalog::builtin(),
             application_name: "aiops".to_owned(),
             keyring: None,
+            default_source: None,
         }
     }
 }
@@ -86,6 +92,7 @@ impl Engine {
             catalog,
             application_name: _,
             keyring,
+            default_source,
         } = options;
         // Before any clone of the handle is made: clones share the counter.
         let stats = Arc::new(crate::stats::Stats::default());
@@ -117,6 +124,7 @@ impl Engine {
                 workflows,
                 catalog,
                 keyring,
+                default_source,
                 work: Notify::new(),
                 stats,
             }),

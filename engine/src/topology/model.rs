@@ -17,6 +17,9 @@ pub struct TeamSpec {
     pub description: Option<String>,
     #[serde(default)]
     pub pattern: Pattern,
+    /// The alert source the team's tools query, by name; absent: the default source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     pub supervisor: SupervisorSpec,
     // Defaulted so that a missing list is reported by validation ("needs at
     // least one node") rather than as a bare deserialization error.

@@ -19,6 +19,9 @@ pub const MAX_ITERATIONS: u32 = 100;
 pub(super) fn check(spec: &TeamSpec, catalog: &Catalog) -> Vec<Violation> {
     let mut out = Vec::new();
     check_slug(&spec.name, "name", &mut out);
+    if let Some(source) = &spec.source {
+        check_source_name(source, &mut out);
+    }
     check_model(
         &spec.supervisor.model,
         "supervisor.model",
@@ -31,6 +34,24 @@ pub(super) fn check(spec: &TeamSpec, catalog: &Catalog) -> Vec<Violation> {
     }
     check_limits(&spec.limits, &mut out);
     out
+}
+
+/// Alert source names: what `Engine::create_alert_source` accepts.
+fn check_source_name(value: &str, out: &mut Vec<Violation>) {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_NAME_LEN
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        out.push(Violation::new(
+            "source",
+            format!(
+                "{value:?} is not an alert source name: 1 to {MAX_NAME_LEN} letters, digits, \
+                 '-', '_' or '.'"
+            ),
+        ));
+    }
 }
 
 fn check_slug(value: &str, path: &str, out: &mut Vec<Violation>) {
@@ -239,6 +260,17 @@ fn check_limits(limits: &Limits, out: &mut Vec<Violation>) {
 mod tests {
     use crate::topology::test_support::{agent, assert_has, check, node, team};
     use crate::topology::{Limits, ModelRef, NodeSpec, Pattern, SupervisorSpec};
+
+    #[test]
+    fn the_alert_source_is_named_like_alert_sources() {
+        let mut spec = team(vec![node("a", &[])]);
+        spec.source = Some("prod-eu.1".into());
+        assert!(check(&spec).is_empty());
+        for bad in ["", "prod eu", "prod/eu"] {
+            spec.source = Some(bad.into());
+            assert_has(&check(&spec), "source", "is not an alert source name");
+        }
+    }
 
     #[test]
     fn slugs_and_duplicate_ids() {

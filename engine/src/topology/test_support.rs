@@ -61,6 +61,7 @@ pub(super) fn team(nodes: Vec<NodeSpec>) -> TeamSpec {
         name: "t".into(),
         description: None,
         pattern: Pattern::Hierarchical,
+        source: None,
         supervisor: SupervisorSpec {
             model: ModelRef::Name("default".into()),
             instructions: None,
