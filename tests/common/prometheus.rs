@@ -107,6 +107,15 @@ fn series_key(name: &str, labels: &[(&str, &str)]) -> String {
     format!("{name}{{{}}}", labels.join(","))
 }
 
+/// A value in the text format (`+Inf`, not Rust's `inf`).
+fn sample(value: f64) -> String {
+    if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        value.to_string()
+    }
+}
+
 /// One connection: reads a request head, answers with the current body, closes.
 async fn serve_metrics(mut stream: tokio::net::TcpStream, metrics: Arc<Mutex<Metrics>>) {
     let mut head = Vec::new();
@@ -127,7 +136,7 @@ async fn serve_metrics(mut stream: tokio::net::TcpStream, metrics: Arc<Mutex<Met
             None => m
                 .series
                 .iter()
-                .map(|(k, v)| format!("{k} {v}\n"))
+                .map(|(k, v)| format!("{k} {}\n", sample(*v)))
                 .collect::<String>(),
         }
     };
