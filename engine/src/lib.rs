@@ -22,6 +22,7 @@ mod stats;
 pub mod status;
 pub(crate) mod storable;
 mod store;
+pub mod tools;
 pub mod topology;
 mod usage;
 pub mod worker;
