@@ -11,7 +11,6 @@ use axum::extract::{Request, State};
 use axum::http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
 use serde_json::json;
 
 use crate::graphql::error::{BAD_REQUEST, to_gql};
@@ -125,15 +124,44 @@ pub(crate) async fn graphql_get(State(state): State<AppState>, req: Request) -> 
     execute(&state, &parts.headers, parts.extensions.get(), request).await
 }
 
+/// How much of an oversized body is read and discarded before answering 413: a
+/// client still sending when the server closes gets a TCP reset that can destroy
+/// the 413 before it is read, so moderately oversized bodies are drained first.
+const DRAIN_BYTES: usize = 8 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
 async fn read_body(body: Body) -> Result<axum::body::Bytes, Response> {
-    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
-    match tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(refusal(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            BAD_REQUEST,
-            format!("request body is larger than {} bytes", MAX_BODY_BYTES),
-        )),
+    let mut stream = body.into_data_stream();
+    let read = async {
+        let mut buf = Vec::new();
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            let chunk = chunk?;
+            if buf.len() + chunk.len() > MAX_BODY_BYTES {
+                return Ok(None);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok::<_, axum::Error>(Some(axum::body::Bytes::from(buf)))
+    };
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(Some(bytes))) => Ok(bytes),
+        Ok(Ok(None)) => {
+            let drain = async {
+                let mut drained = 0;
+                while let Some(Ok(chunk)) = futures::StreamExt::next(&mut stream).await {
+                    drained += chunk.len();
+                    if drained > DRAIN_BYTES {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            Err(refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                BAD_REQUEST,
+                format!("request body is larger than {} bytes", MAX_BODY_BYTES),
+            ))
+        }
         Ok(Err(_)) => Err(refusal(
             StatusCode::BAD_REQUEST,
             BAD_REQUEST,
