@@ -8,8 +8,12 @@ mod alertmanager;
 mod endpoint;
 mod error;
 mod prometheus;
+mod registry;
+mod spec;
 
 pub use alertmanager::{AlertStates, AlertmanagerClient, Matcher, Silence};
 pub use endpoint::Auth;
 pub use error::{ErrorKind, ToolError};
 pub use prometheus::{MAX_POINTS, PrometheusClient};
+pub use registry::Registry;
+pub use spec::{Policy, ToolSpec};
