@@ -335,3 +335,50 @@ async fn an_unreachable_alertmanager_is_retryable() {
         .expect_err("nobody listens");
     assert!(error.is_retryable(), "{error}");
 }
+
+/// A team that names no source reaches the environment's default source through the
+/// engine, and a source without an Alertmanager says so instead of failing oddly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_source_of_the_environment_reaches_prometheus() {
+    let Some((_metrics, _, prom)) = servers(false).await else {
+        return;
+    };
+    let Some(db) = common::TestDb::create(common::Backend::Sqlite).await else {
+        return;
+    };
+    aiops_engine::database::migrate(&db.url, "aiops test")
+        .await
+        .expect("migrate");
+    let engine = aiops_engine::Engine::connect(
+        &db.url,
+        aiops_engine::EngineOptions {
+            default_source: aiops_engine::DefaultAlertSource::new(
+                Some(prom.url().to_owned()),
+                None,
+            )
+            .expect("valid URL"),
+            ..aiops_engine::EngineOptions::default()
+        },
+    )
+    .await
+    .expect("engine");
+    let conn = engine
+        .alert_source_for(None)
+        .await
+        .expect("the default source");
+    let clients = aiops_engine::tools::SourceClients::connect(&conn).expect("clients");
+    let data = clients
+        .prometheus()
+        .expect("a Prometheus")
+        .query("db_up{service=\"cache\"}", None)
+        .await
+        .expect("query");
+    assert_eq!(data["result"][0]["value"][1], "1", "{data}");
+    let err = clients.alertmanager().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(
+        err.message.contains("has no Alertmanager URL"),
+        "{}",
+        err.message
+    );
+}

@@ -9,6 +9,7 @@ mod endpoint;
 mod error;
 mod prometheus;
 mod registry;
+mod source;
 mod spec;
 
 pub use alertmanager::{AlertStates, AlertmanagerClient, Matcher, Silence};
@@ -16,4 +17,5 @@ pub use endpoint::Auth;
 pub use error::{ErrorKind, ToolError};
 pub use prometheus::{MAX_POINTS, PrometheusClient};
 pub use registry::Registry;
+pub use source::SourceClients;
 pub use spec::{Policy, ToolSpec};
