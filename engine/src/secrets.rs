@@ -159,16 +159,15 @@ impl Keyring {
     /// `may_generate`: a fresh single-process server) a new key written there (0600).
     /// `None` when there is no key and none may be made.
     pub fn load(data_dir: &Path, may_generate: bool) -> crate::Result<Option<(Self, KeySource)>> {
-        if let Some(ring) = Self::from_env().map_err(invalid)? {
+        if let Some(ring) = Self::from_env()? {
             return Ok(Some((ring, KeySource::Environment)));
         }
         let path = data_dir.join(MASTER_KEY_FILE);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let key = Zeroizing::new(text);
-                let ring = Self::new(key.trim(), &[]).map_err(|e| {
-                    invalid(SecretError::BadKey(format!("{}: {e}", path.display())))
-                })?;
+                let ring = Self::new(key.trim(), &[])
+                    .map_err(|e| SecretError::BadKey(format!("{}: {e}", path.display())))?;
                 return Ok(Some((ring, KeySource::File(path))));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -187,7 +186,7 @@ impl Keyring {
             crate::Error::Invalid(format!("cannot create {}: {e}", data_dir.display()))
         })?;
         crate::auth::write_secret_file(&path, &format!("{}\n", encoded.as_str()))?;
-        let ring = Self::new(&encoded, &[]).map_err(invalid)?;
+        let ring = Self::new(&encoded, &[])?;
         Ok(Some((ring, KeySource::Generated(path))))
     }
 
@@ -272,8 +271,10 @@ pub fn generate_key() -> String {
     B64.encode(key)
 }
 
-fn invalid(e: SecretError) -> crate::Error {
-    crate::Error::Invalid(e.to_string())
+impl From<SecretError> for crate::Error {
+    fn from(e: SecretError) -> Self {
+        crate::Error::Invalid(e.to_string())
+    }
 }
 
 fn master_key(encoded: &str, origin: &str) -> Result<MasterKey, SecretError> {

@@ -84,8 +84,23 @@ pub struct Rotation {
     pub current: usize,
 }
 
-fn place(id: AlertSourceId) -> (String, &'static str) {
-    (id.to_string(), AUTH_COLUMN)
+/// Seals a source's credential for its row.
+fn seal(ring: &Keyring, id: AlertSourceId, secret: &Secret) -> String {
+    let row = id.to_string();
+    ring.encrypt(auth_place(&row), secret)
+}
+
+/// Opens a source's sealed credential (a value moved from another row fails).
+fn open(ring: &Keyring, id: AlertSourceId, sealed: &str) -> Result<Secret> {
+    Ok(ring.decrypt(auth_place(&id.to_string()), sealed)?)
+}
+
+fn auth_place(row: &str) -> Place<'_> {
+    Place {
+        table: TABLE,
+        row_id: row,
+        column: AUTH_COLUMN,
+    }
 }
 
 fn require_admin(caller: Caller<'_>) -> Result<()> {
@@ -183,15 +198,7 @@ impl Engine {
                         "auth: the token or password must be 1 to 8192 bytes".into(),
                     ));
                 }
-                let (row, column) = place(id);
-                let sealed = self.keyring()?.encrypt(
-                    Place {
-                        table: TABLE,
-                        row_id: &row,
-                        column,
-                    },
-                    secret,
-                );
+                let sealed = seal(self.keyring()?, id, secret);
                 {
                     // A token's last characters help tell tokens apart; a password's
                     // would only help guess it.
@@ -203,22 +210,21 @@ impl Engine {
                 }
             }
         };
-        store::alert_sources::insert(
-            &self.inner.db,
-            store::alert_sources::NewRow {
-                id,
-                name,
-                prometheus_url,
-                alertmanager_url,
-                auth_kind: kind,
-                username,
-                auth_encrypted,
-                auth_hint,
-                timeout_ms: new.timeout.as_millis() as i64,
-            },
-            Utc::now(),
-        )
-        .await
+        let now = Utc::now();
+        let source = AlertSource {
+            id,
+            name,
+            prometheus_url,
+            alertmanager_url,
+            auth_kind: kind,
+            username,
+            auth_hint,
+            timeout_ms: new.timeout.as_millis() as i64,
+            created_at: now,
+            updated_at: now,
+        };
+        store::alert_sources::insert(&self.inner.db, &source, auth_encrypted).await?;
+        Ok(source)
     }
 
     /// Every alert source, by name, without secrets (viewers may list them).
@@ -243,21 +249,7 @@ impl Engine {
             .ok_or_else(|| Error::not_found("alert source", name))?;
         let secret = match sealed {
             None => None,
-            Some(sealed) => {
-                let (row, column) = place(source.id);
-                let secret = self
-                    .keyring()?
-                    .decrypt(
-                        Place {
-                            table: TABLE,
-                            row_id: &row,
-                            column,
-                        },
-                        &sealed,
-                    )
-                    .map_err(|e| Error::Invalid(e.to_string()))?;
-                Some(secret)
-            }
+            Some(sealed) => Some(open(self.keyring()?, source.id, &sealed)?),
         };
         let auth = match (source.auth_kind, secret, &source.username) {
             (AuthKind::None, _, _) => SourceAuth::None,
@@ -327,16 +319,7 @@ impl Engine {
             ))
         })?;
         for (id, value) in &sealed {
-            let (row, column) = place(*id);
-            ring.decrypt(
-                Place {
-                    table: TABLE,
-                    row_id: &row,
-                    column,
-                },
-                value,
-            )
-            .map_err(|e| Error::Invalid(e.to_string()))?;
+            open(ring, *id, value)?;
         }
         Ok(sealed.len())
     }
@@ -349,16 +332,8 @@ impl Engine {
         let ring = self.keyring()?;
         let mut report = Rotation::default();
         for (id, value) in store::alert_sources::sealed(&self.inner.db).await? {
-            let (row, column) = place(id);
-            let at = Place {
-                table: TABLE,
-                row_id: &row,
-                column,
-            };
-            match ring
-                .reencrypt(at, &value)
-                .map_err(|e| Error::Invalid(e.to_string()))?
-            {
+            let row = id.to_string();
+            match ring.reencrypt(auth_place(&row), &value)? {
                 None => report.current += 1,
                 Some(resealed) => {
                     // A row changed meanwhile keeps its new value (already current).

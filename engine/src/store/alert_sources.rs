@@ -8,21 +8,8 @@ use sea_orm::{
 
 use super::entity::alert_source;
 use crate::ids::AlertSourceId;
-pub use crate::model::{AlertSource, AuthKind};
+pub use crate::model::AlertSource;
 use crate::{Error, Result};
-
-/// A row to insert; `auth_encrypted` is already sealed for this row's id.
-pub(crate) struct NewRow {
-    pub id: AlertSourceId,
-    pub name: String,
-    pub prometheus_url: Option<String>,
-    pub alertmanager_url: Option<String>,
-    pub auth_kind: AuthKind,
-    pub username: Option<String>,
-    pub auth_encrypted: Option<String>,
-    pub auth_hint: Option<String>,
-    pub timeout_ms: i64,
-}
 
 impl TryFrom<alert_source::Model> for AlertSource {
     type Error = Error;
@@ -42,41 +29,39 @@ impl TryFrom<alert_source::Model> for AlertSource {
     }
 }
 
-/// Inserts a source; a taken name is [`Error::Conflict`].
+/// Inserts `source` with its credential, already sealed for this row; a taken name
+/// is [`Error::Conflict`].
 pub(crate) async fn insert(
     db: &impl ConnectionTrait,
-    row: NewRow,
-    now: DateTime<Utc>,
-) -> Result<AlertSource> {
+    source: &AlertSource,
+    auth_encrypted: Option<String>,
+) -> Result<()> {
     let model = alert_source::ActiveModel {
-        id: Set(row.id.0),
-        name: Set(row.name.clone()),
-        prometheus_url: Set(row.prometheus_url),
-        alertmanager_url: Set(row.alertmanager_url),
-        auth_kind: Set(row.auth_kind.as_str().to_owned()),
-        username: Set(row.username),
-        auth_encrypted: Set(row.auth_encrypted),
-        auth_hint: Set(row.auth_hint),
-        timeout_ms: Set(row.timeout_ms),
-        created_at: Set(now),
-        updated_at: Set(now),
+        id: Set(source.id.0),
+        name: Set(source.name.clone()),
+        prometheus_url: Set(source.prometheus_url.clone()),
+        alertmanager_url: Set(source.alertmanager_url.clone()),
+        auth_kind: Set(source.auth_kind.as_str().to_owned()),
+        username: Set(source.username.clone()),
+        auth_encrypted: Set(auth_encrypted),
+        auth_hint: Set(source.auth_hint.clone()),
+        timeout_ms: Set(source.timeout_ms),
+        created_at: Set(source.created_at),
+        updated_at: Set(source.updated_at),
     };
-    match alert_source::Entity::insert(model.clone())
+    match alert_source::Entity::insert(model)
         .exec_without_returning(db)
         .await
     {
-        Ok(_) => {}
+        Ok(_) => Ok(()),
         Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-            return Err(Error::Conflict(format!(
+            Err(Error::Conflict(format!(
                 "an alert source named \"{}\" already exists",
-                row.name
-            )));
+                source.name
+            )))
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
     }
-    get_by_name(db, &row.name)
-        .await?
-        .ok_or_else(|| Error::Corrupt("an inserted alert source is missing".into()))
 }
 
 pub async fn list(db: &impl ConnectionTrait) -> Result<Vec<AlertSource>> {
@@ -87,15 +72,6 @@ pub async fn list(db: &impl ConnectionTrait) -> Result<Vec<AlertSource>> {
         .into_iter()
         .map(AlertSource::try_from)
         .collect()
-}
-
-pub async fn get_by_name(db: &impl ConnectionTrait, name: &str) -> Result<Option<AlertSource>> {
-    alert_source::Entity::find()
-        .filter(alert_source::Column::Name.eq(name))
-        .one(db)
-        .await?
-        .map(AlertSource::try_from)
-        .transpose()
 }
 
 /// The source and its sealed credential.
