@@ -93,17 +93,32 @@ enum Command {
     Run {
         #[command(flatten)]
         db: DbArgs,
-        /// Workflow to run (built in: `script`, when enabled).
-        #[arg(long, default_value = "script")]
+        /// Workflow to run (built in: `script`, when enabled); not with --team.
+        #[arg(long, default_value = "script", conflicts_with = "team")]
         workflow: String,
-        /// Input document: inline JSON, or @path to a JSON file.
+        /// Input document: inline JSON, or @path to a JSON file (not with --team).
+        #[arg(long, required_unless_present = "team", conflicts_with = "team")]
+        input: Option<String>,
+        /// Run a team's investigation instead of a workflow: the team's name.
         #[arg(long)]
-        input: String,
+        team: Option<String>,
+        /// With --team: the team version to pin (default: its latest).
+        #[arg(long, requires = "team", value_parser = clap::value_parser!(i32).range(1..))]
+        team_version: Option<i32>,
+        /// With --team: the alerts to investigate, a JSON file in the Alertmanager webhook
+        /// shape (`{"alerts": [...]}`) or a list; default: the alert source's firing alerts.
+        #[arg(long, requires = "team")]
+        alerts: Option<PathBuf>,
+        /// With --team: a free-text task for the team.
+        #[arg(long, requires = "team")]
+        task: Option<String>,
         /// Starting twice with the same key returns the first run instead of a new one.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// Print the run's events as JSON lines until it ends, then the run (status,
-        /// output, error) as a last line; the exit status is 0 only if it succeeded.
+        /// Follow the run until it ends: a workflow's events as JSON lines, or a team's
+        /// progress (nodes, tool calls, findings) and then its report; a last line gives
+        /// the run (status, output or result, error) as JSON. The exit status is 0 only
+        /// if it succeeded.
         #[arg(long)]
         follow: bool,
         /// With --follow: say so on stderr when no worker has claimed the run after
@@ -258,7 +273,7 @@ pub struct WorkflowArgs {
 impl WorkflowArgs {
     /// The registry of workflows, built once per process.
     pub fn registry(&self) -> Workflows {
-        let mut workflows = Workflows::default();
+        let mut workflows = aiops_engine::agents::register(Workflows::default());
         if self.enable_script_workflow {
             workflows = workflows.with(
                 aiops_engine::script::NAME,
@@ -664,27 +679,50 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             db,
             workflow,
             input,
+            team,
+            team_version,
+            alerts,
+            task,
             idempotency_key,
             follow,
             unclaimed_warning_secs,
         } => {
-            let text = match input.strip_prefix('@') {
-                Some(path) => {
-                    std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
-                }
-                None => input,
-            };
-            let input: serde_json::Value =
-                serde_json::from_str(&text).context("--input is not valid JSON")?;
             let engine = open_engine(
                 &db.url,
                 with(EngineConfig::default()),
                 Access::Shared("aiops run"),
             )
             .await?;
-            let mut req = StartRun::new(workflow, input);
-            req.idempotency_key = idempotency_key;
-            let run = engine.start_run(req).await?;
+            let run = match &team {
+                Some(team) => {
+                    let mut req = aiops_engine::agents::TeamRun::new(team.clone());
+                    req.version = team_version;
+                    req.task = task;
+                    req.idempotency_key = idempotency_key;
+                    if let Some(path) = alerts {
+                        let text = std::fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        req.alerts =
+                            Some(serde_json::from_str(&text).with_context(|| {
+                                format!("{} is not valid JSON", path.display())
+                            })?);
+                    }
+                    aiops_engine::agents::start_team_run(&engine, req).await?
+                }
+                None => {
+                    let input = input.unwrap_or_default();
+                    let text = match input.strip_prefix('@') {
+                        Some(path) => std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {path}"))?,
+                        None => input,
+                    };
+                    let input: serde_json::Value =
+                        serde_json::from_str(&text).context("--input is not valid JSON")?;
+                    let mut req = StartRun::new(workflow, input);
+                    req.idempotency_key = idempotency_key;
+                    engine.start_run(req).await?
+                }
+            };
             println!(
                 "{}",
                 serde_json::json!({ "run_id": run.id, "status": run.status })
@@ -702,18 +740,34 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             ));
             let mut events = Box::pin(engine.subscribe(run.id, 0));
             while let Some(event) = events.next().await {
-                println!("{}", serde_json::to_string(&event?)?);
+                let event = event?;
+                if team.is_some() {
+                    if let Some(line) = crate::progress::line(&event) {
+                        println!("{line}");
+                    }
+                } else {
+                    println!("{}", serde_json::to_string(&event)?);
+                }
             }
             watchdog.abort();
             listener.cancel();
             let run = engine.run(run.id).await?;
-            println!(
-                "{}",
-                serde_json::json!({
+            let last = match (&team, &run.output) {
+                (Some(_), Some(output)) => {
+                    if let Some(report) = output["report"].as_str() {
+                        println!("\n{report}");
+                    }
+                    serde_json::json!({
+                        "run_id": run.id, "status": run.status,
+                        "result": output["result"], "error": run.error,
+                    })
+                }
+                _ => serde_json::json!({
                     "run_id": run.id, "status": run.status,
                     "output": run.output, "error": run.error,
-                })
-            );
+                }),
+            };
+            println!("{last}");
             Ok(if run.status == RunStatus::Succeeded {
                 ExitCode::SUCCESS
             } else {

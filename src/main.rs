@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod open;
+mod progress;
 mod sources;
 
 use clap::Parser;

@@ -3,6 +3,7 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the code map and invariants.
 
+pub mod agents;
 pub mod auth;
 mod bus;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod event;
 pub mod ids;
 pub mod model;
 pub mod page;
+pub mod report;
 pub mod retry;
 mod role;
 pub mod script;

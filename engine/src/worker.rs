@@ -333,6 +333,7 @@ impl Worker {
             steps,
             approvals,
             questions,
+            self.engine.clone(),
         ));
         shared
             .pause

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod incident;
 pub mod prometheus;
 pub mod serve;
 pub mod ws;

@@ -16,13 +16,24 @@ pub struct MutationRoot;
 
 #[derive(InputObject)]
 pub struct StartRunInput {
-    /// Workflow to run; see `workflows`.
-    #[graphql(default = "script")]
-    pub workflow: String,
-    pub input: Json<serde_json::Value>,
+    /// Workflow to run; see `workflows`. Default `script`, or the investigation when
+    /// `team` is given.
+    pub workflow: Option<String>,
+    /// The workflow's input document (not for team runs: use `alerts` and `task`).
+    pub input: Option<Json<serde_json::Value>>,
+    /// The team that investigates; the run pins its version.
+    pub team: Option<String>,
+    /// The team version to pin (default: the latest).
+    #[graphql(validator(minimum = 1))]
+    pub team_version: Option<i32>,
+    /// Alerts to investigate, in the Alertmanager webhook shape (`{alerts: [...]}`)
+    /// or as a list; default: the alert source's firing alerts.
+    pub alerts: Option<Json<serde_json::Value>>,
+    /// A free-text task for the team.
+    pub task: Option<String>,
     /// Starting twice with the same key returns the first run.
     pub idempotency_key: Option<String>,
-    /// Run deadline; default 300, at most 1800.
+    /// Run deadline; default 300 (a team's `limits.timeout_seconds`), at most 1800.
     #[graphql(validator(minimum = 1, maximum = 1800))]
     pub timeout_seconds: Option<i32>,
 }
@@ -31,11 +42,47 @@ pub struct StartRunInput {
 impl MutationRoot {
     #[graphql(guard = "RoleGuard(Role::Operator)")]
     async fn start_run(&self, ctx: &Context<'_>, input: StartRunInput) -> Result<Run> {
-        let mut req = StartRun::new(input.workflow, input.input.0);
+        let engine = ctx.data::<Engine>()?;
+        let timeout = input.timeout_seconds.map(|s| Duration::from_secs(s as u64));
+        let Some(team) = input.team else {
+            if input.team_version.is_some() || input.alerts.is_some() || input.task.is_some() {
+                return Err(invalid(
+                    "teamVersion, alerts and task go with team: name the team that investigates",
+                ));
+            }
+            let workflow = input.workflow.unwrap_or_else(|| "script".to_owned());
+            let mut req =
+                StartRun::new(workflow, input.input.map_or(serde_json::json!({}), |j| j.0));
+            req.trigger = aiops_engine::Trigger::Api;
+            req.idempotency_key = input.idempotency_key;
+            req.timeout = timeout;
+            return Ok(engine.start_run(req).await.gql()?.into());
+        };
+        if input.input.is_some() {
+            return Err(invalid(
+                "input: a team run takes `alerts` and `task`, not `input`",
+            ));
+        }
+        if let Some(w) = input
+            .workflow
+            .filter(|w| w != aiops_engine::agents::INVESTIGATION)
+        {
+            return Err(invalid(format!(
+                "workflow: a team run executes the {} workflow, not \"{w}\"",
+                aiops_engine::agents::INVESTIGATION
+            )));
+        }
+        let mut req = aiops_engine::agents::TeamRun::new(team);
+        req.version = input.team_version;
+        req.alerts = input.alerts.map(|a| a.0);
+        req.task = input.task;
         req.trigger = aiops_engine::Trigger::Api;
         req.idempotency_key = input.idempotency_key;
-        req.timeout = input.timeout_seconds.map(|s| Duration::from_secs(s as u64));
-        Ok(ctx.data::<Engine>()?.start_run(req).await.gql()?.into())
+        req.timeout = timeout;
+        Ok(aiops_engine::agents::start_team_run(engine, req)
+            .await
+            .gql()?
+            .into())
     }
 
     /// Pauses at the next step boundary. Idempotent.
@@ -145,4 +192,9 @@ async fn decide(
         .await
         .gql()?;
     Ok(a.into())
+}
+
+/// VALIDATION_FAILED for an input the engine never saw.
+fn invalid(message: impl Into<String>) -> async_graphql::Error {
+    super::error::to_gql(aiops_engine::Error::Invalid(message.into()))
 }

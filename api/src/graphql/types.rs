@@ -66,7 +66,7 @@ mirror_enum!(
     }
 );
 
-/// One execution of a workflow (or, later, a team) on an input.
+/// One execution of a workflow, or a team's investigation, on an input.
 #[derive(SimpleObject)]
 #[graphql(complex)]
 pub struct Run {
@@ -145,6 +145,31 @@ impl Run {
         };
         let loader = ctx.data::<DataLoader<TeamVersions>>()?;
         Ok(loader.load_one(version).await?.map(Team::from))
+    }
+
+    /// The version number of the team this run pinned (see `team`), for team runs.
+    async fn team_version(&self, ctx: &Context<'_>) -> Result<Option<i32>> {
+        Ok(self.team(ctx).await?.map(|t| t.version))
+    }
+
+    /// The investigation's Markdown report (*Active alerts*, *Root cause analysis*,
+    /// *Remediation*, *Conclusion*), once a team run has succeeded.
+    async fn report(&self) -> Option<String> {
+        self.output
+            .as_ref()
+            .and_then(|o| o.0.get("report"))
+            .and_then(|r| r.as_str())
+            .map(str::to_owned)
+    }
+
+    /// The investigation's structured result, valid against the team's
+    /// `output_schema` (default: summary, severity, root_causes, actions).
+    async fn result(&self) -> Option<Json<serde_json::Value>> {
+        self.output
+            .as_ref()
+            .and_then(|o| o.0.get("result"))
+            .cloned()
+            .map(Json)
     }
 
     /// The run's steps, in the order first recorded.

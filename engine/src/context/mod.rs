@@ -216,6 +216,14 @@ impl StepContext {
         &self.shared.info
     }
 
+    /// The engine executing this run, for reading what a workflow needs but must not
+    /// record (a team version, an alert source's decrypted connection). Anything read
+    /// here that decides what the run does belongs in a step, so a replay sees the
+    /// same value.
+    pub fn engine(&self) -> &crate::Engine {
+        &self.shared.engine
+    }
+
     /// What the run's steps have used so far (tokens, cost), over every execution:
     /// recorded steps count once, however often the run was replayed.
     pub fn usage(&self) -> Usage {
@@ -282,6 +290,12 @@ impl StepContext {
             prefix: format!("{}{}/", self.prefix, key_segment(&name.to_string())),
             emitted: self.shared.emit_buffer(),
         }
+    }
+
+    /// The full key `key` has under this context (its branch prefix included): what
+    /// names the step outside the run, e.g. in an idempotency marker.
+    pub fn full_key(&self, key: impl Display) -> String {
+        format!("{}{}", self.prefix, key)
     }
 
     fn claim_key(&self, key: impl Display) -> Result<String, StepError> {

@@ -79,6 +79,8 @@ pub(crate) struct RunShared {
     emit_buffers: Mutex<Vec<Arc<Mutex<Vec<NewEvent>>>>>,
     /// Where live-only events go (this process's bus, and other processes').
     live: crate::bus::EventBus,
+    /// The engine executing the run, for reading configuration (`StepContext::engine`).
+    pub engine: crate::Engine,
 }
 
 /// Expiring a human wait is a fenced write outside the checkpoint batch (it must
@@ -102,6 +104,7 @@ impl RunShared {
         steps: Vec<Step>,
         approvals: Vec<Approval>,
         questions: Vec<Question>,
+        engine: crate::Engine,
     ) -> Self {
         let usage = steps.iter().map(|s| s.usage).sum();
         let deadline_at = info.deadline_at;
@@ -110,6 +113,7 @@ impl RunShared {
             usage: Mutex::new(usage),
             emit_buffers: Mutex::new(Vec::new()),
             live,
+            engine,
             fence,
             input,
             writer,

@@ -38,6 +38,21 @@ impl Engine {
             .ok_or_else(|| Error::not_found("team", name))
     }
 
+    /// The team at `version` (its latest when `None`): what a team run pins.
+    pub async fn team_at(&self, name: &str, version: Option<i32>) -> Result<Team> {
+        store::teams::get_at_version(&self.inner.db, name, version)
+            .await?
+            .ok_or_else(|| Error::not_found("team", name))
+    }
+
+    /// The team at the version with this id (what a run pinned).
+    pub async fn team_by_version(&self, version_id: uuid::Uuid) -> Result<Team> {
+        store::teams::by_version_ids(&self.inner.db, &[version_id])
+            .await?
+            .remove(&version_id)
+            .ok_or_else(|| Error::not_found("team version", version_id))
+    }
+
     /// A page of the teams at their latest versions, by name.
     pub async fn teams(&self, page: &PageRequest<KeyOf<Team>>) -> Result<Page<Team>> {
         store::teams::list(&self.inner.db, page).await

@@ -15,6 +15,16 @@ pub use crate::model::{Team, TeamVersion};
 use crate::page::{KeyOf, Page, PageRequest};
 
 pub async fn get_by_name(db: &impl ConnectionTrait, name: &str) -> Result<Option<Team>> {
+    get_at_version(db, name, None).await
+}
+
+/// The team `name` at `version` (its latest when `None`); `None` when the team does
+/// not exist, an error naming both when the version does not.
+pub async fn get_at_version(
+    db: &impl ConnectionTrait,
+    name: &str,
+    version: Option<i32>,
+) -> Result<Option<Team>> {
     let Some(t) = team::Entity::find()
         .filter(team::Column::Name.eq(name))
         .one(db)
@@ -22,16 +32,18 @@ pub async fn get_by_name(db: &impl ConnectionTrait, name: &str) -> Result<Option
     else {
         return Ok(None);
     };
+    let wanted = version.unwrap_or(t.latest_version);
     let v = team_version::Entity::find()
         .filter(team_version::Column::TeamId.eq(t.id))
-        .filter(team_version::Column::Version.eq(t.latest_version))
+        .filter(team_version::Column::Version.eq(wanted))
         .one(db)
         .await?
-        .ok_or_else(|| {
-            crate::Error::Corrupt(format!(
+        .ok_or_else(|| match version {
+            Some(_) => crate::Error::not_found("team version", format!("{}@{wanted}", t.name)),
+            None => crate::Error::Corrupt(format!(
                 "team {} has no version {}",
                 t.name, t.latest_version
-            ))
+            )),
         })?;
     Ok(Some(Team {
         id: TeamId(t.id),

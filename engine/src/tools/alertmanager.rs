@@ -51,6 +51,7 @@ pub struct Silence {
 pub struct Matcher {
     pub name: String,
     pub value: String,
+    #[serde(default)]
     pub is_regex: bool,
     #[serde(default = "yes")]
     pub is_equal: bool,
@@ -121,6 +122,32 @@ impl AlertmanagerClient {
         serde_json::from_value::<Created>(created)
             .map(|c| c.silence_id)
             .map_err(|e| ToolError::permanent(format!("{}: {e}", self.endpoint.name())))
+    }
+
+    /// Creates `silence` unless a silence whose comment carries `marker` already
+    /// exists (not expired): the POST of an earlier attempt may have succeeded before
+    /// its answer was lost (a crash, a timeout), and a person approved one silence,
+    /// not two. `silence.comment` must contain `marker`. Returns the id and whether
+    /// this call created it.
+    pub async fn create_silence_once(
+        &self,
+        silence: &Silence,
+        marker: &str,
+    ) -> Result<(String, bool)> {
+        if !silence.comment.contains(marker) {
+            return Err(ToolError::permanent(
+                "the silence's comment must carry its idempotency marker",
+            ));
+        }
+        let existing = self.silences(&[]).await?;
+        let found = existing.as_array().into_iter().flatten().find(|s| {
+            s["comment"].as_str().is_some_and(|c| c.contains(marker))
+                && s["status"]["state"].as_str() != Some("expired")
+        });
+        if let Some(id) = found.and_then(|s| s["id"].as_str()) {
+            return Ok((id.to_owned(), false));
+        }
+        Ok((self.create_silence(silence).await?, true))
     }
 
     /// Expires the silence `id` now. Expiring an already expired silence succeeds,

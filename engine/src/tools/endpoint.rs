@@ -110,6 +110,11 @@ impl Endpoint {
         &self.name
     }
 
+    /// The base URL (credentials removed).
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
     /// A request to the base URL's path followed by `segments` (each escaped).
     pub fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
         let mut url = self.base.clone();

@@ -89,6 +89,22 @@ impl PrometheusClient {
         self.get(&["targets"]).await
     }
 
+    /// A link to Prometheus's graph page showing `promql` over `[start, end]`: what a
+    /// report cites so a reader can look at the evidence themselves.
+    pub fn graph_link(&self, promql: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> String {
+        let mut url = self.endpoint.base().clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().push("graph");
+        }
+        let range = (end - start).num_seconds().max(1);
+        url.query_pairs_mut()
+            .append_pair("g0.expr", promql)
+            .append_pair("g0.tab", "0")
+            .append_pair("g0.range_input", &format!("{range}s"))
+            .append_pair("g0.end_input", &end.format("%Y-%m-%d %H:%M:%S").to_string());
+        url.to_string()
+    }
+
     fn timeout_param(&self) -> (&'static str, String) {
         let millis = (self.endpoint.timeout().as_millis() * 9 / 10).max(1);
         ("timeout", format!("{millis}ms"))

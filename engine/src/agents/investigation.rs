@@ -1,0 +1,454 @@
+//! The `investigation` workflow: a team investigates alerts (SPEC §3.1).
+//!
+//! The global step reads the alerts (given, or the source's firing ones), routes
+//! them to nodes by the nodes' `match` labels and picks the nodes that concern them
+//! plus what they depend on. Node investigations run in dependency order — a node
+//! after the nodes it depends on, independent nodes in parallel up to
+//! [`NODE_CONCURRENCY`] — each seeing its dependencies' findings. Findings flow up
+//! into ranked root causes, proposed actions (approval-gated), the Markdown report
+//! and the structured result checked against the team's `output_schema`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+
+use crate::context::{StepContext, StepError};
+use crate::event::EventKind;
+use crate::retry::StepFailure;
+use crate::tools::{Registry, SourceClients};
+use crate::topology::TeamSpec;
+use crate::workflow::{Workflow, WorkflowError, WorkflowFuture, WorkflowInfo};
+use crate::{Error, report};
+
+use super::alert::{Alert, AlertState};
+use super::ranking;
+use super::rules::{self, NodeWork, RULES_ANALYST};
+use super::silence;
+use super::toolbox::{ToolOutcome, Toolbox};
+
+/// The workflow name team runs execute.
+pub const NAME: &str = "investigation";
+/// Node investigations running at once, per run.
+pub const NODE_CONCURRENCY: usize = 4;
+/// How far before the first firing alert the evidence window starts.
+const LEAD: chrono::Duration = chrono::Duration::minutes(5);
+/// The longest window looked at.
+const MAX_WINDOW: chrono::Duration = chrono::Duration::hours(6);
+const MAX_TASK_CHARS: usize = 10_000;
+
+/// What a team run is asked: alerts (the Alertmanager webhook shape, or a list), a
+/// free-text task, or neither (the source's firing alerts).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    #[serde(default)]
+    alerts: Option<Json>,
+    #[serde(default)]
+    task: Option<String>,
+}
+
+impl Input {
+    fn read(input: &Json) -> Result<(Option<Vec<Alert>>, Option<String>), String> {
+        let input: Input = match input {
+            Json::Null => Input::default(),
+            other => serde_json::from_value(other.clone()).map_err(|e| format!("input: {e}"))?,
+        };
+        let alerts = match &input.alerts {
+            None | Some(Json::Null) => None,
+            Some(a) => Some(Alert::parse_list(a, "alerts")?),
+        };
+        if let Some(task) = &input.task
+            && task.chars().count() > MAX_TASK_CHARS
+        {
+            return Err(format!("task: at most {MAX_TASK_CHARS} characters"));
+        }
+        Ok((alerts, input.task))
+    }
+}
+
+/// What the global step decided, recorded so a replay decides the same.
+#[derive(Debug, Serialize, Deserialize)]
+struct Plan {
+    window_start: DateTime<Utc>,
+    window_end: DateTime<Utc>,
+    alerts: Vec<report::RoutedAlert>,
+    /// The nodes to investigate, in the team's order.
+    nodes: Vec<String>,
+}
+
+pub struct Investigation {
+    registry: Registry,
+}
+
+impl Investigation {
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+}
+
+impl Workflow for Investigation {
+    fn run(&self, ctx: StepContext) -> WorkflowFuture {
+        let registry = self.registry.clone();
+        Box::pin(async move { investigate(ctx, registry).await })
+    }
+
+    fn validate_input(&self, input: &Json) -> Result<(), String> {
+        Input::read(input).map(|_| ())
+    }
+
+    fn describe(&self) -> WorkflowInfo {
+        WorkflowInfo {
+            description: "A team investigates alerts and writes a cited root-cause report \
+                          (start it with a team)."
+                .to_owned(),
+            input_schema: json!({
+                "type": "object", "additionalProperties": false,
+                "properties": {
+                    "alerts": { "description": "Alerts in the Alertmanager webhook shape (or a list of them); default: the alert source's firing alerts" },
+                    "task": { "type": "string", "maxLength": MAX_TASK_CHARS }
+                }
+            }),
+        }
+    }
+}
+
+async fn investigate(ctx: StepContext, registry: Registry) -> Result<Json, WorkflowError> {
+    let (given, task) = Input::read(ctx.input()).map_err(WorkflowError::Failed)?;
+    let Some(version_id) = ctx.run_info().team_version_id else {
+        return Err(WorkflowError::Failed(
+            "an investigation is a team run: start it with a team".to_owned(),
+        ));
+    };
+    let engine = ctx.engine().clone();
+    let (team_name, team_version, spec): (String, i32, Json) = ctx
+        .step("team", |_| {
+            let engine = engine.clone();
+            async move {
+                let team = engine
+                    .team_by_version(version_id)
+                    .await
+                    .map_err(engine_failure)?;
+                Ok((team.name, team.version, team.spec))
+            }
+        })
+        .await?;
+    let team: TeamSpec = serde_json::from_value(spec).map_err(|e| {
+        WorkflowError::Failed(format!("team {team_name}: stored spec unreadable: {e}"))
+    })?;
+    let team = Arc::new(team);
+    // Read on every execution, never recorded: it holds the source's credentials.
+    let source = match engine.alert_source_for(team.source.as_deref()).await {
+        Ok(conn) => SourceClients::connect(&conn).map_err(|e| e.message),
+        Err(e) => Err(e.to_string()),
+    };
+    let source_name = team
+        .source
+        .clone()
+        .unwrap_or_else(|| crate::DEFAULT_SOURCE.to_owned());
+    let toolbox = Toolbox::new(registry, source, team.clone());
+    let supervisor = ctx.branch("supervisor");
+    let mut notes = Vec::new();
+
+    let alerts = match given {
+        Some(alerts) => alerts,
+        None => firing_alerts(&supervisor, &toolbox, &source_name).await?,
+    };
+    let plan: Plan = ctx
+        .step("supervisor/plan", |_| {
+            let plan = plan(&team, &alerts, Utc::now());
+            async move { Ok(plan) }
+        })
+        .await?;
+
+    let has_prometheus = toolbox.source().is_ok_and(|s| s.prometheus().is_ok());
+    if !has_prometheus {
+        notes.push(match toolbox.source() {
+            Err(e) => format!("no metric evidence: {}", e.message),
+            Ok(_) => {
+                format!("no metric evidence: alert source \"{source_name}\" has no Prometheus")
+            }
+        });
+    }
+    let any_firing = plan
+        .alerts
+        .iter()
+        .any(|r| r.alert.state == AlertState::Firing && !r.nodes.is_empty());
+    let expressions = if has_prometheus && any_firing {
+        match toolbox
+            .call(&supervisor, "rules", "prometheus_rules", json!({}))
+            .await?
+        {
+            ToolOutcome::Done(data) => rule_expressions(&data),
+            ToolOutcome::Failed(message) => {
+                notes.push(format!("alert rules unavailable: {message}"));
+                BTreeMap::new()
+            }
+            ToolOutcome::Declined { .. } => BTreeMap::new(),
+        }
+    } else {
+        BTreeMap::new()
+    };
+
+    let findings = run_nodes(&ctx, &toolbox, &team, &plan, &expressions, has_prometheus).await?;
+    let root_causes = ranking::rank(&team, &findings);
+    let actions = silence::propose(&supervisor, &toolbox, &team, &root_causes).await?;
+    let analysis = report::Analysis {
+        team: team_name,
+        team_version,
+        analyst: RULES_ANALYST.to_owned(),
+        task,
+        window_start: plan.window_start,
+        window_end: plan.window_end,
+        alerts: plan.alerts,
+        findings,
+        root_causes,
+        actions,
+        notes,
+    };
+    let result = report::structured(&analysis);
+    let schema = team
+        .output_schema
+        .clone()
+        .unwrap_or_else(report::default_output_schema);
+    if let Err(problems) = report::validate(&result, &schema) {
+        return Err(WorkflowError::Failed(format!(
+            "the result does not match the team's output_schema: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok(json!({
+        "report": report::render(&analysis),
+        "result": result,
+    }))
+}
+
+/// The alert source's firing (and pending) alerts: Prometheus's when it has one,
+/// otherwise Alertmanager's active ones.
+async fn firing_alerts(
+    supervisor: &StepContext,
+    toolbox: &Toolbox,
+    source_name: &str,
+) -> Result<Vec<Alert>, WorkflowError> {
+    let source = toolbox.source().map_err(|e| {
+        WorkflowError::Failed(format!(
+            "no alerts were given and the firing ones cannot be read: {}",
+            e.message
+        ))
+    })?;
+    let (tool, args) = if source.prometheus().is_ok() {
+        ("prometheus_alerts", json!({}))
+    } else {
+        (
+            "alertmanager_alerts",
+            json!({ "active": true, "silenced": false, "inhibited": false }),
+        )
+    };
+    let data = match toolbox.call(supervisor, "alerts", tool, args).await? {
+        ToolOutcome::Done(data) => data,
+        ToolOutcome::Failed(message) => {
+            return Err(WorkflowError::Failed(format!(
+                "could not read the firing alerts of alert source \"{source_name}\": {message}"
+            )));
+        }
+        ToolOutcome::Declined { .. } => Json::Null,
+    };
+    if data["truncated"] == true {
+        return Err(WorkflowError::Failed(format!(
+            "alert source \"{source_name}\" returned more alerts than one investigation reads; \
+             start the run with the alerts to investigate"
+        )));
+    }
+    let list = if data.is_array() {
+        data
+    } else {
+        data["alerts"].clone()
+    };
+    Alert::parse_list(&list, tool).map_err(WorkflowError::Failed)
+}
+
+/// Routes the alerts and picks the nodes: those an alert matches, and everything
+/// they depend on (to tell a failing dependency from a healthy one).
+fn plan(team: &TeamSpec, alerts: &[Alert], now: DateTime<Utc>) -> Plan {
+    let routed: Vec<report::RoutedAlert> = alerts
+        .iter()
+        .map(|a| report::RoutedAlert {
+            alert: a.clone(),
+            nodes: team
+                .nodes
+                .iter()
+                .filter(|n| a.matches(&n.r#match))
+                .map(|n| n.id.clone())
+                .collect(),
+        })
+        .collect();
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    for r in routed
+        .iter()
+        .filter(|r| r.alert.state == AlertState::Firing)
+    {
+        for node in &r.nodes {
+            wanted.insert(node.clone());
+            wanted.extend(ranking::upstream(team, node));
+        }
+    }
+    let first = routed
+        .iter()
+        .filter(|r| r.alert.state == AlertState::Firing)
+        .filter_map(|r| r.alert.starts_at)
+        .min();
+    let window_start = first
+        .map_or(now - LEAD, |t| t - LEAD)
+        .max(now - MAX_WINDOW)
+        .min(now - LEAD);
+    Plan {
+        window_start,
+        window_end: now,
+        alerts: routed,
+        nodes: team
+            .nodes
+            .iter()
+            .filter(|n| wanted.contains(&n.id))
+            .map(|n| n.id.clone())
+            .collect(),
+    }
+}
+
+/// Investigates the planned nodes, dependencies first, up to [`NODE_CONCURRENCY`]
+/// at once. Step keys come from node ids, so the order nodes finish in does not
+/// matter to a replay.
+async fn run_nodes(
+    ctx: &StepContext,
+    toolbox: &Toolbox,
+    team: &TeamSpec,
+    plan: &Plan,
+    expressions: &BTreeMap<String, String>,
+    has_prometheus: bool,
+) -> Result<Vec<report::NodeFinding>, WorkflowError> {
+    let planned: BTreeSet<&str> = plan.nodes.iter().map(String::as_str).collect();
+    let mut done: BTreeMap<String, report::NodeFinding> = BTreeMap::new();
+    let mut started: BTreeSet<&str> = BTreeSet::new();
+    let mut running = FuturesUnordered::new();
+    loop {
+        for id in &plan.nodes {
+            if running.len() >= NODE_CONCURRENCY {
+                break;
+            }
+            let Some(node) = team.node(id) else { continue };
+            let ready = node
+                .depends_on
+                .iter()
+                .filter(|d| planned.contains(d.as_str()))
+                .all(|d| done.contains_key(d));
+            if !ready || started.contains(id.as_str()) {
+                continue;
+            }
+            started.insert(id.as_str());
+            let (firing, context): (Vec<Alert>, Vec<Alert>) = plan
+                .alerts
+                .iter()
+                .filter(|r| r.nodes.contains(id))
+                .map(|r| r.alert.clone())
+                .partition(|a| a.state == AlertState::Firing);
+            // Findings are cloned in: a node's dependencies finished before it started.
+            let upstream: Vec<report::NodeFinding> = node
+                .depends_on
+                .iter()
+                .filter_map(|d| done.get(d).cloned())
+                .collect();
+            let node_ctx = ctx.branch("node").branch(id);
+            let window = (plan.window_start, plan.window_end);
+            running.push(async move {
+                let upstream_refs: Vec<&report::NodeFinding> = upstream.iter().collect();
+                let work = NodeWork {
+                    node,
+                    firing,
+                    context,
+                    upstream: upstream_refs,
+                    expressions,
+                    window,
+                    has_prometheus,
+                };
+                let finding = rules::investigate_node(&node_ctx, toolbox, work).await?;
+                node_ctx.emit(
+                    EventKind::Finding,
+                    json!({
+                        "node": finding.node, "status": finding.status, "summary": finding.summary,
+                        "alerts": finding.firing.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+                        "failing_upstream": finding.failing_upstream,
+                    }),
+                )?;
+                Ok::<_, StepError>(finding)
+            });
+        }
+        let Some(finished) = running.next().await else {
+            break;
+        };
+        let finding = finished?;
+        toolbox.record_finding(
+            &finding.node,
+            json!({ "status": finding.status, "summary": finding.summary }),
+        );
+        done.insert(finding.node.clone(), finding);
+    }
+    Ok(plan.nodes.iter().filter_map(|id| done.remove(id)).collect())
+}
+
+/// Alert name → the rule's expression, from `/api/v1/rules`.
+fn rule_expressions(data: &Json) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for group in data["groups"].as_array().into_iter().flatten() {
+        for rule in group["rules"].as_array().into_iter().flatten() {
+            if rule["type"] == "alerting"
+                && let (Some(name), Some(query)) = (rule["name"].as_str(), rule["query"].as_str())
+            {
+                out.entry(name.to_owned())
+                    .or_insert_with(|| query.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// A missing team version is final; anything else the database says may pass.
+fn engine_failure(error: Error) -> StepFailure {
+    match error {
+        Error::NotFound { .. } | Error::Invalid(_) => StepFailure::permanent(error.to_string()),
+        other => StepFailure::retryable(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_errors_name_the_field() {
+        assert!(Input::read(&Json::Null).unwrap().0.is_none());
+        assert!(
+            Input::read(&json!({ "alerts": [{ "labels": {} }] }))
+                .unwrap_err()
+                .starts_with("alerts[0].labels")
+        );
+        assert!(
+            Input::read(&json!({ "alert": [] }))
+                .unwrap_err()
+                .contains("unknown field `alert`")
+        );
+    }
+
+    #[test]
+    fn rule_expressions_come_from_alerting_rules_only() {
+        let data = json!({ "groups": [{ "rules": [
+            { "type": "recording", "name": "r", "query": "x" },
+            { "type": "alerting", "name": "DbDown", "query": "db_up == 0" }
+        ]}]});
+        let got = rule_expressions(&data);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got["DbDown"], "db_up == 0");
+    }
+}

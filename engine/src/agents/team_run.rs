@@ -1,0 +1,65 @@
+//! Starting a team run: the team (at a version, or its latest) pinned on the run,
+//! the investigation workflow, and the team's own time limit unless one is given.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value as Json};
+
+use crate::engine::{Engine, StartRun};
+use crate::model::Run;
+use crate::status::Trigger;
+
+use super::investigation::NAME;
+
+/// What a team run is started with.
+#[derive(Clone, Debug)]
+pub struct TeamRun {
+    pub team: String,
+    /// The team version to pin; its latest when `None`.
+    pub version: Option<i32>,
+    /// Alerts (the Alertmanager webhook shape, or a list); `None`: the alert source's
+    /// firing alerts.
+    pub alerts: Option<Json>,
+    pub task: Option<String>,
+    pub trigger: Trigger,
+    pub idempotency_key: Option<String>,
+    /// Default: the team's `limits.timeout_seconds`.
+    pub timeout: Option<Duration>,
+}
+
+impl TeamRun {
+    pub fn new(team: impl Into<String>) -> Self {
+        Self {
+            team: team.into(),
+            version: None,
+            alerts: None,
+            task: None,
+            trigger: Trigger::Manual,
+            idempotency_key: None,
+            timeout: None,
+        }
+    }
+}
+
+/// Stores a QUEUED run of `req.team`'s investigation; bad alerts, an unknown team
+/// or version are refused before anything is written.
+pub async fn start_team_run(engine: &Engine, req: TeamRun) -> crate::Result<Run> {
+    let team = engine.team_at(&req.team, req.version).await?;
+    let limit = team.spec["limits"]["timeout_seconds"]
+        .as_u64()
+        .unwrap_or(300);
+    let mut input = Map::new();
+    if let Some(alerts) = req.alerts {
+        input.insert("alerts".into(), alerts);
+    }
+    if let Some(task) = req.task {
+        input.insert("task".into(), Json::String(task));
+    }
+    let mut start = StartRun::new(NAME, Json::Object(input));
+    start.trigger = req.trigger;
+    start.idempotency_key = req.idempotency_key;
+    start.team_id = Some(team.id);
+    start.team_version_id = Some(team.version_id);
+    start.timeout = Some(req.timeout.unwrap_or(Duration::from_secs(limit)));
+    engine.start_run(start).await
+}
