@@ -59,6 +59,24 @@ impl Incident {
         with_alertmanager: bool,
         set: impl FnOnce(&MetricsEndpoint),
     ) -> Option<Incident> {
+        Self::launch(backend, with_alertmanager, true, set).await
+    }
+
+    /// Like [`Incident::start`], with no worker: runs wait for one the test starts.
+    pub async fn without_worker(
+        backend: Backend,
+        with_alertmanager: bool,
+        set: impl FnOnce(&MetricsEndpoint),
+    ) -> Option<Incident> {
+        Self::launch(backend, with_alertmanager, false, set).await
+    }
+
+    async fn launch(
+        backend: Backend,
+        with_alertmanager: bool,
+        worker: bool,
+        set: impl FnOnce(&MetricsEndpoint),
+    ) -> Option<Incident> {
         let metrics = MetricsEndpoint::start().await;
         set(&metrics);
         let alertmanager = match with_alertmanager {
@@ -75,7 +93,9 @@ impl Incident {
             .expect("engine");
         let shutdown = CancellationToken::new();
         tokio::spawn(engine.clone().listen(shutdown.clone()));
-        tokio::spawn(Worker::new(engine.clone()).run(shutdown.child_token()));
+        if worker {
+            tokio::spawn(Worker::new(engine.clone()).run(shutdown.child_token()));
+        }
         Some(Incident {
             metrics,
             prometheus,
