@@ -41,6 +41,16 @@ pub struct BenchArgs {
     /// Repetitions of the single-run latency phase.
     #[arg(long, default_value_t = 200)]
     latency_samples: usize,
+    /// Instead of the engine phases: time rule-based investigations of a 10-node team
+    /// with 30 firing alerts against a real Prometheus the bench starts.
+    #[arg(long)]
+    investigation: bool,
+    /// With --investigation: the Prometheus binary to start.
+    #[arg(long, default_value = "prometheus")]
+    prometheus: String,
+    /// With --investigation: timed runs (after one warm-up run).
+    #[arg(long, default_value_t = 20)]
+    investigation_samples: usize,
 }
 
 fn noop_script(steps: usize) -> serde_json::Value {
@@ -59,7 +69,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn summary(mut xs: Vec<f64>) -> (f64, f64) {
+pub(crate) fn summary(mut xs: Vec<f64>) -> (f64, f64) {
     xs.sort_by(|a, b| a.total_cmp(b));
     (percentile(&xs, 0.5), percentile(&xs, 0.99))
 }
@@ -68,6 +78,15 @@ pub async fn run(
     args: BenchArgs,
     catalog: aiops_engine::topology::Catalog,
 ) -> anyhow::Result<ExitCode> {
+    if args.investigation {
+        return crate::bench_investigation::run(
+            &args.database_url,
+            &args.prometheus,
+            args.investigation_samples.max(1),
+            catalog,
+        )
+        .await;
+    }
     anyhow::ensure!(
         args.runs > 0 && args.steps > 0 && args.total_runs >= args.runs,
         "bad sizes"
@@ -384,7 +403,10 @@ async fn ws_watch(
     Ok(lags)
 }
 
-async fn wait_done(engine: &aiops_engine::Engine, id: aiops_engine::RunId) -> anyhow::Result<()> {
+pub(crate) async fn wait_done(
+    engine: &aiops_engine::Engine,
+    id: aiops_engine::RunId,
+) -> anyhow::Result<()> {
     let mut events = Box::pin(engine.subscribe(id, 0));
     let deadline = tokio::time::sleep(Duration::from_secs(120));
     tokio::pin!(deadline);

@@ -2,6 +2,7 @@
 //! benchmark, all configured from flags and environment variables.
 
 mod bench;
+mod bench_investigation;
 mod cli;
 mod open;
 mod progress;
