@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod open;
 mod sources;
+mod webhooks;
 
 use clap::Parser;
 
