@@ -145,6 +145,12 @@ enum Command {
         #[command(subcommand)]
         command: crate::sources::SourceCommand,
     },
+    /// Remediation webhooks: where the `webhook_action` tool posts approved actions,
+    /// signed with a secret.
+    Webhook {
+        #[command(subcommand)]
+        command: crate::webhooks::WebhookCommand,
+    },
     /// Secrets at rest: check them, rotate them to a new master key.
     #[command(
         after_help = "Secrets are encrypted with AIOPS_MASTER_KEY (32 bytes: base64 or hex); \
@@ -782,6 +788,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User { command } => user_command(command).await,
         Command::Apikey { command } => api_key_command(command).await,
         Command::Source { command } => crate::sources::source_command(command).await,
+        Command::Webhook { command } => crate::webhooks::webhook_command(command).await,
         Command::Secrets { command } => crate::sources::secrets_command(command).await,
     }
 }

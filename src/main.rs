@@ -7,6 +7,7 @@ mod cli;
 mod open;
 mod progress;
 mod sources;
+mod webhooks;
 
 use clap::Parser;
 

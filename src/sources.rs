@@ -118,7 +118,9 @@ pub fn load_keyring(
     Ok(Some(Arc::new(ring)))
 }
 
-async fn engine_with_keys(
+/// The engine of a short administrative command, with the keyring when `key` is
+/// given (commands that store or read secrets).
+pub(crate) async fn engine_with_keys(
     db: &DbArgs,
     key: Option<KeyArgs>,
     holder: &'static str,
@@ -134,26 +136,34 @@ async fn engine_with_keys(
     open_engine(&db.url, options, Access::Shared(holder)).await
 }
 
-fn read_secret() -> anyhow::Result<Secret> {
-    if let Ok(secret) = std::env::var("AIOPS_SOURCE_SECRET") {
+/// A secret from the environment variable `env`, else typed at the terminal (not
+/// shown), else the first line of stdin; never from a flag, which `ps` shows. `what`
+/// names it in the prompt and errors.
+pub(crate) fn read_secret(env: &str, what: &str) -> anyhow::Result<Secret> {
+    if let Ok(secret) = std::env::var(env) {
         return Ok(Secret::new(secret));
     }
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        let secret = rpassword::prompt_password("token or password: ")
-            .context("reading the secret from the terminal")?;
+        let secret = rpassword::prompt_password(format!("{what}: "))
+            .with_context(|| format!("reading the {what} from the terminal"))?;
         return Ok(Secret::new(secret));
     }
     let mut line = String::new();
     stdin
         .read_line(&mut line)
-        .context("reading the secret from stdin")?;
+        .with_context(|| format!("reading the {what} from stdin"))?;
     let secret = line.trim_end_matches(['\r', '\n']).to_owned();
     anyhow::ensure!(
         !secret.is_empty(),
-        "no token or password given: set AIOPS_SOURCE_SECRET or write it on stdin"
+        "no {what} given: set {env} or write it on stdin"
     );
     Ok(Secret::new(secret))
+}
+
+/// The token or password of `aiops source add`.
+fn read_source_secret() -> anyhow::Result<Secret> {
+    read_secret("AIOPS_SOURCE_SECRET", "token or password")
 }
 
 pub async fn source_command(command: SourceCommand) -> anyhow::Result<ExitCode> {
@@ -170,10 +180,10 @@ pub async fn source_command(command: SourceCommand) -> anyhow::Result<ExitCode> 
         } => {
             let auth = match (auth, username) {
                 (AuthArg::None, None) => SourceAuth::None,
-                (AuthArg::Bearer, None) => SourceAuth::Bearer(read_secret()?),
+                (AuthArg::Bearer, None) => SourceAuth::Bearer(read_source_secret()?),
                 (AuthArg::Basic, Some(username)) => SourceAuth::Basic {
                     username,
-                    password: read_secret()?,
+                    password: read_source_secret()?,
                 },
                 (AuthArg::Basic, None) => anyhow::bail!("--auth basic needs --username"),
                 (_, Some(_)) => anyhow::bail!("--username goes only with --auth basic"),

@@ -75,3 +75,7 @@ id_type!(
     /// Identifies an alert source.
     AlertSourceId
 );
+id_type!(
+    /// Identifies a remediation webhook.
+    WebhookId
+);

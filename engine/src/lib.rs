@@ -39,12 +39,12 @@ pub use context::{
     StepError, StepOptions, key_segment,
 };
 pub use engine::{
-    DEFAULT_SOURCE, Decision, DefaultAlertSource, Engine, EngineOptions, NewAlertSource, Rotation,
-    SourceAuth, SourceConnection, StartRun,
+    DEFAULT_SOURCE, Decision, DefaultAlertSource, Engine, EngineOptions, NewAlertSource,
+    NewWebhook, Rotation, SourceAuth, SourceConnection, StartRun, WebhookTarget,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};
-pub use ids::{AlertSourceId, ApiKeyId, ApprovalId, QuestionId, RunId, TeamId, UserId};
+pub use ids::{AlertSourceId, ApiKeyId, ApprovalId, QuestionId, RunId, TeamId, UserId, WebhookId};
 pub use page::{KeyOf, Keyed, Page, PageRequest};
 pub use retry::{RetryPolicy, StepFailure};
 pub use stats::EngineStats;

@@ -12,6 +12,7 @@ pub(crate) mod query;
 mod sources;
 mod subscription;
 pub mod types;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -25,10 +26,20 @@ pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
 
 #[derive(MergedObject, Default)]
-pub struct Query(QueryRoot, auth::AuthQuery, sources::SourcesQuery);
+pub struct Query(
+    QueryRoot,
+    auth::AuthQuery,
+    sources::SourcesQuery,
+    webhooks::WebhooksQuery,
+);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(MutationRoot, auth::AuthMutation, sources::SourcesMutation);
+pub struct Mutation(
+    MutationRoot,
+    auth::AuthMutation,
+    sources::SourcesMutation,
+    webhooks::WebhooksMutation,
+);
 
 pub type AiopsSchema = Schema<Query, Mutation, SubscriptionRoot>;
 

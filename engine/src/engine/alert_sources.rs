@@ -1,23 +1,23 @@
-//! Alert sources (admins manage them) and the secrets at rest they hold: sealing on
-//! write, the start-up check that every stored secret still decrypts, rotation.
+//! Alert sources (admins manage them) and the secrets at rest of every table (alert
+//! sources' credentials, webhooks' signing secrets): sealing on write, the start-up
+//! check that every stored secret still decrypts, rotation.
 
+use std::fmt;
 use std::time::Duration;
 
 use chrono::Utc;
 
 use super::Engine;
 use crate::auth::{Caller, Role};
-use crate::ids::AlertSourceId;
+use crate::ids::{AlertSourceId, WebhookId};
 use crate::model::{AlertSource, AuthKind};
 use crate::secrets::{Keyring, Place, Secret};
 use crate::store;
 use crate::{Error, Result};
 
-const TABLE: &str = "alert_sources";
-const AUTH_COLUMN: &str = "auth_encrypted";
-/// Longest request timeout a source may ask for.
+/// Longest request timeout a source or webhook may ask for.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
-/// Longest name, URL or user name accepted.
+/// Longest URL or user name accepted.
 const MAX_TEXT: usize = 2048;
 
 /// How to authenticate to a source, with the secret in the clear (only in memory).
@@ -59,8 +59,8 @@ impl DefaultAlertSource {
         prometheus_url: Option<String>,
         alertmanager_url: Option<String>,
     ) -> Result<Option<Self>> {
-        let prometheus_url = check_url("AIOPS_PROMETHEUS_URL", &prometheus_url)?;
-        let alertmanager_url = check_url("AIOPS_ALERTMANAGER_URL", &alertmanager_url)?;
+        let prometheus_url = check_base_url("AIOPS_PROMETHEUS_URL", &prometheus_url)?;
+        let alertmanager_url = check_base_url("AIOPS_ALERTMANAGER_URL", &alertmanager_url)?;
         Ok(
             (prometheus_url.is_some() || alertmanager_url.is_some()).then_some(Self {
                 prometheus_url,
@@ -84,37 +84,129 @@ pub struct Rotation {
     pub current: usize,
 }
 
-/// Seals a source's credential for its row.
-fn seal(ring: &Keyring, id: AlertSourceId, secret: &Secret) -> String {
-    let row = id.to_string();
-    ring.encrypt(auth_place(&row), secret)
+/// A column of sealed secrets. Each value is bound to its table, column and row
+/// (the ciphertext's associated data): a value moved elsewhere does not decrypt.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct SecretColumn {
+    pub table: &'static str,
+    pub column: &'static str,
 }
 
-/// Opens a source's sealed credential (a value moved from another row fails).
-fn open(ring: &Keyring, id: AlertSourceId, sealed: &str) -> Result<Secret> {
-    Ok(ring.decrypt(auth_place(&id.to_string()), sealed)?)
-}
+/// Where alert sources keep their token or password.
+const SOURCE_AUTH: SecretColumn = SecretColumn {
+    table: "alert_sources",
+    column: "auth_encrypted",
+};
 
-fn auth_place(row: &str) -> Place<'_> {
-    Place {
-        table: TABLE,
-        row_id: row,
-        column: AUTH_COLUMN,
+impl SecretColumn {
+    fn place<'a>(&self, row: &'a str) -> Place<'a> {
+        Place {
+            table: self.table,
+            row_id: row,
+            column: self.column,
+        }
+    }
+
+    /// Seals `secret` for row `row` of this column.
+    pub(super) fn seal(&self, ring: &Keyring, row: impl fmt::Display, secret: &Secret) -> String {
+        ring.encrypt(self.place(&row.to_string()), secret)
+    }
+
+    /// Opens the sealed value of row `row` (a value moved from another row fails).
+    pub(super) fn open(
+        &self,
+        ring: &Keyring,
+        row: impl fmt::Display,
+        sealed: &str,
+    ) -> Result<Secret> {
+        Ok(ring.decrypt(self.place(&row.to_string()), sealed)?)
+    }
+
+    /// The value re-sealed under the active key; `None` when it already is (and
+    /// still decrypts).
+    fn reseal(
+        &self,
+        ring: &Keyring,
+        row: impl fmt::Display,
+        sealed: &str,
+    ) -> Result<Option<String>> {
+        Ok(ring.reencrypt(self.place(&row.to_string()), sealed)?)
     }
 }
 
-fn require_admin(caller: Caller<'_>) -> Result<()> {
+/// A row holding a sealed secret, in whichever table.
+#[derive(Clone, Copy, Debug)]
+enum SealedRow {
+    AlertSource(AlertSourceId),
+    Webhook(WebhookId),
+}
+
+impl SealedRow {
+    fn column(self) -> SecretColumn {
+        match self {
+            SealedRow::AlertSource(_) => SOURCE_AUTH,
+            SealedRow::Webhook(_) => super::webhooks::SECRET,
+        }
+    }
+
+    fn row(self) -> String {
+        match self {
+            SealedRow::AlertSource(id) => id.to_string(),
+            SealedRow::Webhook(id) => id.to_string(),
+        }
+    }
+}
+
+pub(super) fn require_admin(caller: Caller<'_>) -> Result<()> {
     match caller {
         Caller::Local => Ok(()),
         Caller::Principal(p) => p.require(Role::Admin),
     }
 }
 
-fn check_url(field: &str, url: &Option<String>) -> Result<Option<String>> {
-    let Some(url) = url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+/// A name as sources and webhooks have them: trimmed, 1 to 100 characters of letters,
+/// digits, '-', '_' or '.'.
+pub(super) fn check_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty()
+        || name.len() > 100
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(Error::Invalid(
+            "name: 1 to 100 characters of letters, digits, '-', '_' or '.'".into(),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// A request timeout between 1 ms and [`MAX_TIMEOUT`].
+pub(super) fn check_timeout(field: &str, timeout: Duration) -> Result<()> {
+    if timeout.is_zero() || timeout > MAX_TIMEOUT {
+        return Err(Error::Invalid(format!("{field}: between 1 ms and 300 s")));
+    }
+    Ok(())
+}
+
+/// A base URL as sources have them: [`check_url`] without a trailing '/'; `None`
+/// when absent or blank.
+fn check_base_url(field: &str, url: &Option<String>) -> Result<Option<String>> {
+    let Some(url) = url.as_deref().filter(|u| !u.trim().is_empty()) else {
         return Ok(None);
     };
+    Ok(Some(
+        check_url(field, url)?.trim_end_matches('/').to_owned(),
+    ))
+}
+
+/// An http(s) URL with a host and without credentials, trimmed. Errors name `field`.
+pub(super) fn check_url(field: &str, url: &str) -> Result<String> {
+    let url = url.trim();
     let invalid = |why: &str| Error::Invalid(format!("{field}: {why}"));
+    if url.is_empty() {
+        return Err(invalid("required"));
+    }
     if url.len() > MAX_TEXT {
         return Err(invalid("longer than 2048 characters"));
     }
@@ -126,20 +218,20 @@ fn check_url(field: &str, url: &Option<String>) -> Result<Option<String>> {
     if host.is_empty() {
         return Err(invalid("has no host"));
     }
-    // Credentials belong in the encrypted auth, never in a URL that is shown.
+    // Credentials are stored encrypted, never in a URL that is shown.
     if host.contains('@') {
         return Err(invalid(
-            "must not carry a user or password; give them as the source's auth",
+            "must not carry a user or password; credentials are given apart and stored encrypted",
         ));
     }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid("contains whitespace or control characters"));
     }
-    Ok(Some(url.trim_end_matches('/').to_owned()))
+    Ok(url.to_owned())
 }
 
 impl Engine {
-    fn keyring(&self) -> Result<&Keyring> {
+    pub(super) fn keyring(&self) -> Result<&Keyring> {
         self.inner.keyring.as_deref().ok_or_else(|| {
             Error::Invalid(format!(
                 "no master key is configured: set {} to store or read secrets",
@@ -156,27 +248,15 @@ impl Engine {
         new: NewAlertSource,
     ) -> Result<AlertSource> {
         require_admin(caller)?;
-        let name = new.name.trim().to_owned();
-        if name.is_empty()
-            || name.len() > 100
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(Error::Invalid(
-                "name: 1 to 100 characters of letters, digits, '-', '_' or '.'".into(),
-            ));
-        }
-        let prometheus_url = check_url("prometheusUrl", &new.prometheus_url)?;
-        let alertmanager_url = check_url("alertmanagerUrl", &new.alertmanager_url)?;
+        let name = check_name(&new.name)?;
+        let prometheus_url = check_base_url("prometheusUrl", &new.prometheus_url)?;
+        let alertmanager_url = check_base_url("alertmanagerUrl", &new.alertmanager_url)?;
         if prometheus_url.is_none() && alertmanager_url.is_none() {
             return Err(Error::Invalid(
                 "an alert source needs a prometheusUrl, an alertmanagerUrl or both".into(),
             ));
         }
-        if new.timeout.is_zero() || new.timeout > MAX_TIMEOUT {
-            return Err(Error::Invalid("timeout: between 1 ms and 300 s".into()));
-        }
+        check_timeout("timeout", new.timeout)?;
         let id = AlertSourceId::new();
         let (kind, username, secret) = match &new.auth {
             SourceAuth::None => (AuthKind::None, None, None),
@@ -198,7 +278,7 @@ impl Engine {
                         "auth: the token or password must be 1 to 8192 bytes".into(),
                     ));
                 }
-                let sealed = seal(self.keyring()?, id, secret);
+                let sealed = SOURCE_AUTH.seal(self.keyring()?, id, secret);
                 {
                     // A token's last characters help tell tokens apart; a password's
                     // would only help guess it.
@@ -249,7 +329,7 @@ impl Engine {
             .ok_or_else(|| Error::not_found("alert source", name))?;
         let secret = match sealed {
             None => None,
-            Some(sealed) => Some(open(self.keyring()?, source.id, &sealed)?),
+            Some(sealed) => Some(SOURCE_AUTH.open(self.keyring()?, source.id, &sealed)?),
         };
         let auth = match (source.auth_kind, secret, &source.username) {
             (AuthKind::None, _, _) => SourceAuth::None,
@@ -304,10 +384,23 @@ impl Engine {
         })
     }
 
+    /// Every stored secret (alert sources' credentials, webhooks' signing secrets)
+    /// with its row.
+    async fn stored_secrets(&self) -> Result<Vec<(SealedRow, String)>> {
+        let db = &self.inner.db;
+        let sources = store::alert_sources::sealed(db).await?;
+        let hooks = store::webhooks::sealed(db).await?;
+        Ok(sources
+            .into_iter()
+            .map(|(id, v)| (SealedRow::AlertSource(id), v))
+            .chain(hooks.into_iter().map(|(id, v)| (SealedRow::Webhook(id), v)))
+            .collect())
+    }
+
     /// Checks that every stored secret decrypts with this process's keys: a server
     /// that cannot read them must not start and fail later, one call at a time.
     pub async fn check_secrets(&self) -> Result<usize> {
-        let sealed = store::alert_sources::sealed(&self.inner.db).await?;
+        let sealed = self.stored_secrets().await?;
         if sealed.is_empty() {
             return Ok(0);
         }
@@ -318,8 +411,8 @@ impl Engine {
                 crate::secrets::MASTER_KEY_ENV
             ))
         })?;
-        for (id, value) in &sealed {
-            open(ring, *id, value)?;
+        for (row, value) in &sealed {
+            row.column().open(ring, row.row(), value)?;
         }
         Ok(sealed.len())
     }
@@ -331,24 +424,24 @@ impl Engine {
         require_admin(caller)?;
         let ring = self.keyring()?;
         let mut report = Rotation::default();
-        for (id, value) in store::alert_sources::sealed(&self.inner.db).await? {
-            let row = id.to_string();
-            match ring.reencrypt(auth_place(&row), &value)? {
-                None => report.current += 1,
-                Some(resealed) => {
-                    // A row changed meanwhile keeps its new value (already current).
-                    if store::alert_sources::reseal(
-                        &self.inner.db,
-                        id,
-                        &value,
-                        &resealed,
-                        Utc::now(),
-                    )
-                    .await?
-                    {
-                        report.rotated += 1;
-                    }
+        for (row, value) in self.stored_secrets().await? {
+            let Some(resealed) = row.column().reseal(ring, row.row(), &value)? else {
+                report.current += 1;
+                continue;
+            };
+            // A row changed meanwhile keeps its new value (already current).
+            let db = &self.inner.db;
+            let now = Utc::now();
+            let done = match row {
+                SealedRow::AlertSource(id) => {
+                    store::alert_sources::reseal(db, id, &value, &resealed, now).await?
                 }
+                SealedRow::Webhook(id) => {
+                    store::webhooks::reseal(db, id, &value, &resealed, now).await?
+                }
+            };
+            if done {
+                report.rotated += 1;
             }
         }
         Ok(report)

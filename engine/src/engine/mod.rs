@@ -1,7 +1,7 @@
 //! The engine handle: the one entry point the API, the CLI and workers use. Cheap
 //! to clone; every operation that changes a run goes through here. Split by concern:
-//! run lifecycle, people (approvals, questions), teams, access (users, keys), and
-//! notifications from other processes.
+//! run lifecycle, people (approvals, questions), teams, access (users, keys), alert
+//! sources and secrets at rest, webhooks, and notifications from other processes.
 
 mod access;
 mod alert_sources;
@@ -12,9 +12,11 @@ mod humans;
 mod lifecycle;
 mod notify;
 mod teams;
+mod webhooks;
 
 pub use humans::Decision;
 pub use lifecycle::StartRun;
+pub use webhooks::{NewWebhook, WebhookTarget};
 
 use crate::Result;
 use crate::bus::{BusMessage, EventBus};

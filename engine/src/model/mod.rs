@@ -1,6 +1,6 @@
 //! The records the engine hands out: runs, steps, events, approvals, questions,
-//! teams, users, API keys and alert sources. Plain data; reading and writing them is the store's
-//! business, behind the engine.
+//! teams, users, API keys, alert sources and webhooks. Plain data; reading and
+//! writing them is the store's business, behind the engine.
 
 mod alert_source;
 mod api_key;
@@ -10,6 +10,7 @@ mod run;
 mod step;
 mod team;
 mod user;
+mod webhook;
 
 pub use crate::event::{Event, EventKind};
 pub use crate::page::{KeyOf, Keyed, Page, PageRequest};
@@ -21,3 +22,4 @@ pub use run::{Run, RunFilter};
 pub use step::Step;
 pub use team::{Team, TeamVersion};
 pub use user::User;
+pub use webhook::Webhook;

@@ -7,6 +7,7 @@ use sea_orm::{
 };
 
 use super::entity::alert_source;
+use super::sealed::SealedColumn;
 use crate::ids::AlertSourceId;
 pub use crate::model::AlertSource;
 use crate::{Error, Result};
@@ -99,25 +100,24 @@ pub(crate) async fn delete(db: &impl ConnectionTrait, name: &str) -> Result<bool
     Ok(res.rows_affected > 0)
 }
 
+/// Where a source's sealed credential lives.
+const SEALED: SealedColumn<alert_source::Entity> = SealedColumn {
+    id: alert_source::Column::Id,
+    sealed: alert_source::Column::AuthEncrypted,
+    updated_at: alert_source::Column::UpdatedAt,
+};
+
 /// Every sealed credential with its row id, for the start-up check and rotation.
 pub(crate) async fn sealed(db: &impl ConnectionTrait) -> Result<Vec<(AlertSourceId, String)>> {
-    use sea_orm::QuerySelect;
-    let rows: Vec<(uuid::Uuid, Option<String>)> = alert_source::Entity::find()
-        .select_only()
-        .column(alert_source::Column::Id)
-        .column(alert_source::Column::AuthEncrypted)
-        .filter(alert_source::Column::AuthEncrypted.is_not_null())
-        .into_tuple()
+    Ok(SEALED
         .all(db)
-        .await?;
-    Ok(rows
+        .await?
         .into_iter()
-        .filter_map(|(id, s)| s.map(|s| (AlertSourceId(id), s)))
+        .map(|(id, s)| (AlertSourceId(id), s))
         .collect())
 }
 
-/// Replaces a sealed credential only if it is still `from` (rotation never
-/// overwrites a value changed meanwhile); whether it did.
+/// Replaces a sealed credential only if it is still `from`; whether it did.
 pub(crate) async fn reseal(
     db: &impl ConnectionTrait,
     id: AlertSourceId,
@@ -125,12 +125,5 @@ pub(crate) async fn reseal(
     to: &str,
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    let res = alert_source::Entity::update_many()
-        .col_expr(alert_source::Column::AuthEncrypted, to.into())
-        .col_expr(alert_source::Column::UpdatedAt, now.into())
-        .filter(alert_source::Column::Id.eq(id.0))
-        .filter(alert_source::Column::AuthEncrypted.eq(from))
-        .exec(db)
-        .await?;
-    Ok(res.rows_affected == 1)
+    SEALED.reseal(db, id.0, from, to, now).await
 }

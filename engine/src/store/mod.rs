@@ -15,11 +15,13 @@ pub mod leases;
 pub mod listener;
 pub mod questions;
 pub mod runs;
+mod sealed;
 pub mod steps;
 pub mod teams;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod users;
+pub mod webhooks;
 
 use aiops_migrations::MigratorTrait;
 use sea_orm::{

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::endpoint::{Answer, Auth, Endpoint};
+use super::endpoint::{Auth, Endpoint};
 use super::error::{ErrorKind, Result, ToolError};
 
 #[derive(Clone, Debug)]
@@ -163,7 +163,7 @@ impl AlertmanagerClient {
         if answer.status.is_success() || said.contains("already expired") {
             return Ok(());
         }
-        let mut error = self.failure(&answer);
+        let mut error = self.endpoint.failure(&answer);
         if said.contains("not found") {
             error.kind = ErrorKind::Permanent;
         }
@@ -173,7 +173,7 @@ impl AlertmanagerClient {
     async fn json(&self, request: reqwest::RequestBuilder) -> Result<Value> {
         let answer = self.endpoint.send(request).await?;
         if !answer.status.is_success() {
-            return Err(self.failure(&answer));
+            return Err(self.endpoint.failure(&answer));
         }
         serde_json::from_slice(&answer.body).map_err(|_| {
             ToolError::permanent(format!(
@@ -182,18 +182,6 @@ impl AlertmanagerClient {
                 answer.excerpt()
             ))
         })
-    }
-
-    fn failure(&self, answer: &Answer) -> ToolError {
-        ToolError {
-            kind: answer.error_kind(),
-            message: format!(
-                "{} answered {}: {}",
-                self.endpoint.name(),
-                answer.status,
-                answer.excerpt()
-            ),
-        }
     }
 }
 

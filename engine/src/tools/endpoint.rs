@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use reqwest::header::HeaderMap;
+use reqwest::redirect::Policy;
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 
 use super::error::{ErrorKind, Result, ToolError, kind_of_status, transport};
@@ -74,6 +75,22 @@ impl Endpoint {
         auth: Option<Auth>,
         timeout: Duration,
     ) -> Result<Endpoint> {
+        Self::build(server, base_url, auth, timeout, Policy::default())
+    }
+
+    /// An endpoint that follows no redirect: what is sent to it (a signed request)
+    /// goes to this URL or nowhere; a 3xx answer is a permanent failure.
+    pub fn without_redirects(server: &str, url: &str, timeout: Duration) -> Result<Endpoint> {
+        Self::build(server, url, None, timeout, Policy::none())
+    }
+
+    fn build(
+        server: &str,
+        base_url: &str,
+        auth: Option<Auth>,
+        timeout: Duration,
+        redirects: Policy,
+    ) -> Result<Endpoint> {
         let mut base = Url::parse(base_url)
             .map_err(|e| ToolError::permanent(format!("{server}: invalid base URL: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
@@ -89,6 +106,7 @@ impl Endpoint {
         let _ = base.set_username("");
         let _ = base.set_password(None);
         let http = reqwest::Client::builder()
+            .redirect(redirects)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .build()
@@ -121,11 +139,34 @@ impl Endpoint {
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
         }
-        let request = self.http.request(method, url);
+        self.authenticated(self.http.request(method, url))
+    }
+
+    /// A request to the base URL exactly as configured (its trailing '/' and query
+    /// kept): for an endpoint that is one URL, such as a webhook.
+    pub fn request_to_base(&self, method: Method) -> RequestBuilder {
+        self.authenticated(self.http.request(method, self.base.clone()))
+    }
+
+    fn authenticated(&self, request: RequestBuilder) -> RequestBuilder {
         match &self.auth {
             None => request,
             Some(Auth::Bearer(token)) => request.bearer_auth(token),
             Some(Auth::Basic { user, password }) => request.basic_auth(user, Some(password)),
+        }
+    }
+
+    /// The failure a non-2xx `answer` means: classified by its status (and
+    /// Retry-After), quoting what the server said.
+    pub fn failure(&self, answer: &Answer) -> ToolError {
+        ToolError {
+            kind: answer.error_kind(),
+            message: format!(
+                "{} answered {}: {}",
+                self.name,
+                answer.status,
+                answer.excerpt()
+            ),
         }
     }
 

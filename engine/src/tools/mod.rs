@@ -11,6 +11,7 @@ mod prometheus;
 mod registry;
 mod source;
 mod spec;
+mod webhook;
 
 pub use alertmanager::{AlertStates, AlertmanagerClient, Matcher, Silence};
 pub use endpoint::Auth;
@@ -19,3 +20,7 @@ pub use prometheus::{MAX_POINTS, PrometheusClient};
 pub use registry::Registry;
 pub use source::SourceClients;
 pub use spec::{Policy, ToolSpec};
+pub use webhook::{
+    IDEMPOTENCY_HEADER, PAYLOAD_VERSION, SIGNATURE_HEADER, TIMESTAMP_HEADER, action_payload,
+    post_action,
+};
