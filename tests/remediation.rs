@@ -336,6 +336,7 @@ impl Workflow for CallOneTool {
             let team = aiops_engine::topology::parse(TEAM).expect("team");
             let toolbox = Toolbox::new(
                 aiops_engine::tools::Registry::builtin(),
+                engine.clone(),
                 source,
                 Arc::new(team),
             );

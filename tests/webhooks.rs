@@ -591,6 +591,15 @@ async fn answer(path: &str) -> Response {
         )
             .into_response(),
         "/limited" => (StatusCode::TOO_MANY_REQUESTS, "slow down").into_response(),
+        // Busy once, then accepting: the retry must carry the same key.
+        "/flaky" => {
+            static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            if CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                (StatusCode::SERVICE_UNAVAILABLE, "warming up").into_response()
+            } else {
+                axum::Json(json!({"accepted": true})).into_response()
+            }
+        }
         "/bad" => (StatusCode::BAD_REQUEST, "unknown action \"reboot\"").into_response(),
         "/moved" => (StatusCode::FOUND, [("location", "/ok")]).into_response(),
         "/slow" => {
@@ -755,4 +764,124 @@ async fn actions_are_posted_signed_with_an_idempotency_key() {
     let err = post_action(&slow, &payload, &key).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert!(!err.message.contains(SECRET), "{err}");
+}
+
+/// `webhook_action` as an agent calls it: one durable tool call of the node `api`.
+struct WebhookCall;
+
+impl aiops_engine::Workflow for WebhookCall {
+    fn run(&self, ctx: aiops_engine::StepContext) -> aiops_engine::workflow::WorkflowFuture {
+        Box::pin(async move {
+            let team = aiops_engine::topology::parse(
+                "name: shop\nwebhook: remediate\nsupervisor: { model: builtin:rules }\n\
+                 nodes: [{ id: api, kind: service, agents: [{ id: a, tools: [webhook_action] }] }]\n",
+            )
+            .expect("team");
+            let toolbox = aiops_engine::agents::Toolbox::new(
+                aiops_engine::tools::Registry::builtin(),
+                ctx.engine().clone(),
+                Err("no alert source".into()),
+                Arc::new(team),
+            );
+            let agent = ctx.branch("node").branch("api").branch("agent").branch("a");
+            let args =
+                json!({ "action": "restart", "args": { "deployment": "api", "replicas": 3 } });
+            match toolbox.call(&agent, "c1", "webhook_action", args).await? {
+                aiops_engine::agents::ToolOutcome::Done(v) => Ok(v),
+                other => Err(aiops_engine::WorkflowError::Failed(format!("{other:?}"))),
+            }
+        })
+    }
+}
+
+/// An approved `webhook_action` posts the versioned payload, signed, and its retry
+/// after a 503 carries the same Idempotency-Key (`run/step key`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_webhook_action_is_signed_and_its_retry_keeps_the_key() {
+    let Some(db) = fresh(Backend::Sqlite).await else {
+        return;
+    };
+    let (url, inbox) = receiver().await;
+    let ring = Keyring::new(&generate_key(), &[]).unwrap();
+    let engine = Engine::connect(
+        &db.url,
+        EngineOptions {
+            config: fast_config(),
+            keyring: Some(Arc::new(ring)),
+            workflows: aiops_engine::Workflows::default().with("hook", WebhookCall),
+            application_name: "aiops test".into(),
+            ..EngineOptions::default()
+        },
+    )
+    .await
+    .expect("connect");
+    engine
+        .create_webhook(Caller::Local, hook("remediate", &format!("{url}/flaky")))
+        .await
+        .expect("webhook");
+    let stop = CancellationToken::new();
+    tokio::spawn(engine.clone().listen(stop.clone()));
+    tokio::spawn(aiops_engine::Worker::new(engine.clone()).run(stop.child_token()));
+    let run = engine
+        .start_run(aiops_engine::StartRun::new("hook", json!({})))
+        .await
+        .expect("start");
+    let waiting = common::wait_for_status(
+        &engine,
+        run.id,
+        &[aiops_engine::RunStatus::WaitingApproval],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        inbox.lock().unwrap().is_empty(),
+        "nothing is sent before approval"
+    );
+    let approval = engine
+        .approvals_of_run(waiting.id)
+        .await
+        .expect("approvals")[0]
+        .clone();
+    assert_eq!(approval.tool, "webhook_action");
+    assert_eq!(approval.args["args"]["replicas"], 3);
+    engine
+        .decide_approval(approval.id, aiops_engine::Decision::Approve, "alice", None)
+        .await
+        .expect("approve");
+    let done = common::wait_for_status(
+        &engine,
+        run.id,
+        &[
+            aiops_engine::RunStatus::Succeeded,
+            aiops_engine::RunStatus::Failed,
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        done.status,
+        aiops_engine::RunStatus::Succeeded,
+        "{:?}",
+        done.error
+    );
+    assert_eq!(done.output, Some(json!({ "accepted": true })));
+    let got = inbox.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "a 503, then the retry");
+    let key = format!("{}/node/api/agent/a/call/c1", run.id);
+    for received in &got {
+        assert_eq!(header(received, "idempotency-key"), key);
+        assert!(signature_verifies(SECRET, received, &received.body));
+        let payload: Value = serde_json::from_slice(&received.body).expect("JSON");
+        assert_eq!(payload["version"], 1);
+        assert_eq!(payload["run"], run.id.to_string());
+        assert_eq!(payload["team"], "shop");
+        assert_eq!(payload["node"], "api");
+        assert_eq!(payload["action"], "restart");
+        assert_eq!(
+            payload["args"],
+            json!({ "deployment": "api", "replicas": 3 })
+        );
+        assert_eq!(payload["idempotency_key"], key);
+    }
+    stop.cancel();
 }

@@ -150,7 +150,7 @@ async fn investigate(ctx: StepContext, registry: Registry) -> Result<Json, Workf
         .source
         .clone()
         .unwrap_or_else(|| crate::DEFAULT_SOURCE.to_owned());
-    let toolbox = Toolbox::new(registry, source, team.clone());
+    let toolbox = Toolbox::new(registry, engine.clone(), source, team.clone());
     let supervisor = ctx.branch("supervisor");
     let mut notes = Vec::new();
 

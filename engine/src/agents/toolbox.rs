@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value as Json, json};
 
 use crate::context::{ApprovalRequest, StepContext, StepError, StepOptions, key_segment};
+use crate::engine::Engine;
 use crate::event::EventKind;
 use crate::retry::StepFailure;
 use crate::status::ApprovalStatus;
@@ -42,6 +43,7 @@ pub enum ToolOutcome {
 /// (for `topology`) and the findings so far.
 pub struct Toolbox {
     registry: Registry,
+    engine: Engine,
     /// The source's clients, or why there are none (no source configured…).
     source: Result<SourceClients, String>,
     team: Arc<TeamSpec>,
@@ -49,13 +51,16 @@ pub struct Toolbox {
 }
 
 impl Toolbox {
+    /// `engine` reads what calls need at call time (a webhook's target).
     pub fn new(
         registry: Registry,
+        engine: Engine,
         source: Result<SourceClients, String>,
         team: Arc<TeamSpec>,
     ) -> Self {
         Self {
             registry,
+            engine,
             source,
             team,
             findings: Mutex::new(BTreeMap::new()),
@@ -166,13 +171,18 @@ impl Toolbox {
             timeout: Some(spec.timeout),
             input: Some(args.clone()),
         };
+        let node = node_of(&ctx.full_key(key));
         let result = ctx
             .step_with(key, options, |attempt| {
+                let call = Call {
+                    run_id: ctx.run_id(),
+                    node: node.clone(),
+                    marker: marker.clone(),
+                    idempotency_key: attempt.idempotency_key,
+                };
                 let args = args.clone();
-                let marker = marker.clone();
                 async move {
-                    let _ = attempt;
-                    self.execute(tool, &args, &marker)
+                    self.execute(tool, &args, &call)
                         .await
                         .map(|value| bound(&value))
                         .map_err(failure)
@@ -186,7 +196,7 @@ impl Toolbox {
         }
     }
 
-    async fn execute(&self, tool: &str, args: &Json, marker: &str) -> Result<Json, ToolError> {
+    async fn execute(&self, tool: &str, args: &Json, call: &Call) -> Result<Json, ToolError> {
         let text = |field: &str| args[field].as_str().unwrap_or_default();
         match tool {
             "prometheus_alerts" => self.source()?.prometheus()?.alerts().await,
@@ -230,13 +240,28 @@ impl Toolbox {
                     comment: text("comment").to_owned(),
                 };
                 let am = self.source()?.alertmanager()?;
-                let (id, created) = am.create_silence_once(&silence, marker).await?;
+                let (id, created) = am.create_silence_once(&silence, &call.marker).await?;
                 Ok(json!({ "silence_id": id, "created": created, "ends_at": silence.ends_at }))
             }
             "topology" => Ok(self.topology(args["node"].as_str())),
-            "webhook_action" => Err(ToolError::permanent(
-                "webhook_action: no remediation webhook is configured",
-            )),
+            "webhook_action" => {
+                let name = self.team.webhook.as_deref().unwrap_or("default");
+                let target = self.engine.webhook_target(name).await.map_err(|e| match e {
+                    crate::Error::NotFound { .. } => ToolError::permanent(format!(
+                        "no remediation webhook named \"{name}\" is configured (`aiops webhook add {name}`)"
+                    )),
+                    other => ToolError::retryable(other.to_string(), None),
+                })?;
+                let payload = crate::tools::action_payload(
+                    call.run_id,
+                    &self.team.name,
+                    &call.node,
+                    text("action"),
+                    args.get("args").unwrap_or(&json!({})),
+                    &call.idempotency_key,
+                );
+                crate::tools::post_action(&target, &payload, &call.idempotency_key).await
+            }
             other => Err(ToolError::permanent(format!(
                 "tool \"{other}\" cannot be called here"
             ))),
@@ -260,6 +285,28 @@ impl Toolbox {
             })
             .collect();
         json!({ "team": self.team.name, "nodes": nodes })
+    }
+}
+
+/// What a call's execution needs besides its arguments.
+struct Call {
+    run_id: crate::RunId,
+    /// The node whose branch makes the call (`supervisor` outside any node).
+    node: String,
+    /// Carried by a silence's comment: how a repeated POST finds the first one.
+    marker: String,
+    /// `run_id/step_key`: the same on every attempt, across crashes.
+    idempotency_key: String,
+}
+
+/// `db` from `node/db/agent/…`.
+fn node_of(full_key: &str) -> String {
+    match full_key
+        .strip_prefix("node/")
+        .and_then(|rest| rest.split('/').next())
+    {
+        Some(node) => node.to_owned(),
+        None => "supervisor".to_owned(),
     }
 }
 

@@ -20,6 +20,10 @@ pub struct TeamSpec {
     /// The alert source the team's tools query, by name; absent: the default source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The remediation webhook `webhook_action` posts to, by name; absent: the
+    /// webhook named `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
     pub supervisor: SupervisorSpec,
     // Defaulted so that a missing list is reported by validation ("needs at
     // least one node") rather than as a bare deserialization error.

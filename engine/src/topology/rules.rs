@@ -20,7 +20,10 @@ pub(super) fn check(spec: &TeamSpec, catalog: &Catalog) -> Vec<Violation> {
     let mut out = Vec::new();
     check_slug(&spec.name, "name", &mut out);
     if let Some(source) = &spec.source {
-        check_source_name(source, &mut out);
+        check_source_name(source, "source", &mut out);
+    }
+    if let Some(webhook) = &spec.webhook {
+        check_source_name(webhook, "webhook", &mut out);
     }
     check_model(
         &spec.supervisor.model,
@@ -36,8 +39,9 @@ pub(super) fn check(spec: &TeamSpec, catalog: &Catalog) -> Vec<Violation> {
     out
 }
 
-/// Alert source names: what `Engine::create_alert_source` accepts.
-fn check_source_name(value: &str, out: &mut Vec<Violation>) {
+/// Alert source and webhook names: what `Engine::create_alert_source` and
+/// `Engine::create_webhook` accept.
+fn check_source_name(value: &str, path: &str, out: &mut Vec<Violation>) {
     let ok = !value.is_empty()
         && value.len() <= MAX_NAME_LEN
         && value
@@ -45,10 +49,14 @@ fn check_source_name(value: &str, out: &mut Vec<Violation>) {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !ok {
         out.push(Violation::new(
-            "source",
+            path,
             format!(
-                "{value:?} is not an alert source name: 1 to {MAX_NAME_LEN} letters, digits, \
-                 '-', '_' or '.'"
+                "{value:?} is not a {} name: 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.'",
+                if path == "source" {
+                    "alert source"
+                } else {
+                    "webhook"
+                }
             ),
         ));
     }
