@@ -62,6 +62,7 @@ pub(super) fn team(nodes: Vec<NodeSpec>) -> TeamSpec {
         description: None,
         pattern: Pattern::Hierarchical,
         source: None,
+        webhook: None,
         supervisor: SupervisorSpec {
             model: ModelRef::Name("default".into()),
             instructions: None,
