@@ -51,11 +51,11 @@ fn check_source_name(value: &str, path: &str, out: &mut Vec<Violation>) {
         out.push(Violation::new(
             path,
             format!(
-                "{value:?} is not a {} name: 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.'",
+                "{value:?} is not {} name: 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.'",
                 if path == "source" {
-                    "alert source"
+                    "an alert source"
                 } else {
-                    "webhook"
+                    "a webhook"
                 }
             ),
         ));
