@@ -451,3 +451,168 @@ async fn bad_alerts_are_refused_before_a_run_is_stored() {
     assert!(runs.items.is_empty(), "nothing stored");
     let _ = RunStatus::Queued;
 }
+
+/// The README's three commands, as real processes: `serve` pointed at the real
+/// Prometheus, `team apply` of the example team, `run --team … --follow` printing
+/// progress, the report and the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_readme_path_serve_apply_run_follow() {
+    let metrics = common::prometheus::MetricsEndpoint::start().await;
+    metrics.set("svc_up", &[("service", "payments-db")], 0.0);
+    metrics.set("svc_errors", &[("service", "payments-api")], 17.0);
+    let Some(prometheus) =
+        common::prometheus::Prometheus::start(common::incident::RULES, &[metrics.addr()], None)
+            .await
+    else {
+        return;
+    };
+    prometheus.wait_for_alert("ServiceDown", "firing").await;
+    prometheus.wait_for_alert("HighErrorRate", "firing").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("aiops.db").display());
+    let _serve =
+        common::serve::ServeProcess::start(&db, &[("AIOPS_PROMETHEUS_URL", prometheus.url())])
+            .await;
+    let cli = move |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_aiops"))
+            .args(args)
+            .env("DATABASE_URL", &db)
+            .env("AIOPS_LOG", "warn")
+            .output()
+            .expect("run aiops");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = cli(&["team", "apply", "-f", "examples/checkout.yaml"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || cli(&["run", "--team", "checkout", "--follow"]))
+            .await
+            .expect("join");
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        out.contains("payments-db/metrics: prometheus_query_range"),
+        "{out}"
+    );
+    assert!(
+        out.contains("node payments-db: payments-db (postgres) is failing: ServiceDown"),
+        "{out}"
+    );
+    // web is neither alerting nor a dependency of a failing node: not investigated.
+    assert!(!out.contains("node web:"), "{out}");
+    // Progress comes as it happens: dependencies first, each call with its result.
+    let db_done = out.find("node payments-db:").expect("db finding");
+    let api_call = out
+        .find("payments-api/metrics: prometheus_query_range")
+        .expect("api call");
+    assert!(db_done < api_call, "dependencies first: {out}");
+    let progress = &out[..out.find("run succeeded").expect("run succeeded")];
+    let calls = progress
+        .lines()
+        .filter(|l| l.starts_with("  ") && l.contains(": "))
+        .count();
+    let results = progress.lines().filter(|l| l.ends_with(" ok")).count();
+    assert_eq!((calls, results), (6, 6), "each call and its result: {out}");
+    assert!(
+        out.contains("## Root cause analysis") && out.contains("### 1. `payments-db`"),
+        "{out}"
+    );
+    let last: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("last line")).expect("JSON last line");
+    assert_eq!(last["status"], "SUCCEEDED", "{last}");
+    assert_eq!(last["result"]["root_causes"][0]["node"], "payments-db");
+    assert_eq!(
+        last["result"]["root_causes"][0]["symptoms"][0]["node"],
+        "payments-api"
+    );
+}
+
+/// `startRun` with a team over GraphQL: the run pins the version, and shows its
+/// report, result and team version; mistakes are VALIDATION_FAILED or NOT_FOUND.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn team_runs_over_graphql() {
+    let Some(incident) = Incident::start(Backend::Sqlite, false, |m| {
+        up(m, "db", 1.0);
+    })
+    .await
+    else {
+        return;
+    };
+    incident.engine.apply_team(CASCADE_TEAM).await.expect("v1");
+    let v2 = CASCADE_TEAM.replace("kind: postgres", "kind: mysql");
+    incident.engine.apply_team(&v2).await.expect("v2");
+    let addr = common::serve_api(&incident.engine, incident.shutdown.child_token()).await;
+    let token = common::token_for(&incident.engine, "oncall", aiops_engine::Role::Operator).await;
+    let api = common::Api::new(&addr, Some(&token));
+    let start =
+        "mutation($input: StartRunInput!) { startRun(input: $input) { id workflow teamVersion } }";
+    let alerts = json!({ "alerts": [{ "labels": { "alertname": "HighErrorRate", "service": "api", "severity": "warning" }, "startsAt": "2026-12-01T00:00:00Z" }] });
+    let answer = api
+        .gql(
+            start,
+            json!({ "input": { "team": "shop", "teamVersion": 1, "alerts": alerts, "task": "why?" } }),
+        )
+        .await;
+    let run = &answer["data"]["startRun"];
+    assert_eq!(run["workflow"], "investigation", "{answer}");
+    assert_eq!(run["teamVersion"], 1, "{answer}");
+    let id = run["id"].as_str().expect("id").to_owned();
+    incident
+        .finish(aiops_engine::RunId(id.parse().expect("uuid")))
+        .await;
+    let answer = api
+        .gql(
+            "query($id: UUID!) { run(id: $id) { status teamVersion team { name version } report result } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let run = &answer["data"]["run"];
+    assert_eq!(run["status"], "SUCCEEDED", "{answer}");
+    assert_eq!(run["teamVersion"], 1);
+    assert_eq!(run["team"]["version"], 1);
+    let report = run["report"].as_str().expect("report");
+    assert!(
+        report.starts_with("# Incident report: shop (version 1)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("`db`: db (postgres)"),
+        "pinned version 1: {report}"
+    );
+    assert_eq!(run["result"]["root_causes"][0]["node"], "api");
+
+    for (input, code, says) in [
+        (json!({ "team": "nope" }), "NOT_FOUND", "nope"),
+        (
+            json!({ "team": "shop", "teamVersion": 9 }),
+            "NOT_FOUND",
+            "shop@9",
+        ),
+        (
+            json!({ "team": "shop", "alerts": [{ "labels": "x" }] }),
+            "VALIDATION_FAILED",
+            "alerts[0].labels",
+        ),
+        (
+            json!({ "team": "shop", "input": {} }),
+            "VALIDATION_FAILED",
+            "not `input`",
+        ),
+        (
+            json!({ "workflow": "script", "task": "x" }),
+            "VALIDATION_FAILED",
+            "name the team",
+        ),
+    ] {
+        let answer = api.gql(start, json!({ "input": input })).await;
+        let error = &answer["errors"][0];
+        assert_eq!(error["extensions"]["code"], code, "{input}: {answer}");
+        assert!(
+            error["message"].as_str().expect("message").contains(says),
+            "{input}: {answer}"
+        );
+    }
+}

@@ -525,3 +525,65 @@ async fn an_unreachable_prometheus_is_retried_then_fails_clearly() {
     );
     assert!(error.contains("Prometheus at "), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn topology_and_ask_human_are_tools_like_the_others() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let unused = format!("http://{}", listener.local_addr().expect("addr"));
+    let Some((_db, engine, _stop)) = tool_engine(&unused).await else {
+        return;
+    };
+    let run = call(&engine, "topology", json!({ "node": "api" })).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    let output = run.output.expect("output");
+    assert_eq!(output["team"], "shop");
+    assert_eq!(
+        output["nodes"].as_array().map(Vec::len),
+        Some(1),
+        "{output}"
+    );
+    assert_eq!(output["nodes"][0]["depends_on"], json!(["db"]));
+    assert_eq!(output["nodes"][0]["match"], json!({ "service": "api" }));
+
+    let run = engine
+        .start_run(aiops_engine::StartRun::new(
+            "call",
+            json!({ "tool": "ask_human", "args": { "question": "Is the failover done?" } }),
+        ))
+        .await
+        .expect("start");
+    wait_for_status(
+        &engine,
+        run.id,
+        &[RunStatus::WaitingInput],
+        Duration::from_secs(30),
+    )
+    .await;
+    let question = engine
+        .pending_questions(&aiops_engine::PageRequest::first(10))
+        .await
+        .expect("questions")
+        .items
+        .into_iter()
+        .find(|q| q.run_id == run.id)
+        .expect("the question");
+    assert_eq!(question.question, "Is the failover done?");
+    assert_eq!(question.step_key, "agent/call/c1");
+    engine
+        .answer_question(question.id, "yes, at 04:10", "carol")
+        .await
+        .expect("answer");
+    let run = wait_for_status(
+        &engine,
+        run.id,
+        &[RunStatus::Succeeded, RunStatus::Failed],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        run.output,
+        Some(json!({ "answer": "yes, at 04:10", "answered_by": "carol" })),
+        "{:?}",
+        run.error
+    );
+}

@@ -17,8 +17,7 @@ use futures::stream::FuturesUnordered;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
-use crate::context::{StepContext, StepError};
-use crate::event::EventKind;
+use crate::context::StepContext;
 use crate::retry::StepFailure;
 use crate::tools::{Registry, SourceClients};
 use crate::topology::TeamSpec;
@@ -158,13 +157,6 @@ async fn investigate(ctx: StepContext, registry: Registry) -> Result<Json, Workf
         Some(alerts) => alerts,
         None => firing_alerts(&supervisor, &toolbox, &source_name).await?,
     };
-    let plan: Plan = ctx
-        .step("supervisor/plan", |_| {
-            let plan = plan(&team, &alerts, Utc::now());
-            async move { Ok(plan) }
-        })
-        .await?;
-
     let has_prometheus = toolbox.source().is_ok_and(|s| s.prometheus().is_ok());
     if !has_prometheus {
         notes.push(match toolbox.source() {
@@ -174,10 +166,9 @@ async fn investigate(ctx: StepContext, registry: Registry) -> Result<Json, Workf
             }
         });
     }
-    let any_firing = plan
-        .alerts
+    let any_firing = alerts
         .iter()
-        .any(|r| r.alert.state == AlertState::Firing && !r.nodes.is_empty());
+        .any(|a| a.state == AlertState::Firing && team.nodes.iter().any(|n| a.matches(&n.r#match)));
     let expressions = if has_prometheus && any_firing {
         match toolbox
             .call(&supervisor, "rules", "prometheus_rules", json!({}))
@@ -194,6 +185,13 @@ async fn investigate(ctx: StepContext, registry: Registry) -> Result<Json, Workf
         BTreeMap::new()
     };
 
+    // After the reads above, so their TOOL_RESULT events go out with it.
+    let plan: Plan = supervisor
+        .step("plan", |_| {
+            let plan = plan(&team, &alerts, Utc::now());
+            async move { Ok(plan) }
+        })
+        .await?;
     let findings = run_nodes(&ctx, &toolbox, &team, &plan, &expressions, has_prometheus).await?;
     let root_causes = ranking::rank(&team, &findings);
     let actions = silence::propose(&supervisor, &toolbox, &team, &root_causes).await?;
@@ -373,16 +371,7 @@ async fn run_nodes(
                     window,
                     has_prometheus,
                 };
-                let finding = rules::investigate_node(&node_ctx, toolbox, work).await?;
-                node_ctx.emit(
-                    EventKind::Finding,
-                    json!({
-                        "node": finding.node, "status": finding.status, "summary": finding.summary,
-                        "alerts": finding.firing.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
-                        "failing_upstream": finding.failing_upstream,
-                    }),
-                )?;
-                Ok::<_, StepError>(finding)
+                rules::investigate_node(&node_ctx, toolbox, work).await
             });
         }
         let Some(finished) = running.next().await else {

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value as Json, json};
 
 use crate::context::{StepContext, StepError};
+use crate::event::EventKind;
 use crate::report::{Evidence, EvidenceKind, NodeFinding, NodeStatus};
 use crate::topology::NodeSpec;
 
@@ -101,7 +102,7 @@ pub async fn investigate_node(
         NodeStatus::Healthy
     };
     let summary = summary(node, status, &work.firing, &work.context, &failing_upstream);
-    Ok(NodeFinding {
+    let finding = NodeFinding {
         node: node.id.clone(),
         kind: node.kind.clone(),
         status,
@@ -110,7 +111,23 @@ pub async fn investigate_node(
         evidence,
         failing_upstream,
         summary,
+    };
+    // Recorded as a step of the same context as the tool calls, so the FINDING event
+    // (and the last TOOL_RESULT) are written as soon as the node is done: watchers
+    // see progress, not everything at the run's end.
+    ctx.emit(
+        EventKind::Finding,
+        json!({
+            "node": finding.node, "status": finding.status, "summary": finding.summary,
+            "alerts": finding.firing.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            "failing_upstream": finding.failing_upstream,
+        }),
+    )?;
+    ctx.step("finding", |_| {
+        let finding = finding.clone();
+        async move { Ok(finding) }
     })
+    .await
 }
 
 fn summary(
