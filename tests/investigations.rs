@@ -56,10 +56,7 @@ async fn cascade(backend: Backend) {
         .wait_for(&["ServiceDown", "HighErrorRate"], "firing")
         .await;
     // Both HighErrorRate alerts (api and web) must be firing before the run looks.
-    incident
-        .prometheus
-        .wait_for_samples("ALERTS{alertstate=\"firing\",service=\"web\"}")
-        .await;
+    incident.wait_for_services(&["db", "api", "web"]).await;
     let run = incident.investigate(CASCADE_TEAM).await;
     let (report, result) = report_and_result(&run);
 
@@ -185,14 +182,9 @@ async fn two_independent_incidents_give_two_roots() {
     incident
         .wait_for(&["ServiceDown", "HighErrorRate"], "firing")
         .await;
-    for service in ["orders-db", "orders-api", "search-index", "search-api"] {
-        incident
-            .prometheus
-            .wait_for_samples(&format!(
-                "ALERTS{{alertstate=\"firing\",service=\"{service}\"}}"
-            ))
-            .await;
-    }
+    incident
+        .wait_for_services(&["orders-db", "orders-api", "search-index", "search-api"])
+        .await;
     let team = r#"
 name: two-stacks
 supervisor: { model: builtin:rules }
@@ -242,14 +234,9 @@ async fn a_shared_dependency_ranks_above_a_lone_failure() {
     incident
         .wait_for(&["ServiceDown", "HighErrorRate"], "firing")
         .await;
-    for service in ["db", "api", "batch", "reports", "cache"] {
-        incident
-            .prometheus
-            .wait_for_samples(&format!(
-                "ALERTS{{alertstate=\"firing\",service=\"{service}\"}}"
-            ))
-            .await;
-    }
+    incident
+        .wait_for_services(&["db", "api", "batch", "reports", "cache"])
+        .await;
     let team = r#"
 name: shared
 supervisor: { model: builtin:rules }

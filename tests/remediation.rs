@@ -40,14 +40,18 @@ async fn firing(incident: &Incident) {
     incident
         .wait_for(&["ServiceDown", "HighErrorRate"], "firing")
         .await;
-    for service in ["api", "web"] {
-        incident
-            .prometheus
-            .wait_for_samples(&format!(
-                "ALERTS{{alertstate=\"firing\",service=\"{service}\"}}"
-            ))
-            .await;
-    }
+    incident.wait_for_services(&["api", "web"]).await;
+}
+
+/// Waits (up to a minute) until `run` succeeded or failed.
+async fn ended(engine: &Engine, run: aiops_engine::RunId) -> aiops_engine::model::Run {
+    wait_for_status(
+        engine,
+        run,
+        &[RunStatus::Succeeded, RunStatus::Failed],
+        Duration::from_secs(60),
+    )
+    .await
 }
 
 /// Every silence in the Alertmanager at `url`.
@@ -282,13 +286,7 @@ async fn an_approved_silence_is_created_once_even_when_the_worker_dies_after_pos
 
     // Another worker takes the run over once the dead one's lease expires.
     let _second = spawn(worker_env(&am_url));
-    let run = wait_for_status(
-        &incident.engine,
-        run.id,
-        &[RunStatus::Succeeded, RunStatus::Failed],
-        Duration::from_secs(60),
-    )
-    .await;
+    let run = ended(&incident.engine, run.id).await;
     assert!(run.attempt >= 2, "taken over: attempt {}", run.attempt);
     let (report, result) = report_and_result(&run);
     let all = silences(&am_url).await;
@@ -393,13 +391,7 @@ async fn call(engine: &Engine, tool: &str, args: Value) -> aiops_engine::model::
         ))
         .await
         .expect("start");
-    wait_for_status(
-        engine,
-        run.id,
-        &[RunStatus::Succeeded, RunStatus::Failed],
-        Duration::from_secs(60),
-    )
-    .await
+    ended(engine, run.id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -510,13 +502,7 @@ async fn an_unreachable_prometheus_is_retried_then_fails_clearly() {
     let run = aiops_engine::agents::start_team_run(&engine, TeamRun::new("shop"))
         .await
         .expect("start");
-    let run = wait_for_status(
-        &engine,
-        run.id,
-        &[RunStatus::Succeeded, RunStatus::Failed],
-        Duration::from_secs(60),
-    )
-    .await;
+    let run = ended(&engine, run.id).await;
     assert_eq!(run.status, RunStatus::Failed);
     let error = run.error.expect("error");
     assert!(
@@ -573,13 +559,7 @@ async fn topology_and_ask_human_are_tools_like_the_others() {
         .answer_question(question.id, "yes, at 04:10", "carol")
         .await
         .expect("answer");
-    let run = wait_for_status(
-        &engine,
-        run.id,
-        &[RunStatus::Succeeded, RunStatus::Failed],
-        Duration::from_secs(30),
-    )
-    .await;
+    let run = ended(&engine, run.id).await;
     assert_eq!(
         run.output,
         Some(json!({ "answer": "yes, at 04:10", "answered_by": "carol" })),

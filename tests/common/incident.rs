@@ -113,6 +113,17 @@ impl Incident {
         }
     }
 
+    /// Waits until an alert of each of `services` (by its `service` label) fires.
+    pub async fn wait_for_services(&self, services: &[&str]) {
+        for service in services {
+            self.prometheus
+                .wait_for_samples(&format!(
+                    "ALERTS{{alertstate=\"firing\",service=\"{service}\"}}"
+                ))
+                .await;
+        }
+    }
+
     /// Applies `team_yaml` and runs its investigation of the firing alerts to the end.
     pub async fn investigate(&self, team_yaml: &str) -> Run {
         let (team, _) = self.engine.apply_team(team_yaml).await.expect("apply team");

@@ -88,11 +88,13 @@ impl Toolbox {
         args: Json,
     ) -> Result<ToolOutcome, StepError> {
         let key = format!("call/{}", key_segment(call_id));
+        let marker = format!("[aiops run={} step={}]", ctx.run_id(), ctx.full_key(&key));
+        let args = with_marker(tool, args, &marker);
         ctx.emit(
             EventKind::ToolCall,
             json!({ "call_id": call_id, "tool": tool, "args": args, "step_key": ctx.full_key(&key) }),
         )?;
-        let outcome = self.run(ctx, &key, tool, args).await?;
+        let outcome = self.run(ctx, &key, tool, args, marker).await?;
         let payload = match &outcome {
             ToolOutcome::Done(result) => {
                 json!({ "call_id": call_id, "tool": tool, "ok": true, "result": result })
@@ -114,7 +116,8 @@ impl Toolbox {
         ctx: &StepContext,
         key: &str,
         tool: &str,
-        mut args: Json,
+        args: Json,
+        marker: String,
     ) -> Result<ToolOutcome, StepError> {
         let Some(spec) = self.registry.get(tool) else {
             let known: Vec<&str> = self.registry.names().collect();
@@ -123,15 +126,6 @@ impl Toolbox {
         };
         if let Err(e) = spec.validate(&args) {
             return refuse(ctx, key, args, e.message).await;
-        }
-        // The marker that makes a repeated silence POST find the first one: part of
-        // what the person approves, so the approval shows exactly what is posted.
-        let marker = format!("[aiops run={} step={}]", ctx.run_id(), ctx.full_key(key));
-        if tool == "alertmanager_silence" {
-            let comment = args["comment"].as_str().unwrap_or_default();
-            if !comment.contains(&marker) {
-                args["comment"] = Json::String(format!("{comment} {marker}"));
-            }
         }
         match spec.policy {
             Policy::Auto => {}
@@ -286,6 +280,19 @@ impl Toolbox {
             .collect();
         json!({ "team": self.team.name, "nodes": nodes })
     }
+}
+
+/// A silence's comment carries `marker`, which makes a repeated POST find the first
+/// silence; it is added before anything is shown or asked, so the TOOL_CALL event and
+/// the approval show exactly what will be posted.
+fn with_marker(tool: &str, mut args: Json, marker: &str) -> Json {
+    if tool == "alertmanager_silence"
+        && let Some(comment) = args["comment"].as_str()
+        && !comment.contains(marker)
+    {
+        args["comment"] = Json::String(format!("{comment} {marker}"));
+    }
+    args
 }
 
 /// What a call's execution needs besides its arguments.
