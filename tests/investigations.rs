@@ -603,3 +603,48 @@ async fn team_runs_over_graphql() {
         );
     }
 }
+
+/// The result is checked against the team's own `output_schema`: a schema it meets
+/// passes, one it breaks fails the run with every problem and where.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_result_is_checked_against_the_teams_output_schema() {
+    let Some(incident) = Incident::start(Backend::Sqlite, false, |m| up(m, "db", 1.0)).await else {
+        return;
+    };
+    let alerts = json!([{ "labels": { "alertname": "HighErrorRate", "service": "api" } }]);
+    let with_schema = |name: &str, schema: &str| {
+        CASCADE_TEAM.replace(
+            "name: shop",
+            &format!("name: {name}\noutput_schema: {schema}"),
+        )
+    };
+    let met = with_schema(
+        "strict-ok",
+        r#"{ type: object, required: [summary, root_causes], properties: { root_causes: { type: array, minItems: 1 } } }"#,
+    );
+    let mut req = TeamRun::new("strict-ok");
+    req.alerts = Some(alerts.clone());
+    let run = incident.start_run(&met, req).await;
+    let run = incident.finish(run.id).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+
+    let broken = with_schema(
+        "strict-bad",
+        r#"{ type: object, required: [ticket], properties: { severity: { enum: [sev1, sev2] } } }"#,
+    );
+    let mut req = TeamRun::new("strict-bad");
+    req.alerts = Some(alerts);
+    let run = incident.start_run(&broken, req).await;
+    let run = incident.finish(run.id).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.expect("error");
+    assert!(
+        error.starts_with("the result does not match the team's output_schema: "),
+        "{error}"
+    );
+    assert!(
+        error.contains("\"ticket\" is a required property"),
+        "{error}"
+    );
+    assert!(error.contains("/severity: "), "{error}");
+}
