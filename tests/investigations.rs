@@ -648,3 +648,49 @@ async fn the_result_is_checked_against_the_teams_output_schema() {
     );
     assert!(error.contains("/severity: "), "{error}");
 }
+
+/// A real incident fires many alerts at once: 150 of them (far more than a model's
+/// 16 KiB tool result holds) are all read, routed and cited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_storm_of_alerts_is_read_whole() {
+    let Some(incident) = Incident::start(Backend::Sqlite, false, |m| {
+        up(m, "db", 1.0);
+        for i in 0..150 {
+            m.set(
+                "svc_errors",
+                &[("service", "api"), ("pod", &format!("api-{i:03}"))],
+                50.0,
+            );
+        }
+    })
+    .await
+    else {
+        return;
+    };
+    incident
+        .prometheus
+        .wait_for_samples("count(ALERTS{alertstate=\"firing\",service=\"api\"}) == 150")
+        .await;
+    let run = incident.investigate(CASCADE_TEAM).await;
+    let (report, result) = report_and_result(&run);
+    assert_eq!(
+        roots(&result),
+        vec![("api".to_owned(), "HighErrorRate".to_owned(), vec![])]
+    );
+    assert_eq!(result["root_causes"][0]["labels"]["service"], "api");
+    assert_eq!(report.matches("| firing | api |").count(), 150, "{report}");
+    let metric = result["root_causes"][0]["evidence"]
+        .as_array()
+        .expect("evidence")
+        .iter()
+        .find(|e| e["kind"] == "metric")
+        .cloned()
+        .expect("metric evidence");
+    assert!(
+        metric["summary"]
+            .as_str()
+            .expect("summary")
+            .contains("held for 150 series"),
+        "{metric:#}"
+    );
+}

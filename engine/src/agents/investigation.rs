@@ -39,6 +39,9 @@ const LEAD: chrono::Duration = chrono::Duration::minutes(5);
 /// The longest window looked at.
 const MAX_WINDOW: chrono::Duration = chrono::Duration::hours(6);
 const MAX_TASK_CHARS: usize = 10_000;
+/// The bound on what the supervisor reads whole (every firing alert, every alert
+/// rule): room for [`super::MAX_ALERTS`] alerts with their labels and annotations.
+const READ_ALL_BYTES: usize = 4 * 1024 * 1024;
 
 /// What a team run is asked: alerts (the Alertmanager webhook shape, or a list), a
 /// free-text task, or neither (the source's firing alerts).
@@ -171,7 +174,13 @@ async fn investigate(ctx: StepContext, registry: Registry) -> Result<Json, Workf
         .any(|a| a.state == AlertState::Firing && team.nodes.iter().any(|n| a.matches(&n.r#match)));
     let expressions = if has_prometheus && any_firing {
         match toolbox
-            .call(&supervisor, "rules", "prometheus_rules", json!({}))
+            .call_within(
+                &supervisor,
+                "rules",
+                "prometheus_rules",
+                json!({}),
+                READ_ALL_BYTES,
+            )
             .await?
         {
             ToolOutcome::Done(data) => rule_expressions(&data),
@@ -246,7 +255,10 @@ async fn firing_alerts(
             json!({ "active": true, "silenced": false, "inhibited": false }),
         )
     };
-    let data = match toolbox.call(supervisor, "alerts", tool, args).await? {
+    let data = match toolbox
+        .call_within(supervisor, "alerts", tool, args, READ_ALL_BYTES)
+        .await?
+    {
         ToolOutcome::Done(data) => data,
         ToolOutcome::Failed(message) => {
             return Err(WorkflowError::Failed(format!(

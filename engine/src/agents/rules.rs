@@ -25,6 +25,9 @@ const MAX_QUERIES_PER_NODE: usize = 5;
 /// Points per series asked of a range query: enough to show a trend, small enough
 /// to stay well inside a bounded tool result.
 const POINTS: i64 = 30;
+/// The analyst summarises what it reads (no model sees it): room for a few hundred
+/// series of [`POINTS`] points.
+const EVIDENCE_BYTES: usize = 256 * 1024;
 
 /// What one node's investigation starts from.
 pub struct NodeWork<'a> {
@@ -211,7 +214,7 @@ async fn metric_evidence(
         confirms: false,
     };
     match toolbox
-        .call(ctx, call_id, "prometheus_query_range", args)
+        .call_within(ctx, call_id, "prometheus_query_range", args, EVIDENCE_BYTES)
         .await?
     {
         ToolOutcome::Done(data) => {
@@ -278,7 +281,7 @@ async fn target_evidence(
 ) -> Result<Option<Evidence>, StepError> {
     let args = json!({ "query": query, "time": at.to_rfc3339() });
     let outcome = toolbox
-        .call(ctx, "targets", "prometheus_query", args)
+        .call_within(ctx, "targets", "prometheus_query", args, EVIDENCE_BYTES)
         .await?;
     let ToolOutcome::Done(data) = outcome else {
         return Ok(None);

@@ -78,14 +78,30 @@ impl Toolbox {
         lock(&self.findings).insert(node.to_owned(), finding);
     }
 
-    /// Calls `tool` with `args` as the durable step `call/<call_id>` of `ctx`.
-    /// Errors are only the engine's (a duplicate key…); a failed call is an outcome.
+    /// Calls `tool` with `args` as the durable step `call/<call_id>` of `ctx`, its
+    /// result bounded to [`MAX_RESULT_BYTES`] (what a model reads). Errors are only
+    /// the engine's (a duplicate key…); a failed call is an outcome.
     pub async fn call(
         &self,
         ctx: &StepContext,
         call_id: &str,
         tool: &str,
         args: Json,
+    ) -> Result<ToolOutcome, StepError> {
+        self.call_within(ctx, call_id, tool, args, MAX_RESULT_BYTES)
+            .await
+    }
+
+    /// [`Toolbox::call`] with another bound on the result: for code that reads the
+    /// whole answer itself (every firing alert, every alert rule) rather than
+    /// handing it to a model.
+    pub async fn call_within(
+        &self,
+        ctx: &StepContext,
+        call_id: &str,
+        tool: &str,
+        args: Json,
+        limit: usize,
     ) -> Result<ToolOutcome, StepError> {
         let key = format!("call/{}", key_segment(call_id));
         let marker = format!("[aiops run={} step={}]", ctx.run_id(), ctx.full_key(&key));
@@ -94,7 +110,7 @@ impl Toolbox {
             EventKind::ToolCall,
             json!({ "call_id": call_id, "tool": tool, "args": args, "step_key": ctx.full_key(&key) }),
         )?;
-        let outcome = self.run(ctx, &key, tool, args, marker).await?;
+        let outcome = self.run(ctx, &key, tool, args, marker, limit).await?;
         let payload = match &outcome {
             ToolOutcome::Done(result) => {
                 json!({ "call_id": call_id, "tool": tool, "ok": true, "result": result })
@@ -118,6 +134,7 @@ impl Toolbox {
         tool: &str,
         args: Json,
         marker: String,
+        limit: usize,
     ) -> Result<ToolOutcome, StepError> {
         let Some(spec) = self.registry.get(tool) else {
             let known: Vec<&str> = self.registry.names().collect();
@@ -178,7 +195,7 @@ impl Toolbox {
                 async move {
                     self.execute(tool, &args, &call)
                         .await
-                        .map(|value| bound(&value))
+                        .map(|value| bound(&value, limit))
                         .map_err(failure)
                 }
             })
@@ -364,14 +381,14 @@ fn failure(error: ToolError) -> StepFailure {
     }
 }
 
-/// `value` if its JSON fits in [`MAX_RESULT_BYTES`]; otherwise a note saying so with
-/// the beginning of it, so one large answer cannot crowd out everything else.
-pub fn bound(value: &Json) -> Json {
+/// `value` if its JSON fits in `limit` bytes; otherwise a note saying so with the
+/// beginning of it, so one large answer cannot crowd out everything else.
+pub fn bound(value: &Json, limit: usize) -> Json {
     let text = value.to_string();
-    if text.len() <= MAX_RESULT_BYTES {
+    if text.len() <= limit {
         return value.clone();
     }
-    let mut cut = MAX_RESULT_BYTES - 512;
+    let mut cut = limit.saturating_sub(512);
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -431,9 +448,9 @@ mod tests {
     #[test]
     fn small_results_pass_and_large_ones_are_cut_with_a_note() {
         let small = json!({ "a": 1 });
-        assert_eq!(bound(&small), small);
+        assert_eq!(bound(&small, MAX_RESULT_BYTES), small);
         let large = json!({ "s": "é".repeat(20_000) });
-        let cut = bound(&large);
+        let cut = bound(&large, MAX_RESULT_BYTES);
         assert_eq!(cut["truncated"], true);
         assert!(cut.to_string().len() <= MAX_RESULT_BYTES);
         assert!(cut["note"].as_str().unwrap().contains("ask for less"));
