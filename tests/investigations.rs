@@ -436,7 +436,6 @@ async fn bad_alerts_are_refused_before_a_run_is_stored() {
         .await
         .expect("runs");
     assert!(runs.items.is_empty(), "nothing stored");
-    let _ = RunStatus::Queued;
 }
 
 /// The README's three commands, as real processes: `serve` pointed at the real
