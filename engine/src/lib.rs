@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod llm;
 pub mod model;
 pub mod page;
 pub mod report;

@@ -1,0 +1,9 @@
+//! Language-model providers: their wire formats, written by hand as thin serde types
+//! (see `../shared/research/design-notes.md` §1), and the SSE decoding of streamed
+//! answers. Domain code: the durable core never imports it (`tests/architecture.rs`).
+//!
+//! In progress (issue 9): the OpenAI-compatible format and SSE decoding are here; the
+//! transport, Anthropic, Azure, classification and the breaker follow.
+
+pub mod openai;
+pub mod sse;
