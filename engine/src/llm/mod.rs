@@ -2,10 +2,11 @@
 //! (see `../shared/research/design-notes.md` §1), and the SSE decoding of streamed
 //! answers. Domain code: the durable core never imports it (`tests/architecture.rs`).
 //!
-//! In progress (issue 9): the OpenAI-compatible format, SSE decoding and the
-//! classification of failures are here; the transport, Anthropic, Azure and the
-//! breaker follow.
+//! In progress (issue 9): the OpenAI-compatible and Anthropic formats, SSE decoding
+//! and the classification of failures are here; the transport, Azure's URL and
+//! header, and the breaker follow.
 
+pub mod anthropic;
 pub mod classify;
 pub mod openai;
 pub mod sse;
