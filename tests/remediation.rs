@@ -356,10 +356,7 @@ impl Workflow for CallOneTool {
 async fn tool_engine(
     prometheus_url: &str,
 ) -> Option<(common::TestDb, Engine, tokio_util::sync::CancellationToken)> {
-    let db = common::TestDb::create(Backend::Sqlite).await?;
-    aiops_engine::database::migrate(&db.url, "aiops test")
-        .await
-        .expect("migrate");
+    let db = common::TestDb::migrated(Backend::Sqlite).await?;
     let engine = Engine::connect(
         &db.url,
         aiops_engine::EngineOptions {

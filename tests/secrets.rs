@@ -19,28 +19,6 @@ use tokio_util::sync::CancellationToken;
 const TOKEN: &str = "prom-bearer-7a1f3c9e55d04b2f";
 const PASSWORD: &str = "basic-pass-0e9d8c7b6a";
 
-async fn engine_with(url: &str, keyring: Option<Keyring>) -> Engine {
-    Engine::connect(
-        url,
-        EngineOptions {
-            config: fast_config(),
-            keyring: keyring.map(Arc::new),
-            application_name: "aiops test".into(),
-            ..EngineOptions::default()
-        },
-    )
-    .await
-    .expect("connect")
-}
-
-async fn fresh(backend: Backend) -> Option<TestDb> {
-    let db = TestDb::create(backend).await?;
-    aiops_engine::database::migrate(&db.url, "aiops test")
-        .await
-        .expect("migrate");
-    Some(db)
-}
-
 fn bearer(name: &str) -> NewAlertSource {
     NewAlertSource {
         name: name.into(),
@@ -71,12 +49,12 @@ async fn stored(url: &str, name: &str) -> String {
 }
 
 async fn at_rest(backend: Backend) {
-    let Some(db) = fresh(backend).await else {
+    let Some(db) = TestDb::migrated(backend).await else {
         return;
     };
     let ring = Keyring::new(&generate_key(), &[]).unwrap();
     let kid = ring.active_id().to_owned();
-    let engine = engine_with(&db.url, Some(ring)).await;
+    let engine = common::keyed_engine(&db.url, Some(ring)).await;
     let source = engine
         .create_alert_source(Caller::Local, bearer("prod"))
         .await
@@ -167,7 +145,7 @@ async fn at_rest(backend: Backend) {
     assert_eq!(engine.alert_sources().await.unwrap().len(), 2);
 
     // Without a key nothing is stored and nothing read.
-    let keyless = engine_with(&db.url, None).await;
+    let keyless = common::keyed_engine(&db.url, None).await;
     let err = keyless
         .create_alert_source(Caller::Local, bearer("nokey"))
         .await
@@ -183,11 +161,11 @@ both_backends!(
 );
 
 async fn rotation(backend: Backend) {
-    let Some(db) = fresh(backend).await else {
+    let Some(db) = TestDb::migrated(backend).await else {
         return;
     };
     let (k1, k2) = (generate_key(), generate_key());
-    let old = engine_with(&db.url, Some(Keyring::new(&k1, &[]).unwrap())).await;
+    let old = common::keyed_engine(&db.url, Some(Keyring::new(&k1, &[]).unwrap())).await;
     old.create_alert_source(Caller::Local, bearer("a"))
         .await
         .unwrap();
@@ -197,12 +175,12 @@ async fn rotation(backend: Backend) {
     let before = stored(&db.url, "a").await;
 
     // The new key alone cannot read the old values, and says which key is missing.
-    let new_only = engine_with(&db.url, Some(Keyring::new(&k2, &[]).unwrap())).await;
+    let new_only = common::keyed_engine(&db.url, Some(Keyring::new(&k2, &[]).unwrap())).await;
     let err = new_only.check_secrets().await.unwrap_err();
     assert!(err.to_string().contains("AIOPS_OLD_MASTER_KEYS"), "{err}");
 
     // New key active, old kept: old values decrypt; rotation moves them, once.
-    let both = engine_with(&db.url, Some(Keyring::new(&k2, &[&k1]).unwrap())).await;
+    let both = common::keyed_engine(&db.url, Some(Keyring::new(&k2, &[&k1]).unwrap())).await;
     assert_eq!(both.check_secrets().await.unwrap(), 2);
     let report = both.rotate_secrets(Caller::Local).await.unwrap();
     assert_eq!((report.rotated, report.current), (2, 0));
@@ -222,10 +200,11 @@ async fn rotation(backend: Backend) {
 both_backends!(rotation_reencrypts_and_old_keys_still_decrypt, rotation);
 
 async fn over_graphql(backend: Backend) {
-    let Some(db) = fresh(backend).await else {
+    let Some(db) = TestDb::migrated(backend).await else {
         return;
     };
-    let engine = engine_with(&db.url, Some(Keyring::new(&generate_key(), &[]).unwrap())).await;
+    let engine =
+        common::keyed_engine(&db.url, Some(Keyring::new(&generate_key(), &[]).unwrap())).await;
     let shutdown = CancellationToken::new();
     let addr = serve_api(&engine, shutdown.clone()).await;
     let admin = common::Api::new(&addr, Some(&token_for(&engine, "root", Role::Admin).await));
@@ -325,7 +304,7 @@ fn serve_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn serve_generates_a_key_on_sqlite_and_refuses_secrets_it_cannot_read() {
-    let Some(db) = fresh(Backend::Sqlite).await else {
+    let Some(db) = TestDb::migrated(Backend::Sqlite).await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -343,7 +322,7 @@ async fn serve_generates_a_key_on_sqlite_and_refuses_secrets_it_cannot_read() {
         assert_eq!(mode & 0o777, 0o600);
     }
     // A secret stored under that key (the CLI reads the same file).
-    let engine = engine_with(&db.url, Some(Keyring::new(key.trim(), &[]).unwrap())).await;
+    let engine = common::keyed_engine(&db.url, Some(Keyring::new(key.trim(), &[]).unwrap())).await;
     engine
         .create_alert_source(Caller::Local, bearer("prod"))
         .await
@@ -373,7 +352,7 @@ async fn serve_generates_a_key_on_sqlite_and_refuses_secrets_it_cannot_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cli_adds_lists_rotates_and_never_prints_the_secret() {
-    let Some(db) = fresh(Backend::Sqlite).await else {
+    let Some(db) = TestDb::migrated(Backend::Sqlite).await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -439,10 +418,11 @@ async fn the_cli_adds_lists_rotates_and_never_prints_the_secret() {
 }
 
 async fn default_source(backend: Backend) {
-    let Some(db) = fresh(backend).await else {
+    let Some(db) = TestDb::migrated(backend).await else {
         return;
     };
-    let bare = engine_with(&db.url, Some(Keyring::new(&generate_key(), &[]).unwrap())).await;
+    let bare =
+        common::keyed_engine(&db.url, Some(Keyring::new(&generate_key(), &[]).unwrap())).await;
     let err = bare.alert_source_for(None).await.unwrap_err();
     assert!(err.to_string().contains("AIOPS_PROMETHEUS_URL"), "{err}");
     // The environment's source, for teams that name none.

@@ -28,28 +28,6 @@ use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "whsec-3b9f0c1d2e4a5f68";
 
-async fn engine_with(url: &str, keyring: Option<Keyring>) -> Engine {
-    Engine::connect(
-        url,
-        EngineOptions {
-            config: fast_config(),
-            keyring: keyring.map(Arc::new),
-            application_name: "aiops test".into(),
-            ..EngineOptions::default()
-        },
-    )
-    .await
-    .expect("connect")
-}
-
-async fn fresh(backend: Backend) -> Option<TestDb> {
-    let db = TestDb::create(backend).await?;
-    aiops_engine::database::migrate(&db.url, "aiops test")
-        .await
-        .expect("migrate");
-    Some(db)
-}
-
 fn hook(name: &str, url: &str) -> NewWebhook {
     NewWebhook {
         name: name.into(),
@@ -100,12 +78,12 @@ fn operator() -> Principal {
 }
 
 async fn at_rest(backend: Backend) {
-    let Some(db) = fresh(backend).await else {
+    let Some(db) = TestDb::migrated(backend).await else {
         return;
     };
     let ring = Keyring::new(&generate_key(), &[]).unwrap();
     let kid = ring.active_id().to_owned();
-    let engine = engine_with(&db.url, Some(ring)).await;
+    let engine = common::keyed_engine(&db.url, Some(ring)).await;
     let created = engine
         .create_webhook(
             Caller::Local,
@@ -235,7 +213,7 @@ async fn at_rest(backend: Backend) {
     assert_eq!(engine.webhooks().await.unwrap().len(), 2);
 
     // Without a key nothing is stored.
-    let keyless = engine_with(&db.url, None).await;
+    let keyless = common::keyed_engine(&db.url, None).await;
     let err = keyless
         .create_webhook(Caller::Local, hook("nokey", "http://h/x"))
         .await
@@ -255,11 +233,11 @@ async fn at_rest(backend: Backend) {
 both_backends!(webhook_secrets_are_sealed_at_rest_and_checked, at_rest);
 
 async fn rotation(backend: Backend) {
-    let Some(db) = fresh(backend).await else {
+    let Some(db) = TestDb::migrated(backend).await else {
         return;
     };
     let (k1, k2) = (generate_key(), generate_key());
-    let old = engine_with(&db.url, Some(Keyring::new(&k1, &[]).unwrap())).await;
+    let old = common::keyed_engine(&db.url, Some(Keyring::new(&k1, &[]).unwrap())).await;
     old.create_webhook(Caller::Local, hook("restart", "http://h/restart"))
         .await
         .unwrap();
@@ -279,12 +257,12 @@ async fn rotation(backend: Backend) {
 
     let new_only = Keyring::new(&k2, &[]).unwrap();
     let new_kid = new_only.active_id().to_owned();
-    let new_only = engine_with(&db.url, Some(new_only)).await;
+    let new_only = common::keyed_engine(&db.url, Some(new_only)).await;
     let err = new_only.webhook_target("restart").await.unwrap_err();
     assert!(err.to_string().contains("AIOPS_OLD_MASTER_KEYS"), "{err}");
 
     // Rotation counts the webhook's secret with the source's, once.
-    let both = engine_with(&db.url, Some(Keyring::new(&k2, &[&k1]).unwrap())).await;
+    let both = common::keyed_engine(&db.url, Some(Keyring::new(&k2, &[&k1]).unwrap())).await;
     assert_eq!(both.check_secrets().await.unwrap(), 2);
     let report = both.rotate_secrets(Caller::Local).await.unwrap();
     assert_eq!((report.rotated, report.current), (2, 0));
@@ -319,10 +297,11 @@ async fn rotation(backend: Backend) {
 both_backends!(rotation_reseals_webhook_secrets, rotation);
 
 async fn over_graphql(backend: Backend) {
-    let Some(db) = fresh(backend).await else {
+    let Some(db) = TestDb::migrated(backend).await else {
         return;
     };
-    let engine = engine_with(&db.url, Some(Keyring::new(&generate_key(), &[]).unwrap())).await;
+    let engine =
+        common::keyed_engine(&db.url, Some(Keyring::new(&generate_key(), &[]).unwrap())).await;
     let shutdown = CancellationToken::new();
     let addr = serve_api(&engine, shutdown.clone()).await;
     let admin = common::Api::new(&addr, Some(&token_for(&engine, "root", Role::Admin).await));
@@ -409,7 +388,7 @@ both_backends!(webhooks_over_graphql_never_show_the_secret, over_graphql);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cli_adds_lists_rotates_and_removes_without_printing_the_secret() {
-    let Some(db) = fresh(Backend::Sqlite).await else {
+    let Some(db) = TestDb::migrated(Backend::Sqlite).await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -640,11 +619,12 @@ fn signature_verifies(secret: &str, received: &Received, body: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn actions_are_posted_signed_with_an_idempotency_key() {
-    let Some(db) = fresh(Backend::Sqlite).await else {
+    let Some(db) = TestDb::migrated(Backend::Sqlite).await else {
         return;
     };
     let (base, inbox) = receiver().await;
-    let engine = engine_with(&db.url, Some(Keyring::new(&generate_key(), &[]).unwrap())).await;
+    let engine =
+        common::keyed_engine(&db.url, Some(Keyring::new(&generate_key(), &[]).unwrap())).await;
     engine
         .create_webhook(Caller::Local, hook("restart", &format!("{base}/ok")))
         .await
@@ -798,7 +778,7 @@ impl aiops_engine::Workflow for WebhookCall {
 /// after a 503 carries the same Idempotency-Key (`run/step key`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approved_webhook_action_is_signed_and_its_retry_keeps_the_key() {
-    let Some(db) = fresh(Backend::Sqlite).await else {
+    let Some(db) = TestDb::migrated(Backend::Sqlite).await else {
         return;
     };
     let (url, inbox) = receiver().await;

@@ -84,10 +84,7 @@ impl Incident {
             false => None,
         };
         let prometheus = Prometheus::start(RULES, &[metrics.addr()], alertmanager.as_ref()).await?;
-        let db = TestDb::create(backend).await?;
-        aiops_engine::database::migrate(&db.url, "aiops test")
-            .await
-            .expect("migrate");
+        let db = TestDb::migrated(backend).await?;
         let engine = Engine::connect(&db.url, options(&prometheus, alertmanager.as_ref()))
             .await
             .expect("engine");

@@ -89,6 +89,32 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// A fresh database with the real migrations applied.
+    pub async fn migrated(backend: Backend) -> Option<TestDb> {
+        let db = TestDb::create(backend).await?;
+        database::migrate(&db.url, "aiops test")
+            .await
+            .expect("migrate");
+        Some(db)
+    }
+}
+
+/// An engine on the (migrated) database at `url` holding `keyring` for secrets at rest.
+pub async fn keyed_engine(url: &str, keyring: Option<aiops_engine::secrets::Keyring>) -> Engine {
+    Engine::connect(
+        url,
+        EngineOptions {
+            config: fast_config(),
+            keyring: keyring.map(std::sync::Arc::new),
+            application_name: "aiops test".into(),
+            ..EngineOptions::default()
+        },
+    )
+    .await
+    .expect("connect")
+}
+
 fn admin_url() -> String {
     std::env::var("AIOPS_TEST_PG_ADMIN_URL").unwrap_or_else(|_| PG_ADMIN_URL.to_owned())
 }

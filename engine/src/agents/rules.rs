@@ -55,10 +55,10 @@ pub async fn investigate_node(
     let ctx = ctx.branch("agent").branch(agent).branch("iter").branch(0);
     let mut evidence = Vec::new();
     if work.has_prometheus {
-        let mut names: Vec<&str> = work.firing.iter().map(|a| a.name.as_str()).collect();
-        names.dedup();
-        let names: Vec<&str> = names
-            .into_iter()
+        let names: Vec<&str> = work
+            .firing
+            .iter()
+            .map(|a| a.name.as_str())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .take(MAX_QUERIES_PER_NODE)

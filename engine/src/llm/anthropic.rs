@@ -225,7 +225,7 @@ impl StreamAccumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::sse::SseDecoder;
+    use crate::llm::sse::decode_split;
     use serde_json::json;
 
     const STREAM: &str = concat!(
@@ -250,10 +250,7 @@ mod tests {
     fn blocks_are_assembled_at_every_split() {
         let bytes = STREAM.as_bytes();
         for cut in 0..=bytes.len() {
-            let mut decoder = SseDecoder::default();
-            let mut events = decoder.push(&bytes[..cut]);
-            events.extend(decoder.push(&bytes[cut..]));
-            events.extend(decoder.finish());
+            let events = decode_split(bytes, cut);
             let mut acc = StreamAccumulator::default();
             let mut tokens = String::new();
             for e in events {

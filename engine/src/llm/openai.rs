@@ -294,7 +294,7 @@ pub enum StreamError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::sse::SseDecoder;
+    use crate::llm::sse::decode_split;
     use serde_json::json;
 
     /// Two parallel tool calls whose fragments interleave, text, a finish reason and
@@ -313,13 +313,9 @@ mod tests {
     );
 
     fn run(bytes: &[u8], cut: usize) -> (Completion, String) {
-        let mut decoder = SseDecoder::default();
         let mut acc = StreamAccumulator::default();
         let mut tokens = String::new();
-        let mut events = decoder.push(&bytes[..cut]);
-        events.extend(decoder.push(&bytes[cut..]));
-        events.extend(decoder.finish());
-        for e in events {
+        for e in decode_split(bytes, cut) {
             if let Some(t) = acc.push(&e.data).expect("chunk") {
                 tokens.push_str(&t);
             }
