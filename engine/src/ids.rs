@@ -79,3 +79,15 @@ id_type!(
     /// Identifies a remediation webhook.
     WebhookId
 );
+id_type!(
+    /// Identifies a language-model provider.
+    ProviderId
+);
+id_type!(
+    /// Identifies a provider credential.
+    CredentialId
+);
+id_type!(
+    /// Identifies a language model.
+    ModelId
+);

@@ -45,7 +45,10 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};
-pub use ids::{AlertSourceId, ApiKeyId, ApprovalId, QuestionId, RunId, TeamId, UserId, WebhookId};
+pub use ids::{
+    AlertSourceId, ApiKeyId, ApprovalId, CredentialId, ModelId, ProviderId, QuestionId, RunId,
+    TeamId, UserId, WebhookId,
+};
 pub use page::{KeyOf, Keyed, Page, PageRequest};
 pub use retry::{RetryPolicy, StepFailure};
 pub use stats::EngineStats;

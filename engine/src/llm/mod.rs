@@ -7,6 +7,10 @@
 //! header, and the breaker follow.
 
 pub mod anthropic;
+pub mod breaker;
+pub mod chat;
 pub mod classify;
+pub mod client;
+pub mod endpoint;
 pub mod openai;
 pub mod sse;

@@ -1,10 +1,11 @@
 //! The records the engine hands out: runs, steps, events, approvals, questions,
-//! teams, users, API keys, alert sources and webhooks. Plain data; reading and
+//! teams, users, API keys, alert sources, webhooks and language-model providers. Plain data; reading and
 //! writing them is the store's business, behind the engine.
 
 mod alert_source;
 mod api_key;
 mod approval;
+mod provider;
 mod question;
 mod run;
 mod step;
@@ -17,6 +18,7 @@ pub use crate::page::{KeyOf, Keyed, Page, PageRequest};
 pub use alert_source::{AlertSource, AuthKind};
 pub use api_key::ApiKey;
 pub use approval::Approval;
+pub use provider::{Credential, LanguageModel, ModelConnection, Provider, ProviderKind};
 pub use question::Question;
 pub use run::{Run, RunFilter};
 pub use step::Step;
