@@ -1,11 +1,13 @@
 //! Test harness: a fresh database per test (Postgres or SQLite) with the real
-//! migrations, an engine with short timings, and real worker processes.
+//! migrations, an engine with short timings, real worker processes, and a fake
+//! model provider speaking the real wire formats (`fake_llm`).
 //!
 //! Postgres tests skip with a message when no server answers, except under
 //! `CI=true`, where a missing Postgres fails them.
 
 #![allow(dead_code)]
 
+pub mod fake_llm;
 pub mod incident;
 pub mod prometheus;
 pub mod serve;
