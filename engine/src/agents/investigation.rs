@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
 use crate::context::StepContext;
+use crate::llm::client::LlmClient;
 use crate::retry::StepFailure;
 use crate::tools::{Registry, SourceClients};
 use crate::topology::TeamSpec;
@@ -25,10 +26,11 @@ use crate::workflow::{Workflow, WorkflowError, WorkflowFuture, WorkflowInfo};
 use crate::{Error, report};
 
 use super::alert::{Alert, AlertState};
-use super::ranking;
+use super::model_call::{Budget, Caller, fallback_list, wants_llm};
 use super::rules::{self, NodeWork, RULES_ANALYST};
 use super::silence;
 use super::toolbox::{ToolOutcome, Toolbox};
+use super::{node_team, prompts, ranking, supervisor};
 
 /// The workflow name team runs execute.
 pub const NAME: &str = "investigation";
@@ -85,18 +87,25 @@ struct Plan {
 
 pub struct Investigation {
     registry: Registry,
+    llm: LlmClient,
 }
 
 impl Investigation {
+    /// With the process's shared model client ([`crate::llm::shared_client`]).
     pub fn new(registry: Registry) -> Self {
-        Self { registry }
+        Self::with_llm(registry, crate::llm::shared_client().clone())
+    }
+
+    pub fn with_llm(registry: Registry, llm: LlmClient) -> Self {
+        Self { registry, llm }
     }
 }
 
 impl Workflow for Investigation {
     fn run(&self, ctx: StepContext) -> WorkflowFuture {
         let registry = self.registry.clone();
-        Box::pin(async move { investigate(ctx, registry).await })
+        let llm = self.llm.clone();
+        Box::pin(async move { investigate(ctx, registry, llm).await })
     }
 
     fn validate_input(&self, input: &Json) -> Result<(), String> {
@@ -119,7 +128,11 @@ impl Workflow for Investigation {
     }
 }
 
-async fn investigate(ctx: StepContext, registry: Registry) -> Result<Json, WorkflowError> {
+async fn investigate(
+    ctx: StepContext,
+    registry: Registry,
+    llm: LlmClient,
+) -> Result<Json, WorkflowError> {
     let (given, task) = Input::read(ctx.input()).map_err(WorkflowError::Failed)?;
     let Some(version_id) = ctx.run_info().team_version_id else {
         return Err(WorkflowError::Failed(
@@ -155,6 +168,11 @@ async fn investigate(ctx: StepContext, registry: Registry) -> Result<Json, Workf
     let toolbox = Toolbox::new(registry, engine.clone(), source, team.clone());
     let supervisor = ctx.branch("supervisor");
     let mut notes = Vec::new();
+    let caller = Caller {
+        client: llm,
+        budget: Budget::new(&team.limits),
+    };
+    let supervisor_models = fallback_list(&team.supervisor.model);
 
     let alerts = match given {
         Some(alerts) => alerts,
@@ -195,16 +213,38 @@ async fn investigate(ctx: StepContext, registry: Registry) -> Result<Json, Workf
     };
 
     // After the reads above, so their TOOL_RESULT events go out with it.
-    let plan: Plan = supervisor
+    let mut plan: Plan = supervisor
         .step("plan", |_| {
             let plan = plan(&team, &alerts, Utc::now());
             async move { Ok(plan) }
         })
         .await?;
-    let findings = run_nodes(&ctx, &toolbox, &team, &plan, &expressions, has_prometheus).await?;
+    if wants_llm(&supervisor_models)
+        && any_firing
+        && let Some(nodes) = supervisor::decide_nodes(
+            &supervisor,
+            &caller,
+            &team,
+            &supervisor_models,
+            &plan.alerts,
+            task.as_deref(),
+        )
+        .await?
+    {
+        plan.nodes = nodes;
+    }
+    let nodes = Nodes {
+        toolbox: &toolbox,
+        caller: &caller,
+        team: &team,
+        plan: &plan,
+        expressions: &expressions,
+        has_prometheus,
+    };
+    let findings = nodes.run(&ctx).await?;
     let root_causes = ranking::rank(&team, &findings);
     let actions = silence::propose(&supervisor, &toolbox, &team, &root_causes).await?;
-    let analysis = report::Analysis {
+    let mut analysis = report::Analysis {
         team: team_name,
         team_version,
         analyst: RULES_ANALYST.to_owned(),
@@ -217,20 +257,59 @@ async fn investigate(ctx: StepContext, registry: Registry) -> Result<Json, Workf
         actions,
         notes,
     };
-    let result = report::structured(&analysis);
     let schema = team
         .output_schema
         .clone()
         .unwrap_or_else(report::default_output_schema);
-    if let Err(problems) = report::validate(&result, &schema) {
-        return Err(WorkflowError::Failed(format!(
-            "the result does not match the team's output_schema: {}",
-            problems.join("; ")
-        )));
+    let mut result = None;
+    if wants_llm(&supervisor_models) && caller.budget.exhausted().is_none() {
+        match supervisor::write_result(
+            &supervisor,
+            &caller,
+            &team,
+            &supervisor_models,
+            &analysis,
+            &schema,
+        )
+        .await?
+        {
+            supervisor::Written::Result { result: r, model } => {
+                if let Some(summary) = r["summary"].as_str() {
+                    analysis
+                        .notes
+                        .push(format!("Supervisor's summary: {summary}"));
+                }
+                analysis.analyst =
+                    format!("{model} (language model; evidence and ranking by the topology)");
+                result = Some(r);
+            }
+            supervisor::Written::Rules { reason } => {
+                analysis.notes.push(format!("rule-based result: {reason}"));
+            }
+        }
     }
+    if let Some(why) = caller.budget.exhausted() {
+        analysis
+            .notes
+            .push(format!("The investigation stopped early: {why}."));
+    }
+    let result = match result {
+        Some(r) => r,
+        None => {
+            let r = report::structured(&analysis);
+            if let Err(problems) = report::validate(&r, &schema) {
+                return Err(WorkflowError::Failed(format!(
+                    "the result does not match the team's output_schema: {}",
+                    problems.join("; ")
+                )));
+            }
+            r
+        }
+    };
     Ok(json!({
         "report": report::render(&analysis),
         "result": result,
+        "prompts": prompts::ALL.iter().map(|p| p.id()).collect::<Vec<_>>(),
     }))
 }
 
@@ -328,75 +407,100 @@ fn plan(team: &TeamSpec, alerts: &[Alert], now: DateTime<Utc>) -> Plan {
     }
 }
 
-/// Investigates the planned nodes, dependencies first, up to [`NODE_CONCURRENCY`]
-/// at once. Step keys come from node ids, so the order nodes finish in does not
-/// matter to a replay.
-async fn run_nodes(
-    ctx: &StepContext,
-    toolbox: &Toolbox,
-    team: &TeamSpec,
-    plan: &Plan,
-    expressions: &BTreeMap<String, String>,
+/// The node investigations of a run.
+struct Nodes<'a> {
+    toolbox: &'a Toolbox,
+    caller: &'a Caller,
+    team: &'a TeamSpec,
+    plan: &'a Plan,
+    expressions: &'a BTreeMap<String, String>,
     has_prometheus: bool,
-) -> Result<Vec<report::NodeFinding>, WorkflowError> {
-    let planned: BTreeSet<&str> = plan.nodes.iter().map(String::as_str).collect();
-    let mut done: BTreeMap<String, report::NodeFinding> = BTreeMap::new();
-    let mut started: BTreeSet<&str> = BTreeSet::new();
-    let mut running = FuturesUnordered::new();
-    loop {
-        for id in &plan.nodes {
-            if running.len() >= NODE_CONCURRENCY {
-                break;
-            }
-            let Some(node) = team.node(id) else { continue };
-            let ready = node
-                .depends_on
-                .iter()
-                .filter(|d| planned.contains(d.as_str()))
-                .all(|d| done.contains_key(d));
-            if !ready || started.contains(id.as_str()) {
-                continue;
-            }
-            started.insert(id.as_str());
-            let (firing, context): (Vec<Alert>, Vec<Alert>) = plan
-                .alerts
-                .iter()
-                .filter(|r| r.nodes.contains(id))
-                .map(|r| r.alert.clone())
-                .partition(|a| a.state == AlertState::Firing);
-            // Findings are cloned in: a node's dependencies finished before it started.
-            let upstream: Vec<report::NodeFinding> = node
-                .depends_on
-                .iter()
-                .filter_map(|d| done.get(d).cloned())
-                .collect();
-            let node_ctx = ctx.branch("node").branch(id);
-            let window = (plan.window_start, plan.window_end);
-            running.push(async move {
-                let upstream_refs: Vec<&report::NodeFinding> = upstream.iter().collect();
-                let work = NodeWork {
-                    node,
-                    firing,
-                    context,
-                    upstream: upstream_refs,
-                    expressions,
-                    window,
-                    has_prometheus,
+}
+
+impl Nodes<'_> {
+    /// Investigates the planned nodes, dependencies first, up to [`NODE_CONCURRENCY`]
+    /// at once. Step keys come from node ids, so the order nodes finish in does not
+    /// matter to a replay.
+    async fn run(&self, ctx: &StepContext) -> Result<Vec<report::NodeFinding>, WorkflowError> {
+        let plan = self.plan;
+        let planned: BTreeSet<&str> = plan.nodes.iter().map(String::as_str).collect();
+        let mut done: BTreeMap<String, report::NodeFinding> = BTreeMap::new();
+        let mut started: BTreeSet<&str> = BTreeSet::new();
+        let mut running = FuturesUnordered::new();
+        loop {
+            for id in &plan.nodes {
+                if running.len() >= NODE_CONCURRENCY {
+                    break;
+                }
+                let Some(node) = self.team.node(id) else {
+                    continue;
                 };
-                rules::investigate_node(&node_ctx, toolbox, work).await
-            });
+                let ready = node
+                    .depends_on
+                    .iter()
+                    .filter(|d| planned.contains(d.as_str()))
+                    .all(|d| done.contains_key(d));
+                if !ready || started.contains(id.as_str()) {
+                    continue;
+                }
+                started.insert(id.as_str());
+                let (firing, context): (Vec<Alert>, Vec<Alert>) = plan
+                    .alerts
+                    .iter()
+                    .filter(|r| r.nodes.contains(id))
+                    .map(|r| r.alert.clone())
+                    .partition(|a| a.state == AlertState::Firing);
+                // Findings are cloned in: a node's dependencies finished before it started.
+                let upstream: Vec<report::NodeFinding> = node
+                    .depends_on
+                    .iter()
+                    .filter_map(|d| done.get(d).cloned())
+                    .collect();
+                let node_ctx = ctx.branch("node").branch(id);
+                let window = (plan.window_start, plan.window_end);
+                let models = fallback_list(
+                    node.supervisor
+                        .as_ref()
+                        .map_or(&self.team.supervisor.model, |s| &s.model),
+                );
+                running.push(async move {
+                    let upstream_refs: Vec<&report::NodeFinding> = upstream.iter().collect();
+                    let work = NodeWork {
+                        node,
+                        firing,
+                        context,
+                        upstream: upstream_refs,
+                        expressions: self.expressions,
+                        window,
+                        has_prometheus: self.has_prometheus,
+                    };
+                    if wants_llm(&models) && !node.agents.is_empty() {
+                        node_team::investigate_node(
+                            &node_ctx,
+                            self.caller,
+                            self.toolbox,
+                            &models,
+                            self.team.limits.max_iterations,
+                            work,
+                        )
+                        .await
+                    } else {
+                        rules::investigate_node(&node_ctx, self.toolbox, work).await
+                    }
+                });
+            }
+            let Some(finished) = running.next().await else {
+                break;
+            };
+            let finding = finished?;
+            self.toolbox.record_finding(
+                &finding.node,
+                json!({ "status": finding.status, "summary": finding.summary }),
+            );
+            done.insert(finding.node.clone(), finding);
         }
-        let Some(finished) = running.next().await else {
-            break;
-        };
-        let finding = finished?;
-        toolbox.record_finding(
-            &finding.node,
-            json!({ "status": finding.status, "summary": finding.summary }),
-        );
-        done.insert(finding.node.clone(), finding);
+        Ok(plan.nodes.iter().filter_map(|id| done.remove(id)).collect())
     }
-    Ok(plan.nodes.iter().filter_map(|id| done.remove(id)).collect())
 }
 
 /// Alert name → the rule's expression, from `/api/v1/rules`.

@@ -441,6 +441,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl Toolbox {
+    /// The named tools as a model is offered them (unknown names are left out: team
+    /// validation already refused them).
+    pub fn tool_specs(&self, names: &[String]) -> Vec<crate::llm::chat::ToolSpec> {
+        names
+            .iter()
+            .filter_map(|n| self.registry.get(n))
+            .map(|t| crate::llm::chat::ToolSpec {
+                name: t.name.to_owned(),
+                description: t.description.to_owned(),
+                parameters: t.parameters.clone(),
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,3 +193,4 @@ impl Engine {
         store::listener::ping(&self.inner.db).await
     }
 }
+mod model_stub;

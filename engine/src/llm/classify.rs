@@ -54,7 +54,8 @@ pub fn classify(
                 if lower.contains("context_length")
                     || lower.contains("context length")
                     || lower.contains("maximum context")
-                    || lower.contains("too many tokens") =>
+                    || lower.contains("too many tokens")
+                    || lower.contains("prompt is too long") =>
             {
                 return Classified {
                     verdict: Verdict::Permanent,

@@ -103,8 +103,9 @@ impl ToolDefinition {
 /// One `data:` payload of the stream.
 #[derive(Debug, Deserialize)]
 struct Chunk {
+    // `Option` throughout: some compatible servers send explicit `null`s.
     #[serde(default)]
-    choices: Vec<ChunkChoice>,
+    choices: Option<Vec<ChunkChoice>>,
     #[serde(default)]
     usage: Option<WireUsage>,
     #[serde(default)]
@@ -114,7 +115,7 @@ struct Chunk {
 #[derive(Debug, Deserialize)]
 struct ChunkChoice {
     #[serde(default)]
-    delta: Delta,
+    delta: Option<Delta>,
     #[serde(default)]
     finish_reason: Option<String>,
 }
@@ -124,12 +125,14 @@ struct Delta {
     #[serde(default)]
     content: Option<String>,
     #[serde(default)]
-    tool_calls: Vec<ToolCallChunk>,
+    tool_calls: Option<Vec<ToolCallChunk>>,
 }
 
 #[derive(Debug, Deserialize)]
 struct ToolCallChunk {
-    index: usize,
+    /// Absent on some compatibility layers: then the fragment's position counts.
+    #[serde(default)]
+    index: Option<usize>,
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
@@ -146,7 +149,9 @@ struct FunctionChunk {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub struct WireUsage {
+    #[serde(default)]
     pub prompt_tokens: u64,
+    #[serde(default)]
     pub completion_tokens: u64,
 }
 
@@ -232,18 +237,28 @@ impl StreamAccumulator {
         }
         let mut added = String::new();
         // Azure sends chunks with no choices (`prompt_filter_results`) first.
-        for choice in chunk.choices {
-            if let Some(text) = choice.delta.content {
+        for choice in chunk.choices.unwrap_or_default() {
+            let delta = choice.delta.unwrap_or_default();
+            if let Some(text) = delta.content {
                 added.push_str(&text);
             }
-            for part in choice.delta.tool_calls {
-                let call = self.pending.entry(part.index).or_default();
-                if let Some(id) = part.id {
+            for (position, part) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
+                let call = self
+                    .pending
+                    .entry(part.index.unwrap_or(position))
+                    .or_default();
+                // The id and name come once; servers that repeat them (or send an
+                // empty id later) must not blank or double them.
+                if let Some(id) = part.id.filter(|id| !id.is_empty())
+                    && call.id.is_empty()
+                {
                     call.id = id;
                 }
                 if let Some(f) = part.function {
-                    if let Some(name) = f.name {
-                        call.name.push_str(&name);
+                    if let Some(name) = f.name.filter(|n| !n.is_empty())
+                        && call.name.is_empty()
+                    {
+                        call.name = name;
                     }
                     if let Some(args) = f.arguments {
                         call.arguments.push_str(&args);
@@ -372,6 +387,30 @@ mod tests {
         assert!(
             err.starts_with("the arguments of t are not valid JSON"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn explicit_nulls_missing_indexes_and_repeated_names_are_tolerated() {
+        let mut acc = StreamAccumulator::default();
+        for data in [
+            r#"{"choices":null,"usage":null}"#,
+            r#"{"choices":[{"delta":null,"finish_reason":null}]}"#,
+            r#"{"choices":[{"delta":{"content":null,"tool_calls":null}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"c1","function":{"name":"q","arguments":"{\"a\""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"","function":{"name":"q","arguments":":1}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":3}}"#,
+        ] {
+            acc.push(data).unwrap();
+        }
+        let c = acc.finish();
+        assert_eq!(c.tool_calls.len(), 1);
+        assert_eq!(c.tool_calls[0].id, "c1");
+        assert_eq!(c.tool_calls[0].name, "q");
+        assert_eq!(c.tool_calls[0].arguments, Ok(json!({"a": 1})));
+        assert_eq!(
+            c.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Some((3, 0))
         );
     }
 
