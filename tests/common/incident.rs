@@ -59,7 +59,17 @@ impl Incident {
         with_alertmanager: bool,
         set: impl FnOnce(&MetricsEndpoint),
     ) -> Option<Incident> {
-        Self::launch(backend, with_alertmanager, true, set).await
+        Self::launch(backend, with_alertmanager, true, None, set).await
+    }
+
+    /// Like [`Incident::start`], with the investigations calling models through `llm`
+    /// (short timeouts, a breaker of its own).
+    pub async fn with_llm(
+        backend: Backend,
+        llm: aiops_engine::llm::client::LlmClient,
+        set: impl FnOnce(&MetricsEndpoint),
+    ) -> Option<Incident> {
+        Self::launch(backend, false, true, Some(llm), set).await
     }
 
     /// Like [`Incident::start`], with no worker: runs wait for one the test starts.
@@ -68,13 +78,14 @@ impl Incident {
         with_alertmanager: bool,
         set: impl FnOnce(&MetricsEndpoint),
     ) -> Option<Incident> {
-        Self::launch(backend, with_alertmanager, false, set).await
+        Self::launch(backend, with_alertmanager, false, None, set).await
     }
 
     async fn launch(
         backend: Backend,
         with_alertmanager: bool,
         worker: bool,
+        llm: Option<aiops_engine::llm::client::LlmClient>,
         set: impl FnOnce(&MetricsEndpoint),
     ) -> Option<Incident> {
         let metrics = MetricsEndpoint::start().await;
@@ -85,9 +96,21 @@ impl Incident {
         };
         let prometheus = Prometheus::start(RULES, &[metrics.addr()], alertmanager.as_ref()).await?;
         let db = TestDb::migrated(backend).await?;
-        let engine = Engine::connect(&db.url, options(&prometheus, alertmanager.as_ref()))
-            .await
-            .expect("engine");
+        let mut options = options(&prometheus, alertmanager.as_ref());
+        if let Some(llm) = llm {
+            options.workflows = aiops_engine::agents::register_with(Workflows::default(), llm);
+            // Model calls retry fast here (the product waits 1 s, 2 s, 4 s).
+            options.config.retry = aiops_engine::RetryPolicy {
+                initial: Duration::from_millis(50),
+                max_delay: Duration::from_millis(200),
+                ..aiops_engine::RetryPolicy::default()
+            };
+            // Provider credentials are sealed at rest: a keyring is needed.
+            options.keyring = Some(std::sync::Arc::new(
+                aiops_engine::secrets::Keyring::new(&"7".repeat(64), &[]).expect("test key"),
+            ));
+        }
+        let engine = Engine::connect(&db.url, options).await.expect("engine");
         let shutdown = CancellationToken::new();
         tokio::spawn(engine.clone().listen(shutdown.clone()));
         if worker {

@@ -1,0 +1,567 @@
+//! Teams on language models: a real Prometheus holds the incident's metrics, a fake
+//! provider (real HTTP on loopback, `tests/common/fake_llm.rs`) plays the models in
+//! the OpenAI, Azure and Anthropic wire formats, and the investigation runs to its
+//! report. Checked: the durable step keys, dependency order, tool calls answered with
+//! real data, fallbacks and breakers, approvals, questions, budgets, repairs, usage.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aiops_engine::agents::TeamRun;
+use aiops_engine::llm::breaker::{BreakerConfig, BreakerState, Breakers};
+use aiops_engine::llm::client::{CallLimits, LlmClient};
+use aiops_engine::model::{ProviderKind, Step};
+use aiops_engine::secrets::Secret;
+use aiops_engine::{Caller, Decision, Engine, NewModel, NewProvider, RunStatus, StepStatus};
+use common::fake_llm::{FakeLlm, Reply, Seen};
+use common::incident::{Incident, report_and_result};
+use common::prometheus::MetricsEndpoint;
+use common::{Backend, wait_for_status};
+use serde_json::{Value, json};
+
+const KEY: &str = "sk-test-0123456789abcdef";
+
+/// db ← api ← web on the model `brain`; one metrics agent per node.
+const TEAM: &str = r#"
+name: shop
+supervisor: { model: [brain] }
+nodes:
+  - id: db
+    kind: postgres
+    match: { service: db }
+    agents: [{ id: metrics, role: Metrics analyst, tools: [prometheus_query, ask_human] }]
+  - id: api
+    kind: service
+    depends_on: [db]
+    match: { service: api }
+    agents: [{ id: metrics, tools: [prometheus_query] }]
+  - id: web
+    kind: service
+    depends_on: [api]
+    match: { service: web }
+    agents: [{ id: metrics, tools: [prometheus_query] }]
+"#;
+
+fn client(breaker_open: Duration) -> LlmClient {
+    LlmClient::new(
+        Arc::new(Breakers::new(BreakerConfig {
+            open_for: breaker_open,
+            ..BreakerConfig::default()
+        })),
+        CallLimits {
+            connect: Duration::from_secs(2),
+            read: Duration::from_millis(700),
+            deadline: Duration::from_secs(10),
+        },
+    )
+}
+
+fn cascade_metrics(m: &MetricsEndpoint) {
+    m.set("svc_up", &[("service", "db")], 0.0);
+    m.set("svc_up", &[("service", "api")], 1.0);
+    m.set("svc_up", &[("service", "web")], 1.0);
+}
+
+/// The alerts of the cascade, given to the run (the webhook shape).
+fn alerts() -> Value {
+    let alert = |name: &str, service: &str, severity: &str| {
+        json!({ "status": "firing", "startsAt": "2026-12-01T06:00:00Z", "annotations": {},
+                "labels": { "alertname": name, "service": service, "severity": severity } })
+    };
+    json!({ "version": "4", "status": "firing", "alerts": [
+        alert("ServiceDown", "db", "critical"),
+        alert("HighErrorRate", "api", "warning"),
+        alert("HighErrorRate", "web", "warning"),
+    ]})
+}
+
+/// Starts the incident and stores `brain` (and `spare`) on the fake provider.
+async fn start(backend: Backend, kind: ProviderKind, llm: LlmClient) -> Option<(Incident, FakeLlm)> {
+    let incident = Incident::with_llm(backend, llm, cascade_metrics).await?;
+    incident.prometheus.wait_for_samples("svc_up").await;
+    let fake = FakeLlm::start_with_key(KEY).await;
+    configure(&incident.engine, &fake, kind).await;
+    Some((incident, fake))
+}
+
+async fn configure(engine: &Engine, fake: &FakeLlm, kind: ProviderKind) {
+    engine
+        .create_credential(Caller::Local, "fake-key", Secret::new(KEY))
+        .await
+        .expect("credential");
+    let (base_url, version) = match kind {
+        ProviderKind::OpenAi => (fake.openai_url(), None),
+        ProviderKind::AzureOpenAi => (fake.base_url(), Some("2024-10-21".to_owned())),
+        ProviderKind::Anthropic => (fake.base_url(), None),
+    };
+    engine
+        .create_provider(
+            Caller::Local,
+            NewProvider {
+                name: "fake".into(),
+                kind,
+                base_url,
+                azure_api_version: version,
+                credential: Some("fake-key".into()),
+            },
+        )
+        .await
+        .expect("provider");
+    for (name, upstream) in [("brain", "brain-1"), ("spare", "spare-1")] {
+        let mut model = NewModel::new(name, "fake", upstream);
+        model.input_price_per_mtok = 100.0;
+        model.output_price_per_mtok = 200.0;
+        engine.create_model(Caller::Local, model).await.expect("model");
+    }
+}
+
+/// The text between `start` and the next `end`.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let len = text[from..].find(end)?;
+    Some(&text[from..from + len])
+}
+
+/// A valid result for the default output schema.
+fn valid_result() -> Value {
+    json!({
+        "summary": "db is down; api and web fail because of it",
+        "severity": "critical",
+        "root_causes": [{ "node": "db", "alert": "ServiceDown", "confidence": 0.9,
+                          "evidence": ["svc_up{service=\"db\"} == 0 over the window"] }],
+        "actions": [{ "description": "restore db", "tool": null, "status": "suggested" }]
+    })
+}
+
+/// A competent team: the supervisor picks web (its dependencies come along), each
+/// node supervisor delegates once to its metrics agent, which queries Prometheus and
+/// reports; the finding follows the data the agent got.
+fn brain(seen: &Seen) -> Reply {
+    let system = seen.system_text();
+    if system.contains("Decide which nodes to investigate") {
+        return Reply::json(json!({ "nodes": ["web"], "reason": "web alerts, follow its dependencies" }));
+    }
+    if system.contains("Write the structured result") {
+        return Reply::json(valid_result());
+    }
+    if let Some(node) = between(&system, "You supervise the investigation of node \"", "\"") {
+        let last = seen.last_user_text();
+        return match last.strip_prefix("Report of agent metrics:\n") {
+            None => Reply::json(json!({ "delegate": { "agent": "metrics", "task": format!("check whether {node} is up") } })),
+            Some(report) => {
+                let status = if report.contains("DOWN") { "failing" } else { "degraded" };
+                Reply::json(json!({ "finding": { "status": status, "summary": format!("{node}: {report}") } }))
+            }
+        };
+    }
+    if let Some(node) = between(&system, "investigating node \"", "\"") {
+        let results = seen.tool_results();
+        return match results.first() {
+            // An id with a slash and a space: it must be escaped into one key segment.
+            None => Reply::tool_calls([(
+                format!("call/{node} 1"),
+                "prometheus_query",
+                json!({ "query": format!("svc_up{{service=\"{node}\"}}") }),
+            )]),
+            Some((_, content)) => {
+                let down = content.contains("\"0\"");
+                Reply::text(if down { "svc_up is 0: DOWN" } else { "svc_up is 1: up" })
+            }
+        };
+    }
+    Reply::status(400, Some(json!({ "error": { "message": format!("unexpected prompt: {system}") } })))
+}
+
+async fn run_team(incident: &Incident, team: &str) -> aiops_engine::model::Run {
+    incident
+        .start_run(
+            team,
+            TeamRun {
+                alerts: Some(alerts()),
+                ..TeamRun::new("shop")
+            },
+        )
+        .await
+}
+
+fn step<'a>(steps: &'a [Step], key: &str) -> &'a Step {
+    steps
+        .iter()
+        .find(|s| s.key == key)
+        .unwrap_or_else(|| panic!("no step {key}: {:?}", steps.iter().map(|s| &s.key).collect::<Vec<_>>()))
+}
+
+async fn hierarchical_team(backend: Backend, kind: ProviderKind) {
+    let Some((incident, fake)) = start(backend, kind, client(Duration::from_secs(30))).await else {
+        return;
+    };
+    fake.respond("brain-1", brain);
+    let run = run_team(&incident, TEAM).await;
+    let run = incident.finish(run.id).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    let (report, result) = report_and_result(&run);
+    assert_eq!(result, valid_result());
+    assert!(report.contains("Supervisor's summary: db is down"), "{report}");
+    assert!(report.contains("brain (language model"), "{report}");
+    // The finding of db cites the query its agent really ran.
+    assert!(report.contains("svc_up{service="), "{report}");
+
+    let steps = incident.engine.steps(run.id).await.expect("steps");
+    step(&steps, "supervisor/decide/llm");
+    step(&steps, "node/db/supervisor/round/0/llm");
+    step(&steps, "node/db/agent/metrics/round/0/iter/0/llm");
+    let call = step(&steps, "node/db/agent/metrics/round/0/iter/0/call/call%2Fdb 1");
+    assert_eq!(call.status, StepStatus::Succeeded);
+    assert_eq!(call.input, Some(json!({ "query": "svc_up{service=\"db\"}" })));
+    step(&steps, "node/db/agent/metrics/round/0/iter/1/llm");
+    step(&steps, "node/db/supervisor/round/1/llm");
+    step(&steps, "node/web/supervisor/finding");
+    step(&steps, "supervisor/report/llm");
+    // The prompt version is recorded with each model call, and in the output.
+    let decide = step(&steps, "supervisor/decide/llm");
+    assert_eq!(decide.input.as_ref().unwrap()["prompt"], "supervisor@1");
+    assert!(run.output.as_ref().unwrap()["prompts"].as_array().unwrap().contains(&json!("agent@1")));
+
+    // Dependency order: every call about api comes after db's last, web after api's.
+    let requests = fake.requests();
+    let about = |node: &str| -> Vec<usize> {
+        requests
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.system_text().contains(&format!("node \"{node}\"")))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (db, api, web) = (about("db"), about("api"), about("web"));
+    assert_eq!((db.len(), api.len(), web.len()), (4, 4, 4), "two supervisor rounds and two agent turns per node");
+    assert!(db.iter().max() < api.iter().min() && api.iter().max() < web.iter().min());
+    // The credential went out in the provider's own header, and nowhere else.
+    let first = &requests[0];
+    match kind {
+        ProviderKind::OpenAi => assert_eq!(first.headers["authorization"], format!("Bearer {KEY}")),
+        ProviderKind::AzureOpenAi => {
+            assert_eq!(first.headers["api-key"], KEY);
+            assert!(first.path.starts_with("/openai/deployments/brain-1/chat/completions?api-version=2024-10-21"), "{}", first.path);
+        }
+        ProviderKind::Anthropic => {
+            assert_eq!(first.headers["x-api-key"], KEY);
+            assert!(first.headers.contains_key("anthropic-version"));
+        }
+    }
+
+    // Usage: every call's tokens (the fake reports 100 in, 20 out) and cost at the
+    // model's prices, summed over the steps into the run's.
+    let calls = requests.len() as u64;
+    let total: aiops_engine::Usage = steps.iter().map(|s| s.usage).sum();
+    assert_eq!((total.input_tokens, total.output_tokens), (100 * calls, 20 * calls));
+    let expected_cost = calls as f64 * (100.0 * 100.0 + 20.0 * 200.0) / 1e6;
+    assert!((total.cost_usd - expected_cost).abs() < 1e-9, "{} vs {expected_cost}", total.cost_usd);
+    let events = incident.engine.events(run.id, 0, 10_000).await.expect("events");
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(!text.contains(KEY), "the key is in an event");
+    assert!(!text.contains("LLM_TOKEN"), "live tokens are not stored");
+    let stored = serde_json::to_string(&steps.iter().map(|s| (&s.input, &s.output, &s.error)).collect::<Vec<_>>()).unwrap();
+    assert!(!stored.contains(KEY), "the key is in a step");
+}
+
+#[tokio::test]
+async fn hierarchical_team_on_openai_wire_postgres() {
+    hierarchical_team(Backend::Postgres, ProviderKind::OpenAi).await;
+}
+
+#[tokio::test]
+async fn hierarchical_team_on_anthropic_wire() {
+    hierarchical_team(Backend::Sqlite, ProviderKind::Anthropic).await;
+}
+
+#[tokio::test]
+async fn hierarchical_team_on_azure_wire() {
+    hierarchical_team(Backend::Sqlite, ProviderKind::AzureOpenAi).await;
+}
+
+/// The team with a fallback list: `[brain, spare]`.
+fn with_spare(team: &str) -> String {
+    team.replace("model: [brain]", "model: [brain, spare]")
+}
+
+#[tokio::test]
+async fn faults_end_in_a_retry_or_the_fallback_never_a_hang() {
+    let Some((incident, fake)) = start(Backend::Sqlite, ProviderKind::OpenAi, client(Duration::from_secs(30))).await else {
+        return;
+    };
+    // The primary fails every way there is, one fault per call; each call is retried
+    // once on it, then goes to the spare, which answers.
+    fake.script(
+        "brain-1",
+        [
+            Reply::status(500, None),
+            Reply::rate_limited(50),
+            Reply::stall(Duration::from_secs(3)),
+            Reply::drop_after(2),
+            Reply::error_mid_stream(),
+            Reply::malformed(),
+            Reply::context_length(),
+        ],
+    );
+    fake.respond("brain-1", |_| Reply::status(503, None));
+    fake.respond("spare-1", brain);
+    let run = run_team(&incident, &with_spare(TEAM)).await;
+    let run = incident.finish(run.id).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    let (_, result) = report_and_result(&run);
+    assert_eq!(result, valid_result());
+    assert!(fake.remaining("brain-1") == 0, "every scripted fault was served");
+    // Retries of the primary were recorded on the steps (attempts > 1) and the
+    // answers came from the spare.
+    let steps = incident.engine.steps(run.id).await.expect("steps");
+    let decide = step(&steps, "supervisor/decide/llm");
+    assert_eq!(decide.output.as_ref().unwrap()["model"], "spare");
+    assert!(steps.iter().any(|s| s.attempts > 1), "no step was retried");
+}
+
+#[tokio::test]
+async fn an_open_breaker_sends_calls_to_the_fallback_and_closes_after_a_probe() {
+    let llm = client(Duration::from_millis(1500));
+    let breakers = llm.breakers().clone();
+    let Some((incident, fake)) = start(Backend::Sqlite, ProviderKind::OpenAi, llm).await else {
+        return;
+    };
+    // Five failures open the breaker of brain; the spare answers meanwhile.
+    fake.respond("brain-1", |_| Reply::status(500, None));
+    fake.respond("spare-1", brain);
+    let run = run_team(&incident, &with_spare(TEAM)).await;
+    let run = incident.finish(run.id).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    let statuses = breakers.statuses();
+    let primary = statuses.iter().find(|s| s.endpoint.contains("brain-1")).expect("brain's breaker");
+    assert_ne!(primary.state, BreakerState::Closed, "{statuses:?}");
+    assert!(primary.consecutive_failures >= 5, "{statuses:?}");
+    // Without the breaker each of the 14 model steps would try brain 3 times.
+    let served_while_open = fake.requests_for("brain-1").len();
+    assert!(served_while_open <= 10, "calls kept going to an open breaker: {served_while_open}");
+
+    // Healed: after the open period a probe reaches brain, succeeds, and closes it.
+    fake.respond("brain-1", brain);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let run = run_team(&incident, &with_spare(TEAM)).await;
+    let run = incident.finish(run.id).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert!(fake.requests_for("brain-1").len() > served_while_open);
+    let primary = breakers.statuses().into_iter().find(|s| s.endpoint.contains("brain-1")).unwrap();
+    assert_eq!(primary.state, BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn every_model_down_parks_the_run_without_spending_attempts() {
+    let llm = client(Duration::from_secs(30));
+    let breakers = llm.breakers().clone();
+    let Some((incident, fake)) = start(Backend::Sqlite, ProviderKind::OpenAi, llm).await else {
+        return;
+    };
+    fake.respond("brain-1", |_| Reply::status(500, None));
+    fake.respond("spare-1", |_| Reply::status(500, None));
+    // Open both breakers first (five failures each).
+    for model in ["brain-1", "spare-1"] {
+        let key = format!("openai {} {model}", fake.openai_url());
+        for _ in 0..5 {
+            breakers.record(breakers.admit(&key).expect("closed"), true);
+        }
+    }
+    assert!(breakers.statuses().iter().all(|s| s.state == BreakerState::Open));
+    let run = run_team(&incident, &with_spare(TEAM)).await;
+    let run = wait_for_status(&incident.engine, run.id, &[RunStatus::RetryWait], Duration::from_secs(20)).await;
+    let steps = incident.engine.steps(run.id).await.expect("steps");
+    let decide = step(&steps, "supervisor/decide/llm");
+    assert_eq!(decide.status, StepStatus::RetryWait);
+    assert_eq!(decide.attempts, 0, "waiting for a breaker spends no attempt");
+    assert!(decide.error.as_deref().unwrap_or_default().contains("circuit breaker open"), "{:?}", decide.error);
+    assert!(fake.requests().is_empty(), "no call went to an open breaker");
+}
+
+#[tokio::test]
+async fn the_result_is_repaired_or_the_run_fails_with_the_errors() {
+    let Some((incident, fake)) = start(Backend::Sqlite, ProviderKind::OpenAi, client(Duration::from_secs(30))).await else {
+        return;
+    };
+    // First answer misses `severity`; the repair request carries the error and the
+    // second answer is valid.
+    fake.respond("brain-1", |seen| {
+        if seen.system_text().contains("Write the structured result") {
+            if seen.last_user_text().contains("does not match the schema") {
+                return Reply::json(valid_result());
+            }
+            let mut broken = valid_result();
+            broken.as_object_mut().unwrap().remove("severity");
+            return Reply::json(broken);
+        }
+        brain(seen)
+    });
+    let run = run_team(&incident, TEAM).await;
+    let run = incident.finish(run.id).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    let steps = incident.engine.steps(run.id).await.expect("steps");
+    step(&steps, "supervisor/report/repair/1/llm");
+    let repair = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.last_user_text().contains("does not match the schema"))
+        .expect("a repair request");
+    assert!(repair.last_user_text().contains("\"severity\" is a required property"), "{}", repair.last_user_text());
+
+    // Never valid: two repairs, then FAILED with the validation errors.
+    fake.respond("brain-1", |seen| {
+        if seen.system_text().contains("Write the structured result") {
+            return Reply::json(json!({ "summary": "" , "severity": "apocalyptic", "root_causes": [], "actions": [] }));
+        }
+        brain(seen)
+    });
+    let run = run_team(&incident, TEAM).await;
+    let run = incident.finish(run.id).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.unwrap_or_default();
+    assert!(error.contains("after 2 repairs") && error.contains("/severity"), "{error}");
+    let steps = incident.engine.steps(run.id).await.expect("steps");
+    step(&steps, "supervisor/report/repair/2/llm");
+}
+
+async fn pending_approval(engine: &Engine, run: aiops_engine::RunId) -> aiops_engine::model::Approval {
+    wait_for_status(engine, run, &[RunStatus::WaitingApproval], Duration::from_secs(30)).await;
+    engine
+        .approvals_of_run(run)
+        .await
+        .expect("approvals")
+        .into_iter()
+        .find(|a| a.status == aiops_engine::ApprovalStatus::Pending)
+        .expect("a pending approval")
+}
+
+/// A budget of 500 tokens: the fake's calls use 120 each, so the fifth call asks.
+fn small_budget(team: &str) -> String {
+    format!("{team}limits: {{ max_tokens: 500 }}\n")
+}
+
+#[tokio::test]
+async fn a_spent_budget_asks_to_extend_and_approval_continues() {
+    let Some((incident, fake)) = start(Backend::Sqlite, ProviderKind::OpenAi, client(Duration::from_secs(30))).await else {
+        return;
+    };
+    fake.respond("brain-1", brain);
+    let run = run_team(&incident, &small_budget(TEAM)).await;
+    let approval = pending_approval(&incident.engine, run.id).await;
+    assert_eq!(approval.tool, "extend_budget");
+    assert_eq!(approval.args["max_tokens"], 500);
+    assert!(approval.args["used_tokens"].as_u64().unwrap() >= 500, "{}", approval.args);
+    let calls_before = fake.requests().len();
+    incident
+        .engine
+        .decide_approval(approval.id, Decision::Approve, "alice", Some("max_tokens=100000"))
+        .await
+        .expect("approve");
+    let run = incident.finish(run.id).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert!(fake.requests().len() > calls_before, "the run went on calling the model");
+    let (_, result) = report_and_result(&run);
+    assert_eq!(result, valid_result());
+}
+
+#[tokio::test]
+async fn a_refused_extension_finishes_with_what_the_run_has() {
+    let Some((incident, fake)) = start(Backend::Sqlite, ProviderKind::OpenAi, client(Duration::from_secs(30))).await else {
+        return;
+    };
+    fake.respond("brain-1", brain);
+    let run = run_team(&incident, &small_budget(TEAM)).await;
+    let approval = pending_approval(&incident.engine, run.id).await;
+    let calls_before = fake.requests().len();
+    incident
+        .engine
+        .decide_approval(approval.id, Decision::Reject, "bob", Some("enough"))
+        .await
+        .expect("reject");
+    let run = incident.finish(run.id).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(fake.requests().len(), calls_before, "no model call after the refusal");
+    let (report, _) = report_and_result(&run);
+    assert!(report.contains("budget ran out") && report.contains("rejected"), "{report}");
+}
+
+#[tokio::test]
+async fn ask_human_from_a_model_waits_for_the_answer_and_feeds_it_back() {
+    let Some((incident, fake)) = start(Backend::Sqlite, ProviderKind::OpenAi, client(Duration::from_secs(30))).await else {
+        return;
+    };
+    fake.respond("brain-1", |seen| {
+        let system = seen.system_text();
+        if between(&system, "investigating node \"", "\"") == Some("db") {
+            let results = seen.tool_results();
+            return match results.first() {
+                None => Reply::tool_calls([("q1", "ask_human", json!({ "question": "Was db restarted on purpose?" }))]),
+                Some((id, content)) => {
+                    assert_eq!(id, "q1");
+                    Reply::text(&format!("the operator said {content}; DOWN"))
+                }
+            };
+        }
+        brain(seen)
+    });
+    let run = run_team(&incident, TEAM).await;
+    wait_for_status(&incident.engine, run.id, &[RunStatus::WaitingInput], Duration::from_secs(30)).await;
+    let question = incident
+        .engine
+        .pending_questions(&aiops_engine::PageRequest::first(10))
+        .await
+        .expect("questions")
+        .items
+        .into_iter()
+        .find(|q| q.run_id == run.id)
+        .expect("the question");
+    assert_eq!(question.question, "Was db restarted on purpose?");
+    assert_eq!(question.step_key, "node/db/agent/metrics/round/0/iter/0/call/q1");
+    incident
+        .engine
+        .answer_question(question.id, "no, it crashed", "carol")
+        .await
+        .expect("answer");
+    let run = incident.finish(run.id).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    let fed_back = fake
+        .requests()
+        .into_iter()
+        .flat_map(|r| r.tool_results())
+        .find(|(id, _)| id == "q1")
+        .expect("the answer went back to the model");
+    assert!(fed_back.1.contains("no, it crashed") && fed_back.1.contains("carol"), "{}", fed_back.1);
+}
+
+#[tokio::test]
+async fn invalid_tool_arguments_and_unoffered_tools_go_back_to_the_model() {
+    let Some((incident, fake)) = start(Backend::Sqlite, ProviderKind::OpenAi, client(Duration::from_secs(30))).await else {
+        return;
+    };
+    fake.respond("brain-1", |seen| {
+        let system = seen.system_text();
+        if between(&system, "investigating node \"", "\"") == Some("api") {
+            let results = seen.tool_results();
+            return match results.len() {
+                0 => Reply::invalid_tool_arguments("bad", "prometheus_query"),
+                1 => Reply::tool_calls([("x", "alertmanager_silence", json!({}))]),
+                _ => Reply::text(&format!("errors seen: {}", results.iter().map(|(_, c)| c.as_str()).collect::<Vec<_>>().join(" | "))),
+            };
+        }
+        brain(seen)
+    });
+    let run = run_team(&incident, TEAM).await;
+    let run = incident.finish(run.id).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    let last = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.system_text().contains("investigating node \"api\""))
+        .map(|r| r.tool_results())
+        .max_by_key(|r| r.len())
+        .unwrap();
+    assert!(last[0].1.contains("not valid JSON"), "{last:?}");
+    assert!(last[1].1.contains("not available to this agent"), "{last:?}");
+}
