@@ -51,6 +51,14 @@ pub struct BenchArgs {
     /// With --investigation: timed runs (after one warm-up run).
     #[arg(long, default_value_t = 20)]
     investigation_samples: usize,
+    /// Instead of the engine phases: `--runs` team runs at once, each waiting on a
+    /// model call of `--llm-delay-ms` (an in-process fake model server): RSS and CPU
+    /// per in-flight run, and the latency a durable model step adds.
+    #[arg(long)]
+    llm: bool,
+    /// With --llm: how long the fake model takes to answer.
+    #[arg(long, default_value_t = 2000)]
+    llm_delay_ms: u64,
 }
 
 fn noop_script(steps: usize) -> serde_json::Value {
@@ -78,6 +86,15 @@ pub async fn run(
     args: BenchArgs,
     catalog: aiops_engine::topology::Catalog,
 ) -> anyhow::Result<ExitCode> {
+    if args.llm {
+        return crate::bench_llm::run(
+            &args.database_url,
+            args.runs,
+            Duration::from_millis(args.llm_delay_ms),
+            catalog,
+        )
+        .await;
+    }
     if args.investigation {
         return crate::bench_investigation::run(
             &args.database_url,

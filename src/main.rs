@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_investigation;
+mod bench_llm;
 mod cli;
 mod open;
 mod progress;

@@ -42,6 +42,10 @@ groups:
         labels: { severity: warning }
 "#;
 
+/// The master key of incidents whose teams call models (credentials are sealed).
+pub const TEST_MASTER_KEY: &str =
+    "7777777777777777777777777777777777777777777777777777777777777777";
+
 pub struct Incident {
     pub metrics: MetricsEndpoint,
     pub prometheus: Prometheus,
@@ -70,6 +74,17 @@ impl Incident {
         set: impl FnOnce(&MetricsEndpoint),
     ) -> Option<Incident> {
         Self::launch(backend, false, true, Some(llm), set).await
+    }
+
+    /// Like [`Incident::with_llm`] with the process's shared model client and no
+    /// worker: runs wait for a worker process the test starts (its
+    /// `AIOPS_MASTER_KEY` must be [`TEST_MASTER_KEY`]).
+    pub async fn llm_without_worker(
+        backend: Backend,
+        set: impl FnOnce(&MetricsEndpoint),
+    ) -> Option<Incident> {
+        let llm = aiops_engine::llm::shared_client().clone();
+        Self::launch(backend, false, false, Some(llm), set).await
     }
 
     /// Like [`Incident::start`], with no worker: runs wait for one the test starts.
@@ -107,7 +122,7 @@ impl Incident {
             };
             // Provider credentials are sealed at rest: a keyring is needed.
             options.keyring = Some(std::sync::Arc::new(
-                aiops_engine::secrets::Keyring::new(&"7".repeat(64), &[]).expect("test key"),
+                aiops_engine::secrets::Keyring::new(TEST_MASTER_KEY, &[]).expect("test key"),
             ));
         }
         let engine = Engine::connect(&db.url, options).await.expect("engine");

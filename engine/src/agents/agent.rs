@@ -111,7 +111,7 @@ pub async fn run_agent(
             text: reply.text,
             tool_calls: calls.clone(),
         });
-        let mut pending: BTreeSet<String> = calls.iter().map(|c| c.id.clone()).collect();
+        let mut pending = Correlation::expecting(&calls);
         for call in &calls {
             let (content, is_error) = match &call.arguments {
                 Err(why) => (format!("error: {why}"), true),
@@ -156,24 +156,41 @@ pub async fn run_agent(
     })
 }
 
-/// Hands a tool result to the conversation. Tool-call correlation (SPEC §4): a result
-/// must answer a call of the last turn that is still pending; anything else is refused
+/// Tool-call correlation (SPEC §4): the calls of the model's last turn still waiting
+/// for their result. A result must answer one of them, once.
+#[derive(Debug)]
+struct Correlation(BTreeSet<String>);
+
+impl Correlation {
+    fn expecting(calls: &[ToolCall]) -> Self {
+        Self(calls.iter().map(|c| c.id.clone()).collect())
+    }
+
+    fn accept(&mut self, call_id: &str) -> Result<(), String> {
+        if self.0.remove(call_id) {
+            Ok(())
+        } else {
+            Err(format!(
+                "no pending tool call of this run has id {call_id:?}; the result is refused"
+            ))
+        }
+    }
+}
+
+/// Hands a tool result to the conversation, if it correlates; otherwise it is refused
 /// and audited as a TOOL_RESULT event marked `refused`.
 fn answer(
     ctx: &StepContext,
-    pending: &mut BTreeSet<String>,
+    pending: &mut Correlation,
     messages: &mut Vec<ChatMessage>,
     call_id: &str,
     content: String,
     is_error: bool,
 ) -> Result<(), StepError> {
-    if !pending.remove(call_id) {
+    if let Err(error) = pending.accept(call_id) {
         ctx.emit(
             EventKind::ToolResult,
-            json!({
-                "call_id": call_id, "ok": false, "refused": true,
-                "error": format!("no pending tool call has id {call_id:?}; the result is refused"),
-            }),
+            json!({ "call_id": call_id, "ok": false, "refused": true, "error": error }),
         )?;
         return Ok(());
     }
@@ -225,6 +242,24 @@ fn outcome_text(outcome: ToolOutcome) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_result_must_answer_a_pending_call_once() {
+        let call = |id: &str| ToolCall {
+            id: id.into(),
+            name: "t".into(),
+            arguments: Ok(json!({})),
+        };
+        let mut pending = Correlation::expecting(&[call("a"), call("b")]);
+        assert!(pending.accept("a").is_ok());
+        let twice = pending.accept("a").unwrap_err();
+        assert!(
+            twice.contains("\"a\"") && twice.contains("refused"),
+            "{twice}"
+        );
+        assert!(pending.accept("forged").is_err());
+        assert!(pending.accept("b").is_ok());
+    }
 
     #[test]
     fn repeated_or_empty_ids_become_distinct() {

@@ -21,7 +21,7 @@ use crate::context::StepContext;
 use crate::llm::client::LlmClient;
 use crate::retry::StepFailure;
 use crate::tools::{Registry, SourceClients};
-use crate::topology::TeamSpec;
+use crate::topology::{Pattern, TeamSpec};
 use crate::workflow::{Workflow, WorkflowError, WorkflowFuture, WorkflowInfo};
 use crate::{Error, report};
 
@@ -30,7 +30,7 @@ use super::model_call::{Budget, Caller, fallback_list, wants_llm};
 use super::rules::{self, NodeWork, RULES_ANALYST};
 use super::silence;
 use super::toolbox::{ToolOutcome, Toolbox};
-use super::{node_team, prompts, ranking, supervisor};
+use super::{node_team, plan_execute, prompts, ranking, supervisor};
 
 /// The workflow name team runs execute.
 pub const NAME: &str = "investigation";
@@ -219,7 +219,9 @@ async fn investigate(
             async move { Ok(plan) }
         })
         .await?;
+    let plan_execute = team.pattern == Pattern::PlanExecute && wants_llm(&supervisor_models);
     if wants_llm(&supervisor_models)
+        && !plan_execute
         && any_firing
         && let Some(nodes) = supervisor::decide_nodes(
             &supervisor,
@@ -241,7 +243,22 @@ async fn investigate(
         expressions: &expressions,
         has_prometheus,
     };
-    let findings = nodes.run(&ctx).await?;
+    let findings = if plan_execute {
+        let briefing = plan_briefing(&team, &plan, task.as_deref());
+        let log =
+            plan_execute::run(&ctx, &caller, &toolbox, &team, &supervisor_models, briefing).await?;
+        notes.push(format!(
+            "Plan/execute: {} tool calls executed; {}.",
+            log.executed.len(),
+            log.stopped
+        ));
+        match log.fell_back {
+            Some(_) => nodes.run(&ctx).await?,
+            None => findings_from_plan(&team, &plan, &log),
+        }
+    } else {
+        nodes.run(&ctx).await?
+    };
     let root_causes = ranking::rank(&team, &findings);
     let actions = silence::propose(&supervisor, &toolbox, &team, &root_causes).await?;
     let mut analysis = report::Analysis {
@@ -501,6 +518,106 @@ impl Nodes<'_> {
         }
         Ok(plan.nodes.iter().filter_map(|id| done.remove(id)).collect())
     }
+}
+
+/// What the planner is told: the task, the topology and the routed alerts.
+fn plan_briefing(team: &TeamSpec, plan: &Plan, task: Option<&str>) -> String {
+    let topology: Vec<Json> = team
+        .nodes
+        .iter()
+        .map(|n| json!({ "id": n.id, "kind": n.kind, "depends_on": n.depends_on, "match": n.r#match }))
+        .collect();
+    let alerts: Vec<Json> = plan
+        .alerts
+        .iter()
+        .map(|r| json!({ "alert": r.alert.display(), "state": r.alert.state.as_str(), "routed_to": r.nodes }))
+        .collect();
+    format!(
+        "Task: {}\nWindow: {} to {}\nTopology: {}\nAlerts: {}",
+        task.unwrap_or("investigate the alerts"),
+        plan.window_start.to_rfc3339(),
+        plan.window_end.to_rfc3339(),
+        Json::Array(topology),
+        Json::Array(alerts)
+    )
+}
+
+/// Node findings from a plan/execute investigation: a node with firing alerts is
+/// failing; the executed calls that concern a node (its id or one of its `match`
+/// values in the arguments) are its evidence.
+fn findings_from_plan(
+    team: &TeamSpec,
+    plan: &Plan,
+    log: &plan_execute::PlanLog,
+) -> Vec<report::NodeFinding> {
+    let mut out: Vec<report::NodeFinding> = Vec::new();
+    for id in &plan.nodes {
+        let Some(node) = team.node(id) else { continue };
+        let (firing, context): (Vec<Alert>, Vec<Alert>) = plan
+            .alerts
+            .iter()
+            .filter(|r| r.nodes.contains(id))
+            .map(|r| r.alert.clone())
+            .partition(|a| a.state == AlertState::Firing);
+        let status = if firing.is_empty() {
+            report::NodeStatus::Healthy
+        } else {
+            report::NodeStatus::Failing
+        };
+        let mut evidence: Vec<report::Evidence> =
+            firing.iter().map(ranking::alert_evidence).collect();
+        for e in log.executed.iter().filter(|e| e.status == "SUCCESS") {
+            let args = e.args.to_string();
+            let concerns =
+                args.contains(&node.id) || node.r#match.values().any(|v| args.contains(v.as_str()));
+            if concerns {
+                evidence.push(report::Evidence {
+                    kind: report::EvidenceKind::Metric,
+                    summary: format!("{}: {} {}", e.step, e.tool, e.args),
+                    query: e.args["query"].as_str().map(str::to_owned),
+                    start: None,
+                    end: None,
+                    step_seconds: None,
+                    url: None,
+                    alert: None,
+                    starts_at: None,
+                    confirms: status == report::NodeStatus::Failing,
+                });
+            }
+        }
+        let failing_upstream: Vec<String> = node
+            .depends_on
+            .iter()
+            .filter(|d| {
+                out.iter()
+                    .any(|f| &f.node == *d && f.status == report::NodeStatus::Failing)
+            })
+            .cloned()
+            .collect();
+        let summary = match status {
+            report::NodeStatus::Failing => format!(
+                "{} firing: {}",
+                node.id,
+                firing
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => format!("{} shows no firing alert", node.id),
+        };
+        out.push(report::NodeFinding {
+            node: node.id.clone(),
+            kind: node.kind.clone(),
+            status,
+            firing,
+            context,
+            evidence,
+            failing_upstream,
+            summary,
+        });
+    }
+    out
 }
 
 /// Alert name → the rule's expression, from `/api/v1/rules`.

@@ -9,6 +9,7 @@ mod alert;
 mod investigation;
 mod model_call;
 mod node_team;
+mod plan_execute;
 mod prompts;
 mod ranking;
 mod rules;

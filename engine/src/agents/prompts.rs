@@ -25,7 +25,11 @@ pub const REPORT: Prompt = Prompt {
     name: "report",
     text: include_str!("../../prompts/report.md"),
 };
-pub const ALL: [Prompt; 4] = [AGENT, NODE_SUPERVISOR, SUPERVISOR, REPORT];
+pub const PLANNER: Prompt = Prompt {
+    name: "planner",
+    text: include_str!("../../prompts/planner.md"),
+};
+pub const ALL: [Prompt; 5] = [AGENT, NODE_SUPERVISOR, SUPERVISOR, REPORT, PLANNER];
 
 impl Prompt {
     pub fn version(&self) -> u32 {
