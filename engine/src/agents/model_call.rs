@@ -150,47 +150,51 @@ impl Caller {
         prompt: &str,
         request: &ChatRequest,
     ) -> Result<Answer, StepError> {
-        let answer = self.ask_once(ctx, key, models, prompt, request).await?;
-        let Answer::OverBudget { used } = answer else {
-            return Ok(answer);
-        };
-        let (max_tokens, max_cost_usd) = self.limits_now();
-        let decision = ctx
-            .wait_approval(
-                format!("{key}/budget"),
-                ApprovalRequest {
-                    tool: "extend_budget".to_owned(),
-                    args: json!({
-                        "used_tokens": used.input_tokens + used.output_tokens,
-                        "used_cost_usd": used.cost_usd,
-                        "max_tokens": max_tokens,
-                        "max_cost_usd": max_cost_usd,
-                    }),
-                    risk_note: Some(
-                        "The run reached its token or cost budget. Approve to continue \
-                         (write max_tokens=N or max_cost_usd=X in the comment to set the new \
-                         limit; default: the original budget again); reject to finish with \
-                         what it has."
-                            .to_owned(),
-                    ),
-                    expires_in: None,
-                },
-            )
-            .await?;
-        if decision.status == ApprovalStatus::Approved {
+        let mut answer = self.ask_once(ctx, key, models, prompt, request).await?;
+        // Each extension that still leaves the budget spent asks again.
+        for n in 1.. {
+            let Answer::OverBudget { used } = answer else {
+                return Ok(answer);
+            };
+            let (max_tokens, max_cost_usd) = self.limits_now();
+            let decision = ctx
+                .wait_approval(
+                    format!("{key}/budget/{n}"),
+                    ApprovalRequest {
+                        tool: "extend_budget".to_owned(),
+                        args: json!({
+                            "used_tokens": used.input_tokens + used.output_tokens,
+                            "used_cost_usd": used.cost_usd,
+                            "max_tokens": max_tokens,
+                            "max_cost_usd": max_cost_usd,
+                        }),
+                        risk_note: Some(
+                            "The run reached its token or cost budget. Approve to continue \
+                             (write max_tokens=N or max_cost_usd=X in the comment to set the new \
+                             limit; default: the original budget again); reject to finish with \
+                             what it has."
+                                .to_owned(),
+                        ),
+                        expires_in: None,
+                    },
+                )
+                .await?;
+            if decision.status != ApprovalStatus::Approved {
+                let why = format!(
+                    "the run's budget ran out ({} tokens, ${:.4}) and the extension was {}",
+                    used.input_tokens + used.output_tokens,
+                    used.cost_usd,
+                    decision.status.as_str().to_ascii_lowercase()
+                );
+                self.budget.refuse(why.clone());
+                return Ok(Answer::Rules { reason: why });
+            }
             self.budget.extend(used, decision.comment.as_deref());
-            self.ask_once(ctx, &format!("{key}/extended"), models, prompt, request)
-                .await
-        } else {
-            let why = format!(
-                "the run's budget ran out ({} tokens, ${:.4}) and the extension was {}",
-                used.input_tokens + used.output_tokens,
-                used.cost_usd,
-                decision.status.as_str().to_ascii_lowercase()
-            );
-            self.budget.refuse(why.clone());
-            Ok(Answer::Rules { reason: why })
+            answer = self
+                .ask_once(ctx, &format!("{key}/extended/{n}"), models, prompt, request)
+                .await?;
         }
+        unreachable!("the loop returns")
     }
 
     fn limits_now(&self) -> (u64, f64) {

@@ -193,4 +193,3 @@ impl Engine {
         store::listener::ping(&self.inner.db).await
     }
 }
-mod model_stub;
