@@ -6,6 +6,7 @@ mod bench_investigation;
 mod cli;
 mod open;
 mod progress;
+mod providers;
 mod sources;
 mod webhooks;
 

@@ -13,4 +13,5 @@ pub mod classify;
 pub mod client;
 pub mod endpoint;
 pub mod openai;
+pub mod probe;
 pub mod sse;
