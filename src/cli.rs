@@ -4,8 +4,11 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
+use aiops_engine::llm::breaker::Breakers;
+use aiops_engine::llm::client::{CallLimits, LlmClient};
 use aiops_engine::topology;
 use aiops_engine::{
     ApiKeyId, Caller, Engine, EngineConfig, EngineOptions, Role, RunId, RunStatus, StartRun,
@@ -151,6 +154,21 @@ enum Command {
         #[command(subcommand)]
         command: crate::webhooks::WebhookCommand,
     },
+    /// API keys of language-model providers, stored encrypted.
+    Credential {
+        #[command(subcommand)]
+        command: crate::providers::CredentialCommand,
+    },
+    /// Language-model providers: OpenAI-compatible servers, Azure OpenAI, Anthropic.
+    Provider {
+        #[command(subcommand)]
+        command: crate::providers::ProviderCommand,
+    },
+    /// Language models teams may name in `model:`, each served by a provider.
+    Model {
+        #[command(subcommand)]
+        command: crate::providers::ModelCommand,
+    },
     /// Secrets at rest: check them, rotate them to a new master key.
     #[command(
         after_help = "Secrets are encrypted with AIOPS_MASTER_KEY (32 bytes: base64 or hex); \
@@ -250,6 +268,10 @@ enum TeamCommand {
         /// The team file.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Also accept the models stored in this database (`aiops model list`);
+        /// without it, only the built-in models `default` and `builtin:rules`.
+        #[arg(long = "database-url", value_name = "URL")]
+        database_url: Option<String>,
     },
     /// Validate and store a team file as the team's next version (nothing is stored
     /// when it has violations).
@@ -581,8 +603,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 tokio::spawn(engine.clone().retention_loop(shutdown.clone())),
             ];
             let worker = tokio::spawn(Worker::new(engine.clone()).run(shutdown.clone()));
+            // The process's one model client: its breakers are what `llmBreakers` shows.
+            let llm = LlmClient::new(Arc::new(Breakers::default()), CallLimits::default());
+            let services = aiops_api::Services::new(engine, llm);
             let s = shutdown.clone();
-            aiops_api::serve_with(listener, engine, &api.config(), async move {
+            aiops_api::serve_with(listener, services, &api.config(), async move {
                 s.cancelled().await
             })
             .await?;
@@ -627,11 +652,27 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Team {
-            command: TeamCommand::Validate { file },
+            command: TeamCommand::Validate { file, database_url },
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            match topology::parse_and_validate(&text, &kit.catalog) {
+            let checked = match database_url {
+                None => topology::parse_and_validate(&text, &kit.catalog),
+                Some(url) => {
+                    let engine = open_engine(
+                        &url,
+                        with(EngineConfig::default()),
+                        Access::Shared("aiops team validate"),
+                    )
+                    .await?;
+                    match engine.validate_team(&text).await {
+                        Ok(spec) => Ok(spec),
+                        Err(aiops_engine::Error::Violations(violations)) => Err(violations),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            match checked {
                 Ok(spec) => {
                     println!(
                         "{}: team \"{}\" is valid ({} nodes)",
@@ -789,6 +830,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apikey { command } => api_key_command(command).await,
         Command::Source { command } => crate::sources::source_command(command).await,
         Command::Webhook { command } => crate::webhooks::webhook_command(command).await,
+        Command::Credential { command } => crate::providers::credential_command(command).await,
+        Command::Provider { command } => crate::providers::provider_command(command).await,
+        Command::Model { command } => crate::providers::model_command(command).await,
         Command::Secrets { command } => crate::sources::secrets_command(command).await,
     }
 }

@@ -7,6 +7,7 @@ mod bench_llm;
 mod cli;
 mod open;
 mod progress;
+mod providers;
 mod sources;
 mod webhooks;
 

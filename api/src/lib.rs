@@ -7,7 +7,11 @@ mod http;
 mod server;
 mod ws;
 
+use std::sync::Arc;
+
 use aiops_engine::Engine;
+use aiops_engine::llm::breaker::Breakers;
+use aiops_engine::llm::client::{CallLimits, LlmClient};
 use axum::Router;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method};
@@ -19,6 +23,31 @@ pub use server::{ClientAddr, serve, serve_with};
 
 /// Largest request body accepted, in bytes (HTTP bodies and WebSocket messages).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What the API serves from: the engine, and the process's model client (one
+/// connection pool, one set of circuit breakers). Build the client once per process
+/// and hand the same one to whatever else calls models (the workflows), so
+/// `llmBreakers` shows the breakers every call goes through.
+#[derive(Clone)]
+pub struct Services {
+    pub engine: Engine,
+    pub llm: LlmClient,
+}
+
+impl Services {
+    pub fn new(engine: Engine, llm: LlmClient) -> Self {
+        Self { engine, llm }
+    }
+}
+
+/// The engine with a model client of its own (default breakers and limits): for
+/// tests and tools that serve no workflows.
+impl From<Engine> for Services {
+    fn from(engine: Engine) -> Self {
+        let llm = LlmClient::new(Arc::new(Breakers::default()), CallLimits::default());
+        Self::new(engine, llm)
+    }
+}
 
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -68,14 +97,16 @@ impl Default for ApiConfig {
 }
 
 /// The application router with default settings. Tests drive it over a real socket.
-pub fn app(engine: Engine) -> Router {
-    app_with(engine, &ApiConfig::default())
+pub fn app(services: impl Into<Services>) -> Router {
+    app_with(services, &ApiConfig::default())
 }
 
-pub fn app_with(engine: Engine, config: &ApiConfig) -> Router {
+pub fn app_with(services: impl Into<Services>, config: &ApiConfig) -> Router {
+    let services = services.into();
+    let engine = services.engine.clone();
     let server_gone = tokio_util::sync::CancellationToken::new();
     let state = AppState {
-        schema: graphql::schema(engine.clone(), config),
+        schema: graphql::schema(services, config),
         sessions: ws::Sessions::new(engine.clone(), server_gone.clone()),
         engine,
         websockets: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_websockets.max(1))),

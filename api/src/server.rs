@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aiops_engine::Engine;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -15,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-use crate::{ApiConfig, app_with};
+use crate::{ApiConfig, Services, app_with};
 
 /// The peer of the connection a request arrived on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,22 +26,24 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Serves the API with default settings on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    engine: Engine,
+    services: impl Into<Services>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, engine, &ApiConfig::default(), shutdown).await
+    serve_with(listener, services, &ApiConfig::default(), shutdown).await
 }
 
-/// Serves the API with `config` on `listener` until `shutdown` resolves.
+/// Serves the API with `config` on `listener` until `shutdown` resolves. `services`
+/// is an [`Engine`](aiops_engine::Engine) or, to share the process's model client,
+/// [`Services`].
 pub async fn serve_with(
     listener: TcpListener,
-    engine: Engine,
+    services: impl Into<Services>,
     config: &ApiConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr().ok();
     tracing::info!(?addr, "HTTP API listening (GraphiQL at /graphiql)");
-    let app = app_with(engine, config);
+    let app = app_with(services, config);
     let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());

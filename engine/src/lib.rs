@@ -40,8 +40,9 @@ pub use context::{
     StepError, StepOptions, key_segment,
 };
 pub use engine::{
-    DEFAULT_SOURCE, Decision, DefaultAlertSource, Engine, EngineOptions, NewAlertSource,
-    NewWebhook, Rotation, SourceAuth, SourceConnection, StartRun, WebhookTarget,
+    DEFAULT_CONTEXT_TOKENS, DEFAULT_SOURCE, Decision, DefaultAlertSource, Engine, EngineOptions,
+    ModelUpdate, NewAlertSource, NewModel, NewProvider, NewWebhook, Rotation, SourceAuth,
+    SourceConnection, StartRun, WebhookTarget,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};

@@ -9,6 +9,7 @@ mod m20261122_000002_create_users_and_api_keys;
 mod m20261130_180000_add_keyset_indexes;
 mod m20261130_230000_create_alert_sources;
 mod m20261201_040000_create_webhooks;
+mod m20261203_090000_create_llm_providers;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_180000_add_keyset_indexes::Migration),
             Box::new(m20261130_230000_create_alert_sources::Migration),
             Box::new(m20261201_040000_create_webhooks::Migration),
+            Box::new(m20261203_090000_create_llm_providers::Migration),
         ]
     }
 }

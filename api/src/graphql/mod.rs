@@ -8,6 +8,7 @@ pub mod limits;
 mod loaders;
 mod mutation;
 pub mod policy;
+mod providers;
 pub(crate) mod query;
 mod sources;
 mod subscription;
@@ -16,7 +17,6 @@ mod webhooks;
 
 use std::sync::Arc;
 
-use aiops_engine::Engine;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute};
 use async_graphql::{Context, MergedObject, Response, Schema};
@@ -31,6 +31,7 @@ pub struct Query(
     auth::AuthQuery,
     sources::SourcesQuery,
     webhooks::WebhooksQuery,
+    providers::ProvidersQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -39,6 +40,7 @@ pub struct Mutation(
     auth::AuthMutation,
     sources::SourcesMutation,
     webhooks::WebhooksMutation,
+    providers::ProvidersMutation,
 );
 
 pub type AiopsSchema = Schema<Query, Mutation, SubscriptionRoot>;
@@ -47,8 +49,10 @@ pub use input_checks::MAX_DEPTH;
 /// Most expensive query accepted (async-graphql's complexity: 1 per field by default).
 pub const MAX_COMPLEXITY: usize = 1000;
 
-/// Builds the schema with its limits; `engine` is available to every resolver.
-pub fn schema(engine: Engine, config: &crate::ApiConfig) -> AiopsSchema {
+/// Builds the schema with its limits; the engine and the model client are available
+/// to every resolver.
+pub fn schema(services: crate::Services, config: &crate::ApiConfig) -> AiopsSchema {
+    let crate::Services { engine, llm } = services;
     let budgets = Arc::new(policy::Budgets::new(
         config.mutations_per_minute,
         config.login_attempts_per_minute,
@@ -64,6 +68,7 @@ pub fn schema(engine: Engine, config: &crate::ApiConfig) -> AiopsSchema {
             tokio::spawn,
         ))
         .data(engine)
+        .data(llm)
         // Depth is limited by the policy (which exempts introspection).
         .limit_complexity(MAX_COMPLEXITY)
         .extension(policy::RequestPolicy(budgets))

@@ -4,7 +4,6 @@ use aiops_engine::model::Approval as ApprovalRecord;
 use aiops_engine::model::Question as QuestionRecord;
 use aiops_engine::model::Team as TeamRecord;
 use aiops_engine::model::{Run as RunRecord, RunFilter};
-use aiops_engine::topology;
 use aiops_engine::{ApprovalId, Engine, QuestionId, RunId};
 use async_graphql::{Context, InputObject, Json, Object, Result};
 use chrono::{DateTime, Utc};
@@ -207,27 +206,27 @@ impl QueryRoot {
         Ok(connection::counted(page))
     }
 
-    /// Dry run of `applyTeam`: every violation of a team document (YAML or JSON), with paths.
+    /// Dry run of `applyTeam`: every violation of a team document (YAML or JSON), with
+    /// paths. Teams may name the built-in models and the stored ones (`models`).
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn validate_team(&self, ctx: &Context<'_>, spec: String) -> Result<TeamValidation> {
-        Ok(
-            match topology::parse_and_validate(&spec, ctx.data::<Engine>()?.catalog()) {
-                Ok(_) => TeamValidation {
-                    valid: true,
-                    violations: Vec::new(),
-                },
-                Err(violations) => TeamValidation {
-                    valid: false,
-                    violations: violations
-                        .into_iter()
-                        .map(|v| Violation {
-                            path: v.path,
-                            message: v.message,
-                        })
-                        .collect(),
-                },
+        Ok(match ctx.data::<Engine>()?.validate_team(&spec).await {
+            Ok(_) => TeamValidation {
+                valid: true,
+                violations: Vec::new(),
             },
-        )
+            Err(aiops_engine::Error::Violations(violations)) => TeamValidation {
+                valid: false,
+                violations: violations
+                    .into_iter()
+                    .map(|v| Violation {
+                        path: v.path,
+                        message: v.message,
+                    })
+                    .collect(),
+            },
+            Err(e) => return Err(super::error::to_gql(e)),
+        })
     }
 }
 

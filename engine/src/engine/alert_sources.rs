@@ -1,6 +1,6 @@
 //! Alert sources (admins manage them) and the secrets at rest of every table (alert
-//! sources' credentials, webhooks' signing secrets): sealing on write, the start-up
-//! check that every stored secret still decrypts, rotation.
+//! sources' credentials, webhooks' signing secrets, language-model API keys): sealing
+//! on write, the start-up check that every stored secret still decrypts, rotation.
 
 use std::fmt;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use super::Engine;
 use crate::auth::{Caller, Role};
-use crate::ids::{AlertSourceId, WebhookId};
+use crate::ids::{AlertSourceId, CredentialId, WebhookId};
 use crate::model::{AlertSource, AuthKind};
 use crate::secrets::{Keyring, Place, Secret};
 use crate::store;
@@ -139,6 +139,7 @@ impl SecretColumn {
 enum SealedRow {
     AlertSource(AlertSourceId),
     Webhook(WebhookId),
+    LlmCredential(CredentialId),
 }
 
 impl SealedRow {
@@ -146,6 +147,7 @@ impl SealedRow {
         match self {
             SealedRow::AlertSource(_) => SOURCE_AUTH,
             SealedRow::Webhook(_) => super::webhooks::SECRET,
+            SealedRow::LlmCredential(_) => super::providers::SECRET,
         }
     }
 
@@ -153,6 +155,7 @@ impl SealedRow {
         match self {
             SealedRow::AlertSource(id) => id.to_string(),
             SealedRow::Webhook(id) => id.to_string(),
+            SealedRow::LlmCredential(id) => id.to_string(),
         }
     }
 }
@@ -384,16 +387,21 @@ impl Engine {
         })
     }
 
-    /// Every stored secret (alert sources' credentials, webhooks' signing secrets)
-    /// with its row.
+    /// Every stored secret (alert sources' credentials, webhooks' signing secrets,
+    /// language-model API keys) with its row.
     async fn stored_secrets(&self) -> Result<Vec<(SealedRow, String)>> {
         let db = &self.inner.db;
         let sources = store::alert_sources::sealed(db).await?;
         let hooks = store::webhooks::sealed(db).await?;
+        let keys = store::llm_credentials::sealed(db).await?;
         Ok(sources
             .into_iter()
             .map(|(id, v)| (SealedRow::AlertSource(id), v))
             .chain(hooks.into_iter().map(|(id, v)| (SealedRow::Webhook(id), v)))
+            .chain(
+                keys.into_iter()
+                    .map(|(id, v)| (SealedRow::LlmCredential(id), v)),
+            )
             .collect())
     }
 
@@ -438,6 +446,9 @@ impl Engine {
                 }
                 SealedRow::Webhook(id) => {
                     store::webhooks::reseal(db, id, &value, &resealed, now).await?
+                }
+                SealedRow::LlmCredential(id) => {
+                    store::llm_credentials::reseal(db, id, &value, &resealed, now).await?
                 }
             };
             if done {

@@ -1,7 +1,8 @@
 //! The engine handle: the one entry point the API, the CLI and workers use. Cheap
 //! to clone; every operation that changes a run goes through here. Split by concern:
 //! run lifecycle, people (approvals, questions), teams, access (users, keys), alert
-//! sources and secrets at rest, webhooks, and notifications from other processes.
+//! sources and secrets at rest, webhooks, language-model providers, and notifications
+//! from other processes.
 
 mod access;
 mod alert_sources;
@@ -11,11 +12,13 @@ pub use alert_sources::{
 mod humans;
 mod lifecycle;
 mod notify;
+mod providers;
 mod teams;
 mod webhooks;
 
 pub use humans::Decision;
 pub use lifecycle::StartRun;
+pub use providers::{DEFAULT_CONTEXT_TOKENS, ModelUpdate, NewModel, NewProvider};
 pub use webhooks::{NewWebhook, WebhookTarget};
 
 use crate::Result;

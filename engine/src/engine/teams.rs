@@ -1,4 +1,5 @@
-//! Teams: validated, versioned topologies.
+//! Teams: validated, versioned topologies. A team may name the built-in models and
+//! every stored model.
 
 use chrono::Utc;
 
@@ -15,8 +16,7 @@ impl Engine {
     /// Any violation rejects the whole file and stores nothing. Re-applying an
     /// unchanged team adds no version. Returns the team and whether it changed.
     pub async fn apply_team(&self, text: &str) -> Result<(Team, bool)> {
-        let spec =
-            topology::parse_and_validate(text, &self.inner.catalog).map_err(Error::Violations)?;
+        let spec = self.validate_team(text).await?;
         let json = serde_json::to_value(&spec).map_err(|e| Error::Invalid(format!("team: {e}")))?;
         crate::storable::check_json(&json, "team").map_err(Error::Invalid)?;
         let txn = store::begin_write(&self.inner.db).await?;
@@ -30,6 +30,21 @@ impl Engine {
         .await?;
         txn.commit().await?;
         Ok(applied)
+    }
+
+    /// The tools and models a team may name now: this process's catalog (the
+    /// built-ins) and every stored model.
+    pub async fn team_catalog(&self) -> Result<topology::Catalog> {
+        let mut catalog = self.inner.catalog.clone();
+        catalog.models.extend(self.model_names().await?);
+        Ok(catalog)
+    }
+
+    /// Parses and validates a team document against [`Engine::team_catalog`]; every
+    /// violation, with its path, in [`Error::Violations`]. Stores nothing.
+    pub async fn validate_team(&self, text: &str) -> Result<topology::TeamSpec> {
+        let catalog = self.team_catalog().await?;
+        topology::parse_and_validate(text, &catalog).map_err(Error::Violations)
     }
 
     pub async fn team(&self, name: &str) -> Result<Team> {

@@ -10,6 +10,7 @@ pub mod classify;
 pub mod client;
 pub mod endpoint;
 pub mod openai;
+pub mod probe;
 pub mod sse;
 
 use std::sync::{Arc, OnceLock};
