@@ -7,8 +7,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aiops_engine::llm::breaker::Breakers;
-use aiops_engine::llm::client::{CallLimits, LlmClient};
 use aiops_engine::topology;
 use aiops_engine::{
     ApiKeyId, Caller, Engine, EngineConfig, EngineOptions, Role, RunId, RunStatus, StartRun,
@@ -603,8 +601,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 tokio::spawn(engine.clone().retention_loop(shutdown.clone())),
             ];
             let worker = tokio::spawn(Worker::new(engine.clone()).run(shutdown.clone()));
-            // The process's one model client: its breakers are what `llmBreakers` shows.
-            let llm = LlmClient::new(Arc::new(Breakers::default()), CallLimits::default());
+            // The process's one model client, the workflows' too: its breakers are
+            // what `llmBreakers` shows.
+            let llm = aiops_engine::llm::shared_client().clone();
             let services = aiops_api::Services::new(engine, llm);
             let s = shutdown.clone();
             aiops_api::serve_with(listener, services, &api.config(), async move {

@@ -7,11 +7,9 @@ mod http;
 mod server;
 mod ws;
 
-use std::sync::Arc;
 
 use aiops_engine::Engine;
-use aiops_engine::llm::breaker::Breakers;
-use aiops_engine::llm::client::{CallLimits, LlmClient};
+use aiops_engine::llm::client::LlmClient;
 use axum::Router;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method};
@@ -40,12 +38,11 @@ impl Services {
     }
 }
 
-/// The engine with a model client of its own (default breakers and limits): for
-/// tests and tools that serve no workflows.
+/// The engine with the process's shared model client
+/// ([`aiops_engine::llm::shared_client`], the one the investigation workflow uses).
 impl From<Engine> for Services {
     fn from(engine: Engine) -> Self {
-        let llm = LlmClient::new(Arc::new(Breakers::default()), CallLimits::default());
-        Self::new(engine, llm)
+        Self::new(engine, aiops_engine::llm::shared_client().clone())
     }
 }
 
