@@ -63,6 +63,14 @@ pub fn schema(engine: Engine, config: &crate::ApiConfig) -> AiopsSchema {
             loaders::TeamVersions(engine.clone()),
             tokio::spawn,
         ))
+        .data(DataLoader::new(
+            loaders::RunUsage(engine.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            loaders::RunUsageBreakdowns(engine.clone()),
+            tokio::spawn,
+        ))
         .data(engine)
         // Depth is limited by the policy (which exempts introspection).
         .limit_complexity(MAX_COMPLEXITY)
