@@ -28,6 +28,7 @@ mod store;
 pub mod tools;
 pub mod topology;
 mod usage;
+mod usage_breakdown;
 pub mod worker;
 pub mod workflow;
 mod writer;
@@ -37,7 +38,7 @@ pub use bus::{Change, Changes};
 pub use config::EngineConfig;
 pub use context::{
     ApprovalOutcome, ApprovalRequest, Attempt, InputOutcome, LiveEvent, RunInfo, StepContext,
-    StepError, StepOptions, key_segment,
+    StepError, StepOptions, decode_key_segment, key_segment,
 };
 pub use engine::{
     DEFAULT_CONTEXT_TOKENS, DEFAULT_SOURCE, Decision, DefaultAlertSource, Engine, EngineOptions,
@@ -55,5 +56,6 @@ pub use retry::{RetryPolicy, StepFailure};
 pub use stats::EngineStats;
 pub use status::{ApprovalStatus, QuestionStatus, RunStatus, StepStatus, Trigger};
 pub use usage::Usage;
+pub use usage_breakdown::UsageBreakdown;
 pub use worker::Worker;
 pub use workflow::{Workflow, WorkflowError, WorkflowInfo, Workflows};

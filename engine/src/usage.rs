@@ -1,5 +1,5 @@
 //! Token usage and cost of model calls, recorded per attempt of a step and summed per
-//! step, per run (and later per agent and node).
+//! step and per run; per node and agent in `usage_breakdown`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;

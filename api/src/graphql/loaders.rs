@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use aiops_engine::model::Team as TeamRecord;
-use aiops_engine::{Engine, RunId};
+use aiops_engine::{Engine, RunId, Usage, UsageBreakdown};
 use async_graphql::dataloader::Loader;
 use uuid::Uuid;
 
@@ -41,5 +41,47 @@ impl Loader<Uuid> for TeamVersions {
             .teams_by_version(keys)
             .await
             .map_err(super::error::to_gql)
+    }
+}
+
+/// What each run used (tokens, cost), by run id; runs that used nothing get zero.
+pub struct RunUsage(pub Engine);
+
+impl Loader<Uuid> for RunUsage {
+    type Value = Usage;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Usage>, Self::Error> {
+        let runs: Vec<RunId> = keys.iter().map(|k| RunId(*k)).collect();
+        let mut usage = self
+            .0
+            .usage_of_runs(&runs)
+            .await
+            .map_err(super::error::to_gql)?;
+        Ok(keys
+            .iter()
+            .map(|k| (*k, usage.remove(&RunId(*k)).unwrap_or_default()))
+            .collect())
+    }
+}
+
+/// Each run's usage per node and agent, by run id.
+pub struct RunUsageBreakdowns(pub Engine);
+
+impl Loader<Uuid> for RunUsageBreakdowns {
+    type Value = UsageBreakdown;
+    type Error = async_graphql::Error;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, UsageBreakdown>, Self::Error> {
+        let runs: Vec<RunId> = keys.iter().map(|k| RunId(*k)).collect();
+        let mut breakdowns = self
+            .0
+            .usage_breakdowns(&runs)
+            .await
+            .map_err(super::error::to_gql)?;
+        Ok(keys
+            .iter()
+            .map(|k| (*k, breakdowns.remove(&RunId(*k)).unwrap_or_default()))
+            .collect())
     }
 }

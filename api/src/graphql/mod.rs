@@ -67,6 +67,14 @@ pub fn schema(services: crate::Services, config: &crate::ApiConfig) -> AiopsSche
             loaders::TeamVersions(engine.clone()),
             tokio::spawn,
         ))
+        .data(DataLoader::new(
+            loaders::RunUsage(engine.clone()),
+            tokio::spawn,
+        ))
+        .data(DataLoader::new(
+            loaders::RunUsageBreakdowns(engine.clone()),
+            tokio::spawn,
+        ))
         .data(engine)
         .data(llm)
         // Depth is limited by the policy (which exempts introspection).

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::connection::{self, CountedConnection};
 use super::error::ToGql;
-use super::loaders::{StepCounts, TeamVersions};
+use super::loaders::{RunUsage, RunUsageBreakdowns, StepCounts, TeamVersions};
 use async_graphql::dataloader::DataLoader;
 
 macro_rules! mirror_enum {
@@ -207,10 +207,18 @@ impl Run {
         Ok(connection::counted(page))
     }
 
-    /// Token usage and cost summed over the run's steps and their attempts.
+    /// Token usage and cost summed over the run's steps and their attempts (batched
+    /// across runs).
     async fn usage(&self, ctx: &Context<'_>) -> Result<Usage> {
-        let engine = ctx.data::<Engine>()?;
-        Ok(engine.usage(self.id.into()).await.gql()?.into())
+        let loader = ctx.data::<DataLoader<RunUsage>>()?;
+        Ok(loader.load_one(self.id).await?.unwrap_or_default().into())
+    }
+
+    /// The run's usage in total, per node and per agent of its team (batched across
+    /// runs).
+    async fn usage_breakdown(&self, ctx: &Context<'_>) -> Result<UsageBreakdown> {
+        let loader = ctx.data::<DataLoader<RunUsageBreakdowns>>()?;
+        Ok(loader.load_one(self.id).await?.unwrap_or_default().into())
     }
 
     async fn approvals(&self, ctx: &Context<'_>) -> Result<Vec<Approval>> {
@@ -239,6 +247,60 @@ impl From<aiops_engine::Usage> for Usage {
             input_tokens: i64::try_from(u.input_tokens).unwrap_or(i64::MAX),
             output_tokens: i64::try_from(u.output_tokens).unwrap_or(i64::MAX),
             cost_usd: u.cost_usd,
+        }
+    }
+}
+
+/// A run's usage in total and by the part of its team that spent it, read off the
+/// step keys (`node/<node>/agent/<agent>/…`, `node/<node>/supervisor/…`,
+/// `supervisor/…`).
+#[derive(SimpleObject)]
+pub struct UsageBreakdown {
+    /// Every step's usage, including steps of no node (counted here only).
+    pub total: Usage,
+    /// By node id, sorted; the global supervisor's steps under `supervisor`.
+    pub by_node: Vec<NodeUsage>,
+    /// By node and agent, sorted; a node supervisor's steps under agent `supervisor`.
+    /// The global supervisor and a node's steps outside its agents are in `byNode` only.
+    pub by_agent: Vec<AgentUsage>,
+}
+
+/// What one node (or the global supervisor, `supervisor`) used.
+#[derive(SimpleObject)]
+pub struct NodeUsage {
+    pub node: String,
+    pub usage: Usage,
+}
+
+/// What one agent of a node (or the node's supervisor, `supervisor`) used.
+#[derive(SimpleObject)]
+pub struct AgentUsage {
+    pub node: String,
+    pub agent: String,
+    pub usage: Usage,
+}
+
+impl From<aiops_engine::UsageBreakdown> for UsageBreakdown {
+    fn from(b: aiops_engine::UsageBreakdown) -> Self {
+        UsageBreakdown {
+            total: b.total.into(),
+            by_node: b
+                .by_node
+                .into_iter()
+                .map(|(node, usage)| NodeUsage {
+                    node,
+                    usage: usage.into(),
+                })
+                .collect(),
+            by_agent: b
+                .by_agent
+                .into_iter()
+                .map(|(node, agent, usage)| AgentUsage {
+                    node,
+                    agent,
+                    usage: usage.into(),
+                })
+                .collect(),
         }
     }
 }

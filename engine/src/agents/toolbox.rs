@@ -323,15 +323,11 @@ struct Call {
     idempotency_key: String,
 }
 
-/// `db` from `node/db/agent/…`.
+/// `db` from `node/db/agent/…`; `supervisor` outside any node.
 fn node_of(full_key: &str) -> String {
-    match full_key
-        .strip_prefix("node/")
-        .and_then(|rest| rest.split('/').next())
-    {
-        Some(node) => node.to_owned(),
-        None => "supervisor".to_owned(),
-    }
+    crate::usage_breakdown::attribute(full_key)
+        .node
+        .unwrap_or_else(|| crate::usage_breakdown::SUPERVISOR.to_owned())
 }
 
 /// Records a call refused before it ran (unknown tool, invalid arguments) as a failed

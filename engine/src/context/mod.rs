@@ -146,6 +146,29 @@ pub fn key_segment(segment: &str) -> String {
     segment.replace('%', "%25").replace('/', "%2F")
 }
 
+/// The segment [`key_segment`] escaped, as it was: `%2F` is `/`, `%25` is `%`, any
+/// other `%` stays as it is.
+pub fn decode_key_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    let mut rest = segment;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escaped = &rest[at..];
+        if let Some(after) = escaped.strip_prefix("%2F") {
+            out.push('/');
+            rest = after;
+        } else if let Some(after) = escaped.strip_prefix("%25") {
+            out.push('%');
+            rest = after;
+        } else {
+            out.push('%');
+            rest = &escaped[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// What a person decided about an approval.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ApprovalOutcome {
@@ -388,5 +411,31 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_segments_decode_to_what_was_escaped() {
+        for id in [
+            "db",
+            "a/b",
+            "50%",
+            "%2F",
+            "%25/%",
+            "call_1/../x",
+            "",
+            "%",
+            "%2",
+        ] {
+            assert_eq!(decode_key_segment(&key_segment(id)), id, "{id:?}");
+            assert!(!key_segment(id).contains('/'), "{id:?}");
+        }
+        // Decoding is one pass: an escaped escape stays one level deep.
+        assert_eq!(decode_key_segment("%252F"), "%2F");
+        assert_eq!(decode_key_segment("100%"), "100%");
     }
 }

@@ -500,9 +500,4 @@ impl Engine {
     {
         bus::subscribe_live(&self.inner.bus, run_id)
     }
-
-    /// What a run's steps used (tokens, cost), summed over every step and attempt.
-    pub async fn usage(&self, run_id: RunId) -> Result<crate::Usage> {
-        store::steps::usage_of_run(&self.inner.db, run_id).await
-    }
 }

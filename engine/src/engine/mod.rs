@@ -1,8 +1,8 @@
 //! The engine handle: the one entry point the API, the CLI and workers use. Cheap
 //! to clone; every operation that changes a run goes through here. Split by concern:
 //! run lifecycle, people (approvals, questions), teams, access (users, keys), alert
-//! sources and secrets at rest, webhooks, language-model providers, and notifications
-//! from other processes.
+//! sources and secrets at rest, webhooks, language-model providers, usage (tokens,
+//! cost), and notifications from other processes.
 
 mod access;
 mod alert_sources;
@@ -14,6 +14,7 @@ mod lifecycle;
 mod notify;
 mod providers;
 mod teams;
+mod usage;
 mod webhooks;
 
 pub use humans::Decision;

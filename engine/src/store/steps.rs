@@ -1,6 +1,9 @@
 //! The `steps` table: one row per durable step of a run, keyed by `(run_id, step_key)`.
 
+use std::collections::HashMap;
+
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde_json::Value as Json;
 
 use super::entity::step;
 use super::keyset::{self, Direction};
@@ -9,6 +12,7 @@ use crate::ids::RunId;
 pub use crate::model::Step;
 use crate::page::{KeyOf, Page, PageRequest};
 use crate::status::StepStatus;
+use crate::usage::Usage;
 
 fn from_model(m: step::Model) -> Result<Step> {
     Ok(Step {
@@ -18,7 +22,7 @@ fn from_model(m: step::Model) -> Result<Step> {
         status: m.status.parse()?,
         input: m.input,
         output: m.output,
-        usage: crate::usage::Usage::from_json(m.usage.as_ref()),
+        usage: Usage::from_json(m.usage.as_ref()),
         error: m.error,
         attempts: m.attempts,
         started_at: m.started_at,
@@ -63,7 +67,7 @@ pub async fn page(
 pub async fn count_by_runs(
     db: &impl ConnectionTrait,
     runs: &[RunId],
-) -> Result<std::collections::HashMap<RunId, i64>> {
+) -> Result<HashMap<RunId, i64>> {
     use sea_orm::{ExprTrait, QuerySelect, sea_query::Expr};
     if runs.is_empty() {
         return Ok(Default::default());
@@ -91,18 +95,54 @@ pub async fn delete_failed(db: &impl ConnectionTrait, run_id: RunId) -> Result<u
     Ok(res.rows_affected)
 }
 
-/// What a run's steps used, summed (reads the `usage` column only).
-pub async fn usage_of_run(db: &impl ConnectionTrait, run_id: RunId) -> Result<crate::usage::Usage> {
+/// What each of `runs` used (tokens, cost), summed over its steps, in one query;
+/// runs that used nothing are absent.
+pub async fn usage_of_runs(
+    db: &impl ConnectionTrait,
+    runs: &[RunId],
+) -> Result<HashMap<RunId, Usage>> {
+    if runs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(uuid::Uuid, Json)> = steps_with_usage(runs).into_tuple().all(db).await?;
+    let mut out: HashMap<RunId, Usage> = HashMap::new();
+    for (run, usage) in rows {
+        *out.entry(RunId(run)).or_default() += Usage::from_json(Some(&usage));
+    }
+    Ok(out)
+}
+
+/// The steps of `runs` that used something, as (run, step key, usage) in the order
+/// first recorded, in one query.
+pub async fn usage_by_step(
+    db: &impl ConnectionTrait,
+    runs: &[RunId],
+) -> Result<Vec<(RunId, String, Usage)>> {
     use sea_orm::QuerySelect;
-    let rows: Vec<Option<serde_json::Value>> = step::Entity::find()
-        .select_only()
-        .column(step::Column::Usage)
-        .filter(step::Column::RunId.eq(run_id.0))
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(uuid::Uuid, Json, String)> = steps_with_usage(runs)
+        .column(step::Column::StepKey)
+        .order_by_asc(step::Column::CreatedAt)
+        .order_by_asc(step::Column::Id)
         .into_tuple()
         .all(db)
         .await?;
     Ok(rows
-        .iter()
-        .map(|u| crate::usage::Usage::from_json(u.as_ref()))
-        .sum())
+        .into_iter()
+        .map(|(run, usage, key)| (RunId(run), key, Usage::from_json(Some(&usage))))
+        .collect())
+}
+
+/// `run_id` and `usage` of the steps of `runs` whose usage is not NULL (steps that
+/// used nothing store none, and are most steps).
+fn steps_with_usage(runs: &[RunId]) -> sea_orm::Select<step::Entity> {
+    use sea_orm::QuerySelect;
+    step::Entity::find()
+        .select_only()
+        .column(step::Column::RunId)
+        .column(step::Column::Usage)
+        .filter(step::Column::RunId.is_in(runs.iter().map(|r| r.0)))
+        .filter(step::Column::Usage.is_not_null())
 }
