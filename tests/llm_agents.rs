@@ -16,7 +16,7 @@ use aiops_engine::model::{ProviderKind, Step};
 use aiops_engine::secrets::Secret;
 use aiops_engine::{Caller, Decision, Engine, NewModel, NewProvider, RunStatus, StepStatus};
 use common::fake_llm::{FakeLlm, Reply, Seen};
-use common::incident::{Incident, report_and_result};
+use common::incident::{Incident, team_report_and_result as report_and_result};
 use common::prometheus::MetricsEndpoint;
 use common::{Backend, wait_for_status};
 use serde_json::{Value, json};

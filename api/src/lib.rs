@@ -7,7 +7,6 @@ mod http;
 mod server;
 mod ws;
 
-
 use aiops_engine::Engine;
 use aiops_engine::llm::client::LlmClient;
 use axum::Router;

@@ -564,8 +564,8 @@ fn findings_from_plan(
         } else {
             report::NodeStatus::Failing
         };
-        let mut evidence: Vec<report::Evidence> =
-            firing.iter().map(ranking::alert_evidence).collect();
+        // The ranking cites the alerts; the executed calls are the finding's own.
+        let mut evidence: Vec<report::Evidence> = Vec::new();
         for e in log.executed.iter().filter(|e| e.status == "SUCCESS") {
             let args = e.args.to_string();
             let concerns =

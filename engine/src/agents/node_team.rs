@@ -19,7 +19,6 @@ use crate::report::{Evidence, EvidenceKind, NodeFinding, NodeStatus};
 use super::agent::{AgentReport, AgentWork, ToolUse, run_agent};
 use super::model_call::{Answer, Caller};
 use super::prompts;
-use super::ranking::alert_evidence;
 use super::rules::{self, NodeWork};
 use super::toolbox::Toolbox;
 
@@ -180,14 +179,14 @@ pub async fn investigate_node(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut evidence: Vec<Evidence> = work.firing.iter().map(alert_evidence).collect();
-    evidence.extend(
-        reports
-            .iter()
-            .flat_map(|r| r.uses.iter())
-            .filter(|u| u.ok)
-            .map(|u| tool_evidence(u, status)),
-    );
+    // The alerts themselves are cited by the ranking; the finding adds what the
+    // agents' queries returned.
+    let evidence: Vec<Evidence> = reports
+        .iter()
+        .flat_map(|r| r.uses.iter())
+        .filter(|u| u.ok)
+        .map(|u| tool_evidence(u, status))
+        .collect();
     let finding = NodeFinding {
         node: node.id.clone(),
         kind: node.kind.clone(),
