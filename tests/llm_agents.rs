@@ -1184,3 +1184,84 @@ nodes:
     );
     assert!(web.0 > db.1 && web.0 > api.1);
 }
+
+#[tokio::test]
+async fn cancelling_a_run_aborts_its_model_call_at_once() {
+    let Some((incident, fake)) = start(
+        Backend::Sqlite,
+        ProviderKind::OpenAi,
+        client(Duration::from_secs(30)),
+    )
+    .await
+    else {
+        return;
+    };
+    // The first answer trickles for 20 s (paced under the read timeout).
+    fake.respond("brain-1", |seen| {
+        brain(seen).paced(Duration::from_millis(500))
+    });
+    let run = run_team(&incident, TEAM).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !fake
+        .requests()
+        .iter()
+        .any(|r| r.outcome == common::fake_llm::Outcome::InFlight)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no call started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancelled_at = std::time::Instant::now();
+    incident.engine.cancel_run(run.id).await.expect("cancel");
+    let seen = fake.wait_settled(Duration::from_secs(3)).await;
+    assert!(cancelled_at.elapsed() < Duration::from_secs(3));
+    assert!(
+        seen.iter()
+            .any(|r| r.outcome == common::fake_llm::Outcome::Disconnected),
+        "the streaming call was cut: {:?}",
+        seen.iter().map(|r| &r.outcome).collect::<Vec<_>>()
+    );
+    assert!(
+        seen.iter()
+            .all(|r| r.outcome != common::fake_llm::Outcome::Completed)
+    );
+    let run = incident.engine.run(run.id).await.expect("run");
+    assert_eq!(run.status, RunStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn an_unconfigured_default_model_means_the_rules_without_model_steps() {
+    let Some((incident, fake)) = start(
+        Backend::Sqlite,
+        ProviderKind::OpenAi,
+        client(Duration::from_secs(30)),
+    )
+    .await
+    else {
+        return;
+    };
+    let team = TEAM.replace("model: [brain]", "model: default");
+    let run = run_team(&incident, &team).await;
+    let run = incident.finish(run.id).await;
+    let (report, _) = common::incident::report_and_result(&run);
+    assert!(report.contains("Rule-based analysis"), "{report}");
+    let steps = incident.engine.steps(run.id).await.expect("steps");
+    assert!(
+        steps.iter().all(|s| !s.key.ends_with("/llm")),
+        "{:?}",
+        steps.iter().map(|s| &s.key).collect::<Vec<_>>()
+    );
+    assert_eq!(step(&steps, "models").output, Some(json!([])));
+    assert!(fake.requests().is_empty());
+
+    // Once a model named `default` is stored, the same team uses it.
+    incident
+        .engine
+        .create_model(Caller::Local, NewModel::new("default", "fake", "brain-1"))
+        .await
+        .expect("default model");
+    fake.respond("brain-1", brain);
+    let run = run_team(&incident, &team).await;
+    let run = incident.finish(run.id).await;
+    let (report, _) = report_and_result(&run);
+    assert!(report.contains("default (language model"), "{report}");
+}

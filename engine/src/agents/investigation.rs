@@ -26,7 +26,7 @@ use crate::workflow::{Workflow, WorkflowError, WorkflowFuture, WorkflowInfo};
 use crate::{Error, report};
 
 use super::alert::{Alert, AlertState};
-use super::model_call::{Budget, Caller, fallback_list, wants_llm};
+use super::model_call::{Budget, Caller, wants_llm};
 use super::rules::{self, NodeWork, RULES_ANALYST};
 use super::silence;
 use super::toolbox::{ToolOutcome, Toolbox};
@@ -168,11 +168,31 @@ async fn investigate(
     let toolbox = Toolbox::new(registry, engine.clone(), source, team.clone());
     let supervisor = ctx.branch("supervisor");
     let mut notes = Vec::new();
+    // Which of the team's models are configured, decided once and recorded: a model
+    // stored (or deleted) mid-run must not change the path a replay takes.
+    let named: BTreeSet<String> = team_model_names(&team);
+    let stored: BTreeSet<String> = if named.iter().all(|n| n == RULES_ANALYST) {
+        BTreeSet::new()
+    } else {
+        ctx.step("models", |_| {
+            let engine = engine.clone();
+            let named = named.clone();
+            async move {
+                let stored = engine.model_names().await.map_err(engine_failure)?;
+                Ok(named
+                    .intersection(&stored)
+                    .cloned()
+                    .collect::<BTreeSet<String>>())
+            }
+        })
+        .await?
+    };
     let caller = Caller {
         client: llm,
         budget: Budget::new(&team.limits),
+        stored: Arc::new(stored),
     };
-    let supervisor_models = fallback_list(&team.supervisor.model);
+    let supervisor_models = caller.models(&team.supervisor.model);
 
     let alerts = match given {
         Some(alerts) => alerts,
@@ -475,7 +495,7 @@ impl Nodes<'_> {
                     .collect();
                 let node_ctx = ctx.branch("node").branch(id);
                 let window = (plan.window_start, plan.window_end);
-                let models = fallback_list(
+                let models = self.caller.models(
                     node.supervisor
                         .as_ref()
                         .map_or(&self.team.supervisor.model, |s| &s.model),
@@ -518,6 +538,28 @@ impl Nodes<'_> {
         }
         Ok(plan.nodes.iter().filter_map(|id| done.remove(id)).collect())
     }
+}
+
+/// Every model name the team mentions.
+fn team_model_names(team: &TeamSpec) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = team
+        .supervisor
+        .model
+        .names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    for node in &team.nodes {
+        if let Some(s) = &node.supervisor {
+            names.extend(s.model.names().into_iter().map(str::to_owned));
+        }
+        for agent in &node.agents {
+            if let Some(m) = &agent.model {
+                names.extend(m.names().into_iter().map(str::to_owned));
+            }
+        }
+    }
+    names
 }
 
 /// What the planner is told: the task, the topology and the routed alerts.

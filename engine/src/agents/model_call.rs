@@ -6,6 +6,7 @@
 //! unit's work with the rule-based analyst. While every model's breaker is open the
 //! step waits in `RETRY_WAIT` without spending attempts, up to [`MAX_PARKED`].
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,12 +47,15 @@ pub enum Answer {
     },
 }
 
-/// The fallback list with `builtin:rules` at its end.
-pub fn fallback_list(model: &ModelRef) -> Vec<String> {
+/// The fallback list with `builtin:rules` at its end, keeping only the models that
+/// were stored when the run started (`stored`, a recorded step): an unconfigured
+/// `default` means the rule-based analyst, with no model step at all.
+pub fn fallback_list(model: &ModelRef, stored: &BTreeSet<String>) -> Vec<String> {
     let mut names: Vec<String> = model.names().into_iter().map(str::to_owned).collect();
     if let Some(i) = names.iter().position(|n| n == RULES_ANALYST) {
         names.truncate(i);
     }
+    names.retain(|n| stored.contains(n));
     names.push(RULES_ANALYST.to_owned());
     names
 }
@@ -137,9 +141,16 @@ impl Budget {
 pub struct Caller {
     pub client: LlmClient,
     pub budget: Budget,
+    /// The team's models that were configured when the run started.
+    pub stored: Arc<BTreeSet<String>>,
 }
 
 impl Caller {
+    /// [`fallback_list`] of `model`.
+    pub fn models(&self, model: &ModelRef) -> Vec<String> {
+        fallback_list(model, &self.stored)
+    }
+
     /// Asks the first model of `models` that answers, as the step `key` of `ctx`; a
     /// spent budget first asks a person to extend it (`{key}/budget`).
     pub async fn ask(
@@ -305,17 +316,28 @@ mod tests {
 
     #[test]
     fn every_list_ends_with_the_rules() {
-        let list = fallback_list(&ModelRef::Fallback(vec!["a".into(), "b".into()]));
+        let stored: BTreeSet<String> = ["a".to_owned(), "b".to_owned()].into();
+        let list = fallback_list(&ModelRef::Fallback(vec!["a".into(), "b".into()]), &stored);
         assert_eq!(list, ["a", "b", RULES_ANALYST]);
-        let list = fallback_list(&ModelRef::Fallback(vec![
-            "a".into(),
-            RULES_ANALYST.into(),
-            "ignored".into(),
-        ]));
+        let list = fallback_list(
+            &ModelRef::Fallback(vec!["a".into(), RULES_ANALYST.into(), "ignored".into()]),
+            &stored,
+        );
         assert_eq!(list, ["a", RULES_ANALYST]);
-        assert!(!wants_llm(&fallback_list(&ModelRef::Name(
-            RULES_ANALYST.into()
-        ))));
+        // Unconfigured names (an unstored `default`, a deleted model) are left out.
+        let list = fallback_list(
+            &ModelRef::Fallback(vec![DEFAULT_MODEL.into(), "b".into()]),
+            &stored,
+        );
+        assert_eq!(list, ["b", RULES_ANALYST]);
+        assert!(!wants_llm(&fallback_list(
+            &ModelRef::Name(DEFAULT_MODEL.into()),
+            &stored
+        )));
+        assert!(!wants_llm(&fallback_list(
+            &ModelRef::Name(RULES_ANALYST.into()),
+            &stored
+        )));
     }
 
     #[test]

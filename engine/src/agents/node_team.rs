@@ -122,7 +122,7 @@ pub async fn investigate_node(
                 let agent_models = spec
                     .model
                     .as_ref()
-                    .map(super::model_call::fallback_list)
+                    .map(|m| caller.models(m))
                     .unwrap_or_else(|| models.to_vec());
                 let agent_ctx = ctx
                     .branch("agent")
