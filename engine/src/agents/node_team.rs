@@ -9,10 +9,9 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
 use crate::context::{StepContext, StepError};
-use crate::event::EventKind;
 use crate::llm::chat::{ChatMessage, ChatRequest};
 use crate::report::{Evidence, EvidenceKind, NodeFinding, NodeStatus};
 
@@ -169,16 +168,7 @@ pub async fn investigate_node(
         finding.summary = format!("{} (rule-based: {why})", finding.summary);
         return Ok(finding);
     };
-    let failing_upstream: Vec<String> = work
-        .upstream
-        .iter()
-        .flat_map(|f| {
-            let own = (f.status == NodeStatus::Failing).then(|| f.node.clone());
-            own.into_iter().chain(f.failing_upstream.iter().cloned())
-        })
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let failing_upstream = work.failing_upstream();
     // The alerts themselves are cited by the ranking; the finding adds what the
     // agents' queries returned.
     let evidence: Vec<Evidence> = reports
@@ -197,14 +187,7 @@ pub async fn investigate_node(
         failing_upstream,
         summary,
     };
-    supervisor.emit(
-        EventKind::Finding,
-        json!({
-            "node": finding.node, "status": finding.status, "summary": finding.summary,
-            "alerts": finding.firing.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
-            "failing_upstream": finding.failing_upstream,
-        }),
-    )?;
+    rules::emit_finding(&supervisor, &finding)?;
     supervisor
         .step("finding", |_| {
             let finding = finding.clone();

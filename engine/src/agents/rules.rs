@@ -42,6 +42,35 @@ pub struct NodeWork<'a> {
     pub has_prometheus: bool,
 }
 
+impl NodeWork<'_> {
+    /// The failing nodes upstream of this one: its failing dependencies and what
+    /// they found failing upstream of them.
+    pub fn failing_upstream(&self) -> Vec<String> {
+        self.upstream
+            .iter()
+            .flat_map(|f| {
+                let own = (f.status == NodeStatus::Failing).then(|| f.node.clone());
+                own.into_iter().chain(f.failing_upstream.iter().cloned())
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
+}
+
+/// The FINDING event of a node, emitted from the branch that records the finding, so
+/// watchers see it when the node is done.
+pub fn emit_finding(ctx: &StepContext, finding: &NodeFinding) -> Result<(), StepError> {
+    ctx.emit(
+        EventKind::Finding,
+        json!({
+            "node": finding.node, "status": finding.status, "summary": finding.summary,
+            "alerts": finding.firing.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            "failing_upstream": finding.failing_upstream,
+        }),
+    )
+}
+
 /// Investigates one node under `ctx` (the node's branch) and writes its finding.
 pub async fn investigate_node(
     ctx: &StepContext,
@@ -84,16 +113,7 @@ pub async fn investigate_node(
             evidence.extend(target_evidence(&ctx, toolbox, &query, work.window.1).await?);
         }
     }
-    let failing_upstream: Vec<String> = work
-        .upstream
-        .iter()
-        .flat_map(|f| {
-            let own = (f.status == NodeStatus::Failing).then(|| f.node.clone());
-            own.into_iter().chain(f.failing_upstream.iter().cloned())
-        })
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let failing_upstream = work.failing_upstream();
     let targets_down = evidence
         .iter()
         .any(|e| e.kind == EvidenceKind::Targets && e.confirms);
@@ -118,14 +138,7 @@ pub async fn investigate_node(
     // Recorded as a step of the same context as the tool calls, so the FINDING event
     // (and the last TOOL_RESULT) are written as soon as the node is done: watchers
     // see progress, not everything at the run's end.
-    ctx.emit(
-        EventKind::Finding,
-        json!({
-            "node": finding.node, "status": finding.status, "summary": finding.summary,
-            "alerts": finding.firing.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
-            "failing_upstream": finding.failing_upstream,
-        }),
-    )?;
+    emit_finding(&ctx, &finding)?;
     ctx.step("finding", |_| {
         let finding = finding.clone();
         async move { Ok(finding) }
