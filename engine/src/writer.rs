@@ -228,6 +228,7 @@ mod tests {
                 workflow: "w".into(),
                 input: serde_json::json!({}),
                 trigger: Trigger::Manual,
+                trigger_id: None,
                 idempotency_key: None,
                 team_id: None,
                 team_version_id: None,

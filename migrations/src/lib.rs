@@ -10,6 +10,7 @@ mod m20261130_180000_add_keyset_indexes;
 mod m20261130_230000_create_alert_sources;
 mod m20261201_040000_create_webhooks;
 mod m20261203_090000_create_llm_providers;
+mod m20261204_000000_add_run_trigger_id;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_230000_create_alert_sources::Migration),
             Box::new(m20261201_040000_create_webhooks::Migration),
             Box::new(m20261203_090000_create_llm_providers::Migration),
+            Box::new(m20261204_000000_add_run_trigger_id::Migration),
         ]
     }
 }

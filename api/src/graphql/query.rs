@@ -24,6 +24,8 @@ pub struct RunFilterInput {
     pub statuses: Option<Vec<RunStatus>>,
     pub team_id: Option<Uuid>,
     pub trigger: Option<Trigger>,
+    /// The schedule or notification id that started the run.
+    pub trigger_id: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
 }
@@ -37,6 +39,10 @@ impl RunFilterInput {
                 .team_id
                 .is_none_or(|t| run.team_id.map(|x| x.0) == Some(t))
             && self.trigger.is_none_or(|t| Trigger::from(run.trigger) == t)
+            && self
+                .trigger_id
+                .as_ref()
+                .is_none_or(|t| run.trigger_id.as_ref() == Some(t))
             && self.created_after.is_none_or(|t| run.created_at >= t)
             && self.created_before.is_none_or(|t| run.created_at < t)
     }
@@ -53,6 +59,7 @@ impl From<RunFilterInput> for RunFilter {
                 .collect(),
             team_id: f.team_id.map(Into::into),
             trigger: f.trigger.map(Into::into),
+            trigger_id: f.trigger_id,
             created_after: f.created_after,
             created_before: f.created_before,
         }

@@ -74,6 +74,8 @@ pub struct Run {
     pub workflow: String,
     pub status: RunStatus,
     pub trigger: Trigger,
+    /// The schedule or Alertmanager notification that started the run.
+    pub trigger_id: Option<String>,
     pub idempotency_key: Option<String>,
     pub input: Json<serde_json::Value>,
     pub output: Option<Json<serde_json::Value>>,
@@ -104,6 +106,7 @@ impl From<RunRecord> for Run {
             workflow: r.workflow,
             status: r.status.into(),
             trigger: r.trigger.into(),
+            trigger_id: r.trigger_id,
             idempotency_key: r.idempotency_key,
             input: Json(r.input),
             output: r.output.map(Json),

@@ -22,6 +22,8 @@ pub struct TeamRun {
     pub alerts: Option<Json>,
     pub task: Option<String>,
     pub trigger: Trigger,
+    /// The schedule or notification that started the run, if any.
+    pub trigger_id: Option<String>,
     pub idempotency_key: Option<String>,
     /// Default: the team's `limits.timeout_seconds`.
     pub timeout: Option<Duration>,
@@ -35,6 +37,7 @@ impl TeamRun {
             alerts: None,
             task: None,
             trigger: Trigger::Manual,
+            trigger_id: None,
             idempotency_key: None,
             timeout: None,
         }
@@ -57,6 +60,7 @@ pub async fn start_team_run(engine: &Engine, req: TeamRun) -> crate::Result<Run>
     }
     let mut start = StartRun::new(NAME, Json::Object(input));
     start.trigger = req.trigger;
+    start.trigger_id = req.trigger_id;
     start.idempotency_key = req.idempotency_key;
     start.team_id = Some(team.id);
     start.team_version_id = Some(team.version_id);

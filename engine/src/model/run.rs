@@ -15,6 +15,8 @@ pub struct Run {
     pub team_version_id: Option<uuid::Uuid>,
     pub workflow: String,
     pub trigger: Trigger,
+    /// The schedule or notification that started it (`None` for manual and API runs).
+    pub trigger_id: Option<String>,
     pub idempotency_key: Option<String>,
     pub input: Json,
     pub status: RunStatus,
@@ -49,6 +51,7 @@ pub struct RunFilter {
     pub statuses: Vec<RunStatus>,
     pub team_id: Option<TeamId>,
     pub trigger: Option<Trigger>,
+    pub trigger_id: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
 }

@@ -54,6 +54,7 @@ pub mod run {
         pub team_version_id: Option<Uuid>,
         pub workflow: String,
         pub trigger: String,
+        pub trigger_id: Option<String>,
         pub idempotency_key: Option<String>,
         pub input: Json,
         pub status: String,

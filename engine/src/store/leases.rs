@@ -372,6 +372,7 @@ mod tests {
             workflow: "w".into(),
             input: json!({}),
             trigger: Trigger::Manual,
+            trigger_id: None,
             idempotency_key: None,
             team_id: None,
             team_version_id: None,

@@ -28,6 +28,7 @@ impl TryFrom<run::Model> for Run {
             team_version_id: m.team_version_id,
             workflow: m.workflow,
             trigger: m.trigger.parse()?,
+            trigger_id: m.trigger_id,
             idempotency_key: m.idempotency_key,
             input: m.input,
             status: m.status.parse()?,
@@ -56,6 +57,7 @@ pub struct NewRun {
     pub workflow: String,
     pub input: Json,
     pub trigger: Trigger,
+    pub trigger_id: Option<String>,
     pub idempotency_key: Option<String>,
     pub team_id: Option<TeamId>,
     pub team_version_id: Option<uuid::Uuid>,
@@ -81,6 +83,7 @@ pub async fn insert(
         team_version_id: Set(new.team_version_id),
         workflow: Set(new.workflow.clone()),
         trigger: Set(new.trigger.as_str().to_owned()),
+        trigger_id: Set(new.trigger_id.clone()),
         idempotency_key: Set(new.idempotency_key.clone()),
         input: Set(new.input.clone()),
         status: Set(RunStatus::Queued.as_str().to_owned()),
@@ -119,7 +122,7 @@ pub async fn insert(
         1,
         &[NewEvent::new(
             crate::event::EventKind::RunQueued,
-            serde_json::json!({ "workflow": new.workflow, "trigger": new.trigger }),
+            queued_data(&new),
         )],
         now,
     )
@@ -128,6 +131,15 @@ pub async fn insert(
         .await?
         .ok_or_else(|| Error::not_found("run", id))?;
     Ok((run, queued, true))
+}
+
+/// RUN_QUEUED's data: the workflow and what started the run.
+fn queued_data(new: &NewRun) -> Json {
+    let mut data = serde_json::json!({ "workflow": new.workflow, "trigger": new.trigger });
+    if let Some(id) = &new.trigger_id {
+        data["trigger_id"] = Json::from(id.as_str());
+    }
+    data
 }
 
 async fn find_by_idempotency_key(db: &impl ConnectionTrait, key: &str) -> Result<Option<Run>> {
@@ -207,6 +219,9 @@ pub async fn list(
     }
     if let Some(trigger) = filter.trigger {
         q = q.filter(run::Column::Trigger.eq(trigger.as_str()));
+    }
+    if let Some(trigger_id) = &filter.trigger_id {
+        q = q.filter(run::Column::TriggerId.eq(trigger_id.as_str()));
     }
     if let Some(after) = filter.created_after {
         q = q.filter(run::Column::CreatedAt.gte(after));
