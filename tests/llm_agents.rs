@@ -83,6 +83,7 @@ async fn start(
     kind: ProviderKind,
     llm: LlmClient,
 ) -> Option<(Incident, FakeLlm)> {
+    captured_logs();
     let incident = Incident::with_llm(backend, llm, cascade_metrics).await?;
     incident.prometheus.wait_for_samples("svc_up").await;
     let fake = FakeLlm::start_with_key(KEY).await;
@@ -397,6 +398,75 @@ async fn faults_end_in_a_retry_or_the_fallback_never_a_hang() {
     assert!(steps.iter().any(|s| s.attempts > 1), "no step was retried");
 }
 
+/// Every log line this test binary writes (all its tests run in one process), for
+/// scanning: installed once, at `debug`, before the first test starts its engine.
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_ansi(false)
+            .with_writer(move || LogSink(sink.clone()))
+            .try_init()
+            .expect("the only subscriber");
+        logs
+    })
+    .clone()
+}
+
+struct LogSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A provider that quotes the key it refused: the key reaches no step, event or log
+/// line, while the refusal itself is logged (masked) and the spare answers.
+#[tokio::test]
+async fn an_echoed_key_is_in_no_step_event_or_log_line() {
+    let logs = captured_logs();
+    let Some((incident, fake)) = start(
+        Backend::Sqlite,
+        ProviderKind::OpenAi,
+        client(Duration::from_secs(30)),
+    )
+    .await
+    else {
+        return;
+    };
+    let refusal = json!({ "error": {
+        "message": format!("Incorrect API key provided: {KEY}. You can find your API key at https://platform.openai.com/account/api-keys."),
+        "type": "invalid_request_error", "code": "invalid_api_key" } });
+    fake.respond("brain-1", move |_| Reply::status(401, refusal.clone()));
+    fake.respond("spare-1", brain);
+    let run = run_team(&incident, &with_spare(TEAM)).await;
+    let run = incident.finish(run.id).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert!(!fake.requests_for("brain-1").is_empty(), "brain was asked");
+    let steps = incident.engine.steps(run.id).await.expect("steps");
+    let events = incident
+        .engine
+        .events(run.id, 0, 10_000)
+        .await
+        .expect("events");
+    let stored = format!("{steps:?} {events:?} {run:?}");
+    assert!(!stored.contains(KEY), "the key was stored");
+    let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        logged.contains("Incorrect API key provided: ***"),
+        "the refusal is logged, masked"
+    );
+    assert!(!logged.contains(KEY), "the key was logged");
+}
+
 #[tokio::test]
 async fn an_open_breaker_sends_calls_to_the_fallback_and_closes_after_a_probe() {
     let llm = client(Duration::from_millis(1500));
@@ -704,12 +774,62 @@ async fn ask_human_from_a_model_waits_for_the_answer_and_feeds_it_back() {
         question.step_key,
         "node/db/agent/metrics/round/0/iter/0/call/q1"
     );
-    incident
+    // Answered over GraphQL, by the call's id; a result for another id is refused
+    // with the pending ids named, and the refusal is in the run's log.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let addr = common::serve_api(&incident.engine, shutdown.clone()).await;
+    let token = common::token_for(
+        &incident.engine,
+        "carol",
+        aiops_engine::auth::Role::Operator,
+    )
+    .await;
+    let api = common::Api::new(&addr, Some(&token));
+    let submit = "mutation($run: UUID!, $call: String!, $result: String!) {
+        submitToolResult(runId: $run, toolCallId: $call, result: $result) { status answer answeredBy }
+    }";
+    let (code, error) = api
+        .error_code(
+            submit,
+            json!({ "run": run.id.0, "call": "q9", "result": "forged" }),
+        )
+        .await;
+    assert_eq!(code, "CONFLICT", "{error}");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("\"q9\"") && message.contains("pending: q1"),
+        "{message}"
+    );
+    let audited = incident
         .engine
-        .answer_question(question.id, "no, it crashed", "carol")
+        .events(run.id, 0, 10_000)
         .await
-        .expect("answer");
+        .expect("events")
+        .into_iter()
+        .find(|e| e.kind == aiops_engine::EventKind::ToolResult && e.payload["call_id"] == "q9")
+        .expect("the refusal is audited");
+    assert_eq!(audited.payload["refused"], true);
+    assert_eq!(audited.payload["submitted_by"], "carol");
+    let answered = api
+        .data(
+            submit,
+            json!({ "run": run.id.0, "call": "q1", "result": "no, it crashed" }),
+        )
+        .await;
+    assert_eq!(
+        answered["submitToolResult"],
+        json!({ "status": "ANSWERED", "answer": "no, it crashed", "answeredBy": "carol" })
+    );
+    // The same call cannot be answered twice.
+    let (code, _) = api
+        .error_code(
+            submit,
+            json!({ "run": run.id.0, "call": "q1", "result": "again" }),
+        )
+        .await;
+    assert_eq!(code, "CONFLICT");
     let run = incident.finish(run.id).await;
+    shutdown.cancel();
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     let fed_back = fake
         .requests()
@@ -1011,6 +1131,84 @@ async fn streamed_tokens_reach_live_subscribers_and_are_not_stored() {
             .iter()
             .all(|e| e.kind != aiops_engine::EventKind::LlmToken)
     );
+}
+
+/// `runEvents` over GraphQL: the stored events in order, and the model's tokens
+/// interleaved as live events (each carrying the seq of the stored event it follows);
+/// reading the log afterwards shows no token.
+#[tokio::test]
+async fn streamed_tokens_reach_run_events_subscribers_over_graphql() {
+    use common::ws::{Client, TRANSPORT_WS};
+    let Some((incident, fake)) = start(
+        Backend::Sqlite,
+        ProviderKind::OpenAi,
+        client(Duration::from_secs(30)),
+    )
+    .await
+    else {
+        return;
+    };
+    fake.respond("brain-1", |seen| {
+        brain(seen).paced(Duration::from_millis(20))
+    });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let addr = common::serve_api(&incident.engine, shutdown.clone()).await;
+    let token = common::token_for(&incident.engine, "vera", aiops_engine::auth::Role::Viewer).await;
+    let run = run_team(&incident, TEAM).await;
+    let mut ws = Client::authenticated(&addr, TRANSPORT_WS, &token).await;
+    ws.subscribe_with(
+        "events",
+        "subscription($id: UUID!) { runEvents(runId: $id) { seq kind live branch payload } }",
+        json!({ "id": run.id.0 }),
+    )
+    .await;
+    let mut last_stored = 0;
+    let mut tokens = 0;
+    let mut text = String::new();
+    loop {
+        let event = ws.next_data("events").await["runEvents"].clone();
+        let seq = event["seq"].as_i64().expect("seq");
+        if event["live"] == true {
+            assert_eq!(event["kind"], "LLM_TOKEN", "{event}");
+            assert_eq!(seq, last_stored, "a live event carries the seq it follows");
+            assert!(event["branch"].is_string(), "{event}");
+            text.push_str(event["payload"]["text"].as_str().unwrap_or_default());
+            tokens += 1;
+            continue;
+        }
+        assert_eq!(
+            seq,
+            last_stored + 1,
+            "stored events in order, no gap: {event}"
+        );
+        assert!(event["branch"].is_null());
+        last_stored = seq;
+        if event["kind"] == "RUN_SUCCEEDED" || event["kind"] == "RUN_FAILED" {
+            assert_eq!(event["kind"], "RUN_SUCCEEDED", "{event}");
+            break;
+        }
+    }
+    assert!(tokens > 0, "no token reached the subscriber");
+    assert!(!text.is_empty(), "the tokens carry the model's text");
+    let api = common::Api::new(&addr, Some(&token));
+    let stored = api
+        .data(
+            "query($id: UUID!) { run(id: $id) { events(first: 200) { edges { node { kind live } } } } }",
+            json!({ "id": run.id.0 }),
+        )
+        .await;
+    let edges = stored["run"]["events"]["edges"]
+        .as_array()
+        .expect("edges")
+        .clone();
+    assert_eq!(edges.len() as i64, last_stored);
+    assert!(
+        edges
+            .iter()
+            .all(|e| e["node"]["kind"] != "LLM_TOKEN" && e["node"]["live"] == false),
+        "a token was stored"
+    );
+    shutdown.cancel();
 }
 
 /// A receiver of remediation webhooks counting what it is posted.

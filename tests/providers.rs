@@ -477,6 +477,27 @@ async fn teams_and_rotation(backend: Backend) {
         "{violations:?}"
     );
 
+    // A model the team names cannot be deleted; once the team stops naming it, it can.
+    let err = engine
+        .delete_model(Caller::Local, "gpt-4o")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "model \"gpt-4o\" is used by team(s) \"shop\": change them first"
+    );
+    engine.apply_team(&team("builtin:rules")).await.unwrap();
+    engine
+        .create_model(
+            Caller::Local,
+            NewModel::new("spare", "openai", "gpt-4o-mini"),
+        )
+        .await
+        .unwrap();
+    engine.delete_model(Caller::Local, "spare").await.unwrap();
+    engine.apply_team(&team("gpt-4o")).await.unwrap();
+
     // Rotation re-seals the key with the other secrets.
     let before = stored(&db.url, "openai-key").await;
     let both = common::keyed_engine(&db.url, Some(Keyring::new(&k2, &[&k1]).unwrap())).await;

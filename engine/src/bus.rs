@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::store::Db;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 
 use crate::Result;
@@ -270,6 +270,46 @@ pub fn subscribe(
     after_seq: i64,
     fallback_poll: Duration,
 ) -> impl Stream<Item = Result<Event>> + Send + 'static + use<> {
+    followed(db, bus, run_id, after_seq, fallback_poll, false).filter_map(|item| async move {
+        match item {
+            Ok(Followed::Stored(e)) => Some(Ok(e)),
+            Ok(Followed::Live(_)) => None,
+            Err(e) => Some(Err(e)),
+        }
+    })
+}
+
+/// What following a run with its live events yields.
+#[derive(Clone, Debug)]
+pub enum Followed {
+    /// A stored event, in `seq` order, each exactly once.
+    Stored(Event),
+    /// A live-only event (an LLM token) that arrived after every stored event
+    /// yielded so far; missed ones are not replayed.
+    Live(Arc<LiveEvent>),
+}
+
+/// [`subscribe`], with the run's live-only events interleaved where they happen.
+/// They are delivered only once the stored history is caught up: replaying the
+/// past has no tokens to show, and a lagging subscriber skips them.
+pub fn subscribe_with_live(
+    db: Db,
+    bus: &EventBus,
+    run_id: RunId,
+    after_seq: i64,
+    fallback_poll: Duration,
+) -> impl Stream<Item = Result<Followed>> + Send + 'static + use<> {
+    followed(db, bus, run_id, after_seq, fallback_poll, true)
+}
+
+fn followed(
+    db: Db,
+    bus: &EventBus,
+    run_id: RunId,
+    after_seq: i64,
+    fallback_poll: Duration,
+    with_live: bool,
+) -> impl Stream<Item = Result<Followed>> + Send + 'static + use<> {
     // Subscribe before reading the database so nothing committed in between is lost.
     let rx = bus.receiver();
     futures::stream::unfold(
@@ -284,6 +324,7 @@ pub fn subscribe(
             caught_up: false,
             checked_final: false,
             fallback_poll,
+            with_live,
         },
         |mut sub| async move {
             let item = sub.next().await?;
@@ -305,13 +346,15 @@ struct Subscription {
     /// Whether the first empty replay checked if the run had already ended.
     checked_final: bool,
     fallback_poll: Duration,
+    /// Whether live-only events of the run are passed on.
+    with_live: bool,
 }
 
 impl Subscription {
-    async fn next(&mut self) -> Option<Result<Event>> {
+    async fn next(&mut self) -> Option<Result<Followed>> {
         loop {
             if let Some(e) = self.buffered.pop_front() {
-                return Some(Ok(self.emit(e)));
+                return Some(Ok(Followed::Stored(self.emit(e))));
             }
             if self.done {
                 return None;
@@ -361,7 +404,7 @@ impl Subscription {
             match tokio::time::timeout(self.fallback_poll, self.rx.recv()).await {
                 Ok(Ok(BusMessage::Event(e))) if e.run_id == self.run_id => {
                     if e.seq == self.last + 1 {
-                        return Some(Ok(self.emit((*e).clone())));
+                        return Some(Ok(Followed::Stored(self.emit((*e).clone()))));
                     } else if e.seq > self.last {
                         self.caught_up = false;
                     }
@@ -372,6 +415,9 @@ impl Subscription {
                     }
                 }
                 Ok(Ok(BusMessage::Resync)) => self.caught_up = false,
+                Ok(Ok(BusMessage::Live(e))) if self.with_live && e.run_id == self.run_id => {
+                    return Some(Ok(Followed::Live(e)));
+                }
                 Ok(Ok(_)) => {}
                 // Lagged behind the bus or no news for a while: the database knows.
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => self.caught_up = false,

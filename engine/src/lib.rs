@@ -34,7 +34,7 @@ pub mod workflow;
 mod writer;
 
 pub use auth::{Caller, Principal, Role};
-pub use bus::{Change, Changes};
+pub use bus::{Change, Changes, Followed};
 pub use config::EngineConfig;
 pub use context::{
     ApprovalOutcome, ApprovalRequest, Attempt, InputOutcome, LiveEvent, RunInfo, StepContext,

@@ -168,6 +168,26 @@ impl MutationRoot {
         Ok(q.into())
     }
 
+    /// Answers a run's pending tool call that waits for a person (`ask_human`), by the
+    /// call's id. A result for an id that is not a pending call of the run is refused
+    /// (CONFLICT, naming the pending ids) and the refusal is recorded in the run's log.
+    #[graphql(guard = "RoleGuard(Role::Operator)")]
+    async fn submit_tool_result(
+        &self,
+        ctx: &Context<'_>,
+        run_id: Uuid,
+        tool_call_id: String,
+        result: String,
+    ) -> Result<Question> {
+        let by = super::actor(ctx);
+        let q = ctx
+            .data::<Engine>()?
+            .submit_tool_result(RunId(run_id), &tool_call_id, &result, &by)
+            .await
+            .gql()?;
+        Ok(q.into())
+    }
+
     /// Validates a team document (YAML or JSON) and stores it as the team's next version.
     #[graphql(guard = "RoleGuard(Role::Admin)")]
     async fn apply_team(&self, ctx: &Context<'_>, spec: String) -> Result<TeamApplied> {

@@ -16,34 +16,52 @@ use super::query::RunFilterInput;
 use super::types::{Approval, Event, LiveEvent, Run};
 use aiops_engine::EventKind;
 use aiops_engine::auth::Role;
-use aiops_engine::{Change, Changes};
+use aiops_engine::{Change, Changes, Followed};
 
 pub struct SubscriptionRoot;
 
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
-    /// Events of a run with `seq > afterSeq`: the stored ones first, then live ones,
-    /// each exactly once and in order, also when another process writes them. A client
-    /// that reconnects with the last seq it saw misses nothing. Ends after the run's
-    /// final event.
+    /// Events of a run with `seq > afterSeq`: the stored ones first, then new ones as
+    /// they commit, each exactly once and in order, also when another process writes
+    /// them. A client that reconnects with the last seq it saw misses nothing. Ends
+    /// after the run's final event.
+    ///
+    /// With `live` (the default), live-only events (`LLM_TOKEN`: a model's text as it
+    /// is produced) are interleaved once the history is caught up, marked
+    /// `live: true`. They are never stored: a reconnect does not replay them, and a
+    /// subscriber that falls behind misses some.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn run_events(
         &self,
         ctx: &Context<'_>,
         run_id: Uuid,
         #[graphql(default = 0)] after_seq: i64,
+        #[graphql(default = true)] live: bool,
     ) -> Result<impl Stream<Item = Result<Event>>> {
         let engine = ctx.data::<Engine>()?.clone();
         // Unknown runs fail at once instead of waiting forever.
         engine.run(RunId(run_id)).await.map_err(to_gql)?;
+        let mut last_seq = after_seq;
         Ok(engine
-            .subscribe(RunId(run_id), after_seq)
-            .map(|e| e.map(Event::from).map_err(to_gql)))
+            .subscribe_with_live(RunId(run_id), after_seq)
+            .filter_map(move |item| {
+                let item = match item {
+                    Ok(Followed::Stored(e)) => {
+                        last_seq = e.seq;
+                        Some(Ok(Event::from(e)))
+                    }
+                    Ok(Followed::Live(e)) => live.then(|| Ok(Event::from_live(&e, last_seq))),
+                    Err(e) => Some(Err(to_gql(e))),
+                };
+                futures::future::ready(item)
+            }))
     }
 
-    /// Live-only events of a run (`LLM_TOKEN`: a model's text as it is produced),
-    /// from now on: they are never stored, so nothing is replayed and a client that
-    /// falls behind misses some. The durable record is `runEvents`.
+    /// Only the live-only events of a run (`LLM_TOKEN`: a model's text as it is
+    /// produced), from now on: they are never stored, so nothing is replayed and a
+    /// client that falls behind misses some. `runEvents` carries them too, among the
+    /// stored ones.
     #[graphql(guard = "RoleGuard(Role::Viewer)")]
     async fn run_live(
         &self,

@@ -345,10 +345,18 @@ impl From<StepRecord> for Step {
 #[derive(SimpleObject)]
 pub struct Event {
     pub run_id: Uuid,
+    /// The event's place in the run's log. A live event (`live: true`) is not
+    /// stored and carries the seq of the stored event it follows: resuming with
+    /// `afterSeq` = the last seq seen is right either way.
     pub seq: i64,
     pub kind: EventKind,
     pub payload: Json<serde_json::Value>,
     pub created_at: DateTime<Utc>,
+    /// A live-only event (`LLM_TOKEN`): sent as it happens, never stored or replayed.
+    pub live: bool,
+    /// For a live event, where in the run it comes from (node, agent…; empty for
+    /// the top); null for stored events, whose payload says it.
+    pub branch: Option<String>,
 }
 
 impl From<EventRecord> for Event {
@@ -359,6 +367,23 @@ impl From<EventRecord> for Event {
             kind: e.kind.into(),
             payload: Json(e.payload),
             created_at: e.created_at,
+            live: false,
+            branch: None,
+        }
+    }
+}
+
+impl Event {
+    /// A live event following the stored event `after_seq`.
+    pub fn from_live(e: &aiops_engine::LiveEvent, after_seq: i64) -> Self {
+        Event {
+            run_id: e.run_id.0,
+            seq: after_seq,
+            kind: e.kind.into(),
+            payload: Json(e.payload.clone()),
+            created_at: e.at,
+            live: true,
+            branch: Some(e.branch.clone()),
         }
     }
 }

@@ -271,6 +271,7 @@ impl Caller {
                         Err(CallError::Retry { message, after })
                             if attempt.number <= RETRIES_BEFORE_FAILOVER =>
                         {
+                            tracing::warn!(model = %name, error = %message, "model call failed; retrying");
                             return Err(StepFailure::RateLimited {
                                 message,
                                 retry_after: after,
@@ -280,10 +281,14 @@ impl Caller {
                             message,
                             retry_after,
                         }) => {
+                            tracing::warn!(model = %name, error = %message, "model unavailable");
                             parked = Some(parked.map_or(retry_after, |p| p.min(retry_after)));
                             failures.push(message);
                         }
-                        Err(e) => failures.push(e.to_string()),
+                        Err(e) => {
+                            tracing::warn!(model = %name, error = %e, "model call failed; trying the next model");
+                            failures.push(e.to_string());
+                        }
                     }
                 }
                 let waited = (Utc::now() - attempt.first_started_at)

@@ -161,6 +161,88 @@ impl Engine {
         Ok(current)
     }
 
+    /// Hands a run the result of one of its pending tool calls that a person
+    /// answers (`ask_human`): the call is named by its id, the last segment of the
+    /// waiting step's key. A result that answers no pending call of the run (an
+    /// unknown id, a call already answered) is refused, and the refusal is
+    /// recorded in the run's log as a TOOL_RESULT event marked `refused`.
+    pub async fn submit_tool_result(
+        &self,
+        run_id: RunId,
+        call_id: &str,
+        result: &str,
+        by: &str,
+    ) -> Result<Question> {
+        crate::storable::check_text(call_id, "tool_call_id").map_err(Error::Invalid)?;
+        crate::storable::check_text(by, "submitted_by").map_err(Error::Invalid)?;
+        let questions = store::questions::list_for_run(&self.inner.db, run_id).await?;
+        if questions.is_empty() {
+            // Unknown runs are NOT_FOUND; known ones get the audited refusal.
+            self.run(run_id).await?;
+        }
+        let call_of = |q: &Question| {
+            q.step_key
+                .rsplit('/')
+                .next()
+                .map(crate::context::decode_key_segment)
+        };
+        let pending: Vec<&Question> = questions
+            .iter()
+            .filter(|q| q.status == QuestionStatus::Pending)
+            .collect();
+        if let Some(q) = pending
+            .iter()
+            .find(|q| call_of(q).as_deref() == Some(call_id))
+        {
+            return self.answer_question(q.id, result, by).await;
+        }
+        let mut ids: Vec<String> = pending.iter().filter_map(|q| call_of(q)).collect();
+        ids.sort();
+        let error = format!(
+            "run {run_id} has no pending tool call with id {call_id:?} (pending: {}); the result is refused",
+            if ids.is_empty() {
+                "none".to_owned()
+            } else {
+                ids.join(", ")
+            }
+        );
+        let event = NewEvent::new(
+            EventKind::ToolResult,
+            json!({ "call_id": call_id, "ok": false, "refused": true, "submitted_by": by, "error": error }),
+        );
+        self.append_event(run_id, event).await?;
+        Err(Error::Conflict(error))
+    }
+
+    /// Appends one event to a run's log outside any worker's lease (an audit
+    /// record), whatever the run's state.
+    async fn append_event(&self, run_id: RunId, event: NewEvent) -> Result<()> {
+        for _ in 0..5 {
+            let txn = store::begin_write(&self.inner.db).await?;
+            let status = store::runs::lock_row(&txn, run_id)
+                .await?
+                .ok_or_else(|| Error::not_found("run", run_id))?;
+            let written = store::runs::apply_patch(
+                &txn,
+                run_id,
+                status,
+                &RunPatch::default(),
+                std::slice::from_ref(&event),
+                Utc::now(),
+            )
+            .await?;
+            if let Some(written) = written {
+                txn.commit().await?;
+                self.inner.bus.publish_events(&written);
+                return Ok(());
+            }
+            txn.rollback().await?;
+        }
+        Err(Error::Conflict(format!(
+            "run {run_id} changed concurrently; try again"
+        )))
+    }
+
     /// Locks the run row, applies `decide` (which must return whether it won), and
     /// moves a run waiting for exactly this kind of decision back to RUNNING — all
     /// in one transaction, so a worker parking the run at the same moment either sees

@@ -169,14 +169,34 @@ impl Engine {
             &self.inner.bus,
             run_id,
             after_seq,
-            // SQLite has no cross-process notifications: another process's commits
-            // are only seen by reading, so read as often as workers poll.
-            if is_postgres(&self.inner.db) {
-                self.inner.config.subscription_fallback_poll
-            } else {
-                self.inner.config.poll_interval
-            },
+            self.subscription_poll(),
         )
+    }
+
+    /// [`Engine::subscribe`] with the run's live-only events (`LLM_TOKEN`) interleaved
+    /// once the stored history is caught up; see [`bus::subscribe_with_live`].
+    pub fn subscribe_with_live(
+        &self,
+        run_id: RunId,
+        after_seq: i64,
+    ) -> impl Stream<Item = Result<bus::Followed>> + Send + 'static + use<> {
+        bus::subscribe_with_live(
+            self.inner.db.clone(),
+            &self.inner.bus,
+            run_id,
+            after_seq,
+            self.subscription_poll(),
+        )
+    }
+
+    fn subscription_poll(&self) -> Duration {
+        // SQLite has no cross-process notifications: another process's commits
+        // are only seen by reading, so read as often as workers poll.
+        if is_postgres(&self.inner.db) {
+            self.inner.config.subscription_fallback_poll
+        } else {
+            self.inner.config.poll_interval
+        }
     }
 
     /// Applies a guarded change, retrying if the run changed state underneath.

@@ -449,13 +449,43 @@ impl Engine {
         store::llm_models::list(&self.inner.db).await
     }
 
-    /// Deletes a model (admins).
+    /// Deletes a model (admins). A model the latest version of a team names is not
+    /// deleted: its runs would fall back to the rules without saying why. (A team
+    /// applied at the same instant can still name it; its runs then skip it.)
     pub async fn delete_model(&self, caller: Caller<'_>, name: &str) -> Result<()> {
         require_admin(caller)?;
+        let users = self.teams_naming_model(name).await?;
+        if !users.is_empty() {
+            return Err(Error::Conflict(format!(
+                "model {name:?} is used by team(s) {}: change them first",
+                quoted(&users)
+            )));
+        }
         if store::llm_models::delete(&self.inner.db, name).await? {
             Ok(())
         } else {
             Err(Error::not_found("model", name))
+        }
+    }
+
+    /// The teams whose latest version names the model `name`.
+    async fn teams_naming_model(&self, name: &str) -> Result<Vec<String>> {
+        let mut users = Vec::new();
+        let mut page = crate::page::PageRequest::first(200);
+        loop {
+            let teams = self.teams(&page).await?;
+            for team in &teams.items {
+                let names_it =
+                    serde_json::from_value::<crate::topology::TeamSpec>(team.spec.clone())
+                        .is_ok_and(|spec| spec.model_names().contains(name));
+                if names_it {
+                    users.push(team.name.clone());
+                }
+            }
+            match (teams.has_next, teams.items.last()) {
+                (true, Some(last)) => page = page.after(Some(crate::page::Keyed::key(last))),
+                _ => return Ok(users),
+            }
         }
     }
 

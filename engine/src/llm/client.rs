@@ -146,14 +146,16 @@ impl LlmClient {
             }),
         };
         guard.record(outcome.as_ref().err().is_some_and(|f| f.unwell));
-        outcome.map_err(|f| match f.verdict {
-            Verdict::Retry { after } => CallError::Retry {
-                message: f.message,
-                after,
-            },
-            Verdict::FailOver => CallError::FailOver { message: f.message },
-            Verdict::Permanent | Verdict::WithoutStreamOptions => {
-                CallError::Permanent { message: f.message }
+        outcome.map_err(|f| {
+            // Servers quote the key they refused ("Incorrect API key provided: …"):
+            // the message goes to steps, events and logs, the key must not.
+            let message = redact_key(f.message, conn);
+            match f.verdict {
+                Verdict::Retry { after } => CallError::Retry { message, after },
+                Verdict::FailOver => CallError::FailOver { message },
+                Verdict::Permanent | Verdict::WithoutStreamOptions => {
+                    CallError::Permanent { message }
+                }
             }
         })
     }
@@ -504,5 +506,15 @@ fn parse_whole(kind: ProviderKind, v: &Json, model: String, prompt_bytes: usize)
                 prompt_bytes,
             )
         }
+    }
+}
+
+/// `message` with the connection's API key, wherever a server echoed it, masked.
+pub(crate) fn redact_key(message: String, conn: &ModelConnection) -> String {
+    match &conn.api_key {
+        Some(key) if !key.expose().is_empty() && message.contains(key.expose()) => {
+            message.replace(key.expose(), "***")
+        }
+        _ => message,
     }
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::chat::{ChatMessage, ChatRequest};
-use super::client::LlmClient;
+use super::client::{LlmClient, redact_key};
 use crate::model::ModelConnection;
 
 /// Longest excerpt of the answer a probe reports.
@@ -52,17 +52,7 @@ pub async fn probe(client: &LlmClient, conn: &ModelConnection) -> Probe {
     Probe {
         ok,
         latency,
-        message: redact(message, conn),
-    }
-}
-
-/// A server that echoes the key it refused must not make the probe show it.
-fn redact(message: String, conn: &ModelConnection) -> String {
-    match &conn.api_key {
-        Some(key) if !key.expose().is_empty() && message.contains(key.expose()) => {
-            message.replace(key.expose(), "***")
-        }
-        _ => message,
+        message: redact_key(message, conn),
     }
 }
 
@@ -75,7 +65,7 @@ mod tests {
     #[test]
     fn an_echoed_key_is_redacted() {
         let conn = connection(ProviderKind::OpenAi, "http://h/v1", None);
-        let shown = redact("Incorrect API key provided: sk-secret-1234.".into(), &conn);
+        let shown = redact_key("Incorrect API key provided: sk-secret-1234.".into(), &conn);
         assert_eq!(shown, "Incorrect API key provided: ***.");
     }
 }

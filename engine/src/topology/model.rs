@@ -40,6 +40,24 @@ impl TeamSpec {
     pub fn node(&self, id: &str) -> Option<&NodeSpec> {
         self.nodes.iter().find(|n| n.id == id)
     }
+
+    /// Every model the team names: its supervisor's, its node supervisors' and its
+    /// agents' (fallback entries included).
+    pub fn model_names(&self) -> std::collections::BTreeSet<&str> {
+        let mut names: std::collections::BTreeSet<&str> =
+            self.supervisor.model.names().into_iter().collect();
+        for node in &self.nodes {
+            if let Some(sup) = &node.supervisor {
+                names.extend(sup.model.names());
+            }
+            for agent in &node.agents {
+                if let Some(model) = &agent.model {
+                    names.extend(model.names());
+                }
+            }
+        }
+        names
+    }
 }
 
 /// How the team's work is organised.
