@@ -356,10 +356,12 @@ fn with_spare(team: &str) -> String {
 
 #[tokio::test]
 async fn faults_end_in_a_retry_or_the_fallback_never_a_hang() {
+    // The breaker opens after five failures in a row; opened only for a moment, it
+    // lets every scripted fault reach the primary.
     let Some((incident, fake)) = start(
         Backend::Sqlite,
         ProviderKind::OpenAi,
-        client(Duration::from_secs(30)),
+        client(Duration::from_millis(1)),
     )
     .await
     else {
@@ -376,6 +378,7 @@ async fn faults_end_in_a_retry_or_the_fallback_never_a_hang() {
             Reply::drop_after(2),
             Reply::error_mid_stream(),
             Reply::malformed(),
+            Reply::overloaded(),
             Reply::context_length(),
         ],
     );
