@@ -315,12 +315,22 @@ mod tests {
     fn lord_howe_shifts_by_half_an_hour() {
         // 2027-04-04 02:00 LHDT (+11) becomes 01:30 LHST (+10:30): 01:30–02:00 twice.
         assert_eq!(
-            times("45 1 * * *", "Australia/Lord_Howe", "2027-04-03T00:00:00Z", 2),
+            times(
+                "45 1 * * *",
+                "Australia/Lord_Howe",
+                "2027-04-03T00:00:00Z",
+                2
+            ),
             ["2027-04-04T01:45:00+11:00", "2027-04-05T01:45:00+10:30"]
         );
         // 2027-10-03 02:00 LHST becomes 02:30 LHDT: 02:15 does not exist.
         assert_eq!(
-            times("15 2 * * *", "Australia/Lord_Howe", "2027-10-02T00:00:00Z", 2),
+            times(
+                "15 2 * * *",
+                "Australia/Lord_Howe",
+                "2027-10-02T00:00:00Z",
+                2
+            ),
             ["2027-10-03T02:30:00+11:00", "2027-10-04T02:15:00+11:00"]
         );
     }
@@ -340,7 +350,10 @@ mod tests {
         let every_second =
             CronSchedule::parse("* * * * * *", "UTC", Fields::FiveOrSixWithSeconds).unwrap();
         let t = utc("2027-01-01T00:00:00.250Z");
-        assert_eq!(every_second.next_after(t), Some(utc("2027-01-01T00:00:01Z")));
+        assert_eq!(
+            every_second.next_after(t),
+            Some(utc("2027-01-01T00:00:01Z"))
+        );
     }
 
     #[test]
@@ -349,7 +362,12 @@ mod tests {
         let grace = Duration::from_secs(60);
         let next = utc("2027-05-01T10:00:00Z");
         // On time (30 s late): fires, nothing missed.
-        let plan = hourly.plan(next, utc("2027-05-01T10:00:30Z"), grace, CatchUpPolicy::Skip);
+        let plan = hourly.plan(
+            next,
+            utc("2027-05-01T10:00:30Z"),
+            grace,
+            CatchUpPolicy::Skip,
+        );
         assert_eq!(plan.fire, [next]);
         assert_eq!(plan.missed, None);
         assert_eq!(plan.next, Some(utc("2027-05-01T11:00:00Z")));
@@ -368,10 +386,18 @@ mod tests {
         assert_eq!(skip.next, Some(utc("2027-05-01T16:00:00Z")));
         let once = hourly.plan(next, now, grace, CatchUpPolicy::RunOnce);
         assert_eq!(once.fire, [utc("2027-05-01T15:00:00Z")], "the latest");
-        assert_eq!(once.missed.as_ref().map(|m| (m.first, m.count)), Some((next, 5)));
+        assert_eq!(
+            once.missed.as_ref().map(|m| (m.first, m.count)),
+            Some((next, 5))
+        );
         assert_eq!(once.next, skip.next);
         // A single passed fire time with run_once: it runs, nothing is missed.
-        let one = hourly.plan(next, utc("2027-05-01T10:30:00Z"), grace, CatchUpPolicy::RunOnce);
+        let one = hourly.plan(
+            next,
+            utc("2027-05-01T10:30:00Z"),
+            grace,
+            CatchUpPolicy::RunOnce,
+        );
         assert_eq!((one.fire, one.missed), (vec![next], None));
     }
 
@@ -386,7 +412,10 @@ mod tests {
         assert_eq!((missed.count, missed.more), (MAX_LATE_WALKED, true));
         // The on-time ones (the last 60 s and now itself) fire; no catch-up run.
         assert_eq!(plan.fire.len(), 61);
-        assert_eq!(plan.fire.first(), Some(&(now - chrono::Duration::seconds(60))));
+        assert_eq!(
+            plan.fire.first(),
+            Some(&(now - chrono::Duration::seconds(60)))
+        );
         assert_eq!(plan.next, Some(now + chrono::Duration::seconds(1)));
         let skip = every_second.plan(next, now, Duration::from_secs(0), CatchUpPolicy::RunOnce);
         assert_eq!(skip.fire, [now], "no grace: only now is on time");

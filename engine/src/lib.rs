@@ -45,7 +45,7 @@ pub use context::{
 pub use engine::{
     DEFAULT_CONTEXT_TOKENS, DEFAULT_SOURCE, Decision, DefaultAlertSource, Engine, EngineOptions,
     ModelUpdate, NewAlertSource, NewModel, NewProvider, NewSchedule, NewWebhook, Rotation,
-    ScheduleUpdate, SourceAuth, SourceConnection, StartRun, WebhookTarget,
+    ScheduleUpdate, SourceAuth, SourceConnection, StartRun, WebhookTarget, next_fire_times,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};

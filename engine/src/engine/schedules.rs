@@ -144,11 +144,18 @@ impl Engine {
                 s.team
             )));
         }
-        s.input = check_input(std::mem::take(&mut s.input), self.inner.config.max_input_bytes)?;
+        s.input = check_input(
+            std::mem::take(&mut s.input),
+            self.inner.config.max_input_bytes,
+        )?;
         s.cron = s.cron.trim().to_owned();
         s.timezone = s.timezone.trim().to_owned();
         let cron = CronSchedule::parse(&s.cron, &s.timezone, self.cron_fields())?;
-        Ok(if s.enabled { cron.next_after(now) } else { None })
+        Ok(if s.enabled {
+            cron.next_after(now)
+        } else {
+            None
+        })
     }
 
     /// Creates a schedule (admins). It first fires at the first fire time after now.
@@ -213,9 +220,8 @@ impl Engine {
         s.enabled = enabled.unwrap_or(s.enabled);
         let now = Utc::now();
         let next = self.check_schedule(&mut s, now).await?;
-        let timing_changed = s.cron != before.cron
-            || s.timezone != before.timezone
-            || s.enabled != before.enabled;
+        let timing_changed =
+            s.cron != before.cron || s.timezone != before.timezone || s.enabled != before.enabled;
         if timing_changed || !s.enabled {
             s.next_fire_at = next;
         }

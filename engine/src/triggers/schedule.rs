@@ -26,7 +26,10 @@ pub enum FireStart {
 fn team_run(schedule_id: ScheduleId, team: &str, input: &serde_json::Value) -> TeamRun {
     let mut run = TeamRun::new(team);
     run.alerts = input.get("alerts").filter(|a| !a.is_null()).cloned();
-    run.task = input.get("task").and_then(|t| t.as_str()).map(str::to_owned);
+    run.task = input
+        .get("task")
+        .and_then(|t| t.as_str())
+        .map(str::to_owned);
     run.trigger = Trigger::Schedule;
     run.trigger_id = Some(schedule_id.to_string());
     run
@@ -61,5 +64,9 @@ pub async fn trigger_schedule(engine: &Engine, caller: Caller<'_>, id: ScheduleI
         p.require(Role::Operator)?;
     }
     let schedule: Schedule = engine.schedule(id).await?;
-    start_team_run(engine, team_run(schedule.id, &schedule.team, &schedule.input)).await
+    start_team_run(
+        engine,
+        team_run(schedule.id, &schedule.team, &schedule.input),
+    )
+    .await
 }
