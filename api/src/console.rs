@@ -49,8 +49,13 @@ fn content_security_policy(import_map: &str) -> String {
     )
 }
 
-/// Answers every GET/HEAD the API's own routes do not (the router's fallback).
-pub(crate) async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+/// The console: every GET/HEAD the API's own routes do not answer (the router's
+/// fallback), gzip-compressed for clients that accept it.
+pub(crate) fn service() -> axum::routing::MethodRouter {
+    axum::routing::get(serve).layer(tower_http::compression::CompressionLayer::new())
+}
+
+async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return not_found();
     }
@@ -154,7 +159,7 @@ const IMPORT_MAP_OPEN: &str = r#"<script type="importmap">"#;
 fn import_map_hash(html: &str) -> Option<String> {
     let start = html.find(IMPORT_MAP_OPEN)? + IMPORT_MAP_OPEN.len();
     let end = start + html[start..].find("</script>")?;
-    let digest = Sha256::digest(html[start..end].as_bytes());
+    let digest = Sha256::digest(&html.as_bytes()[start..end]);
     Some(base64::engine::general_purpose::STANDARD.encode(digest))
 }
 
@@ -315,6 +320,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_page_preloads_every_module() {
+        let html = text("index.html");
+        let marker = r#"<link rel="modulepreload" href=""#;
+        let preloaded: BTreeSet<String> = html
+            .match_indices(marker)
+            .map(|(at, _)| {
+                let rest = &html[at + marker.len()..];
+                rest[..rest.find('"').expect("closing quote")].to_owned()
+            })
+            .collect();
+        let modules: BTreeSet<String> = Files::iter()
+            .filter(|p| p.ends_with(".js") || p.ends_with(".mjs"))
+            .map(|p| format!("/{p}"))
+            .collect();
+        assert_eq!(
+            preloaded, modules,
+            "index.html's modulepreload links must name every module served"
+        );
     }
 
     #[test]

@@ -116,7 +116,7 @@ pub fn app_with(services: impl Into<Services>, config: &ApiConfig) -> Router {
         .route("/graphql", get(http::graphql_get).post(http::graphql_post))
         .route("/graphql/ws", get(ws::graphql_ws))
         .merge(graphiql::routes())
-        .fallback(console::serve)
+        .fallback_service(console::service())
         .with_state(state);
     if config.cors_origins.is_empty() {
         return router;

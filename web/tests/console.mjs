@@ -132,7 +132,6 @@ step("log in with the keyboard");
 await page.goto(`${base}/`);
 await page.waitForSelector("#username");
 check(new URL(page.url()).pathname === "/login", "an anonymous visitor is sent to /login");
-await shot(page, "login");
 await page.focus("#username");
 await page.keyboard.type("admin");
 await page.keyboard.press("Tab");
@@ -228,7 +227,7 @@ for (const node of ["api", "web"]) {
 const sections = await page.$$eval("[data-testid=report] [data-section]", (els) => els.map((e) => e.getAttribute("data-section")));
 check(["Active alerts", "Root cause analysis", "Remediation", "Conclusion"].every((s) => sections.includes(s)), `the report's sections: ${sections.join(", ")}`);
 const reportText = await page.textContent("[data-testid=report]");
-check(/approved by admin/i.test(reportText) || /approved/i.test(reportText), "the report tells the silence was approved");
+check(/Silence the downstream symptom alerts of db \(api, web\)[^\n]*approved/.test(reportText), "the report tells the silence was approved");
 const evidence = await page.$$eval("[data-testid=evidence] a", (as) => as.map((a) => [a.getAttribute("href"), a.getAttribute("rel")]));
 check(evidence.length > 0 && evidence.every(([href, rel]) => /^http:\/\/127\.0\.0\.1:\d+\/graph\?/.test(href) && rel.includes("noopener")), `evidence links to Prometheus graphs (${evidence.length})`);
 // Rendered as elements, never as HTML: no script or handler from the report.
@@ -351,16 +350,55 @@ check(overflow <= 0, `nothing wider than the phone's screen (overflow ${overflow
 await shot(page, "phone-run-detail");
 await page.setViewportSize({ width: 1280, height: 800 });
 
+step("filters, questions, a second team version");
+await page.click('nav a[href="/runs"]');
+await page.waitForSelector(`[data-run-id="${scriptRun}"]`);
+await page.click('label.chip:has-text("succeeded")');
+await page.waitForFunction(() => new URLSearchParams(location.search).get("status") === "SUCCEEDED");
+await page.waitForFunction(() => [...document.querySelectorAll("[data-testid=runs] [data-run-id]")].every((r) => r.dataset.status === "SUCCEEDED"));
+const filtered = await page.$$eval("[data-testid=runs] [data-run-id]", (rows) => rows.map((r) => r.dataset.status));
+check(filtered.length >= 2 && filtered.every((x) => x === "SUCCEEDED"), `the status filter keeps only succeeded runs (${filtered.length}) and lives in the URL`);
+await page.click('button:has-text("Clear filters")');
+
+const asked = await api(
+  `mutation($input: StartRunInput!) { startRun(input: $input) { id } }`,
+  { input: { workflow: "script", input: { steps: [{ kind: "question", text: "Which replica is the primary?" }, { kind: "output", value: { ok: true } }] } } },
+  adminToken,
+);
+await page.click('nav a[href="/questions"]');
+const question = await page.waitForSelector('[data-question-id]:has-text("Which replica is the primary?")', { timeout: 15000 });
+const questionId = await question.getAttribute("data-question-id");
+await page.fill(`[data-question-id="${questionId}"] textarea`, "db-2, since the failover");
+await page.click(`[data-question-id="${questionId}"] button[type=submit]`);
+await page.waitForSelector("text=Answered here", { timeout: 10000 });
+const answered = await api(`query($id: UUID!) { question(id: $id) { status answer answeredBy } }`, { id: questionId }, adminToken);
+check(answered.data.question.status === "ANSWERED" && answered.data.question.answeredBy === "admin", `the question is answered from the console (${JSON.stringify(answered.data.question)})`);
+summary.questionRun = asked.data.startRun.id;
+
+await page.click('nav a[href="/teams"]');
+await page.click('a[href="/teams/shop"]');
+await page.waitForSelector("#team-doc");
+const doc = await page.inputValue("#team-doc");
+await page.fill("#team-doc", doc.replace("The shop's checkout stack", "The shop's checkout stack (payments on db-2)"));
+await page.waitForSelector('[data-testid=validation][data-valid="true"]', { timeout: 10000 });
+await page.click("[data-testid=apply]");
+await page.waitForSelector("text=Stored as version 2", { timeout: 10000 });
+await page.waitForSelector("[data-testid=diff] .add", { timeout: 10000 });
+const diff = await page.$eval("[data-testid=diff]", (el) => ({ add: el.querySelectorAll(".add").length, del: el.querySelectorAll(".del").length, text: el.textContent }));
+check(diff.add === 1 && diff.del === 1 && diff.text.includes("payments on db-2"), `version 2 is stored and its diff against version 1 is the changed line (${diff.add}+ ${diff.del}-)`);
+await page.locator("[data-testid=diff]").scrollIntoViewIfNeeded();
+await shot(page, "team-versions");
+
 step("every view loads without an error");
 for (const [path, ready, name] of [
   ["/runs", "[data-testid=runs]", null],
   ["/approvals", "[data-testid=approvals]", null],
   ["/questions", "h1", null],
-  ["/teams", "[data-team=shop]", "teams"],
-  ["/teams/shop", "[data-testid=diff], [data-node-id]", "team"],
+  ["/teams", "[data-team=shop]", null],
+  ["/teams/shop", "[data-testid=diff], [data-node-id]", null],
   ["/sources", "h1", null],
   ["/models", "h1", null],
-  ["/access", "[data-testid=keys]", "access"],
+  ["/access", "[data-testid=keys]", null],
 ]) {
   await page.click(`nav a[href="${path.split("/").slice(0, 2).join("/")}"]`);
   if (path === "/teams/shop") await page.click('a[href="/teams/shop"]');
