@@ -175,28 +175,13 @@ mod tests {
 
     /// `(path under web/vendor/, sha256)` of every row of the manifest's table.
     fn manifest() -> Vec<(String, String)> {
-        let manifest = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../web/vendor/MANIFEST.md"
-        ))
-        .expect("web/vendor/MANIFEST.md");
-        manifest
-            .lines()
-            .filter(|l| l.starts_with("| "))
-            .filter_map(|line| {
-                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-                // | package | version | `path` (`source`) | bytes | `sha256` | licence |
-                let path = cells.get(3)?.split('`').nth(1)?;
-                let hash = cells.get(5)?.trim_matches('`');
-                // The header row's cell is "sha256", not a digest.
-                (hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()))
-                    .then(|| (path.to_owned(), hash.to_owned()))
-            })
-            .collect()
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        crate::vendored::rows(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../web/vendor/MANIFEST.md"
+            ))
+            .expect("web/vendor/MANIFEST.md"),
+        )
     }
 
     #[test]
@@ -206,8 +191,11 @@ mod tests {
         for (path, want) in &listed {
             let file = Files::get(&format!("vendor/{path}"))
                 .unwrap_or_else(|| panic!("vendor/{path} is listed but not served"));
-            assert_eq!(&hex(&Sha256::digest(&file.data)), want, "sha256 of {path}");
-            assert_eq!(&hex(&file.metadata.sha256_hash()), want, "{path}");
+            assert_eq!(
+                &crate::vendored::sha256_hex(&file.data),
+                want,
+                "sha256 of {path}"
+            );
         }
         let listed: BTreeSet<String> = listed.into_iter().map(|(p, _)| p).collect();
         for served in Files::iter().filter_map(|p| p.strip_prefix("vendor/").map(str::to_owned)) {

@@ -6,6 +6,8 @@ mod graphiql;
 pub mod graphql;
 mod http;
 mod server;
+#[cfg(test)]
+mod vendored;
 mod ws;
 
 use aiops_engine::Engine;

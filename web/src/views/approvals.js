@@ -57,11 +57,7 @@ export function ApprovalCard({ approval, onDecided, showRun = true }) {
       ${pending ? html`<${Countdown} until=${current.expiresAt} />` : null}
     </header>
     ${current.riskNote ? html`<p class="risk"><strong>Risk:</strong> ${current.riskNote}</p>` : null}
-    <p class="meta">
-      Requested ${fmtTime(current.requestedAt)}
-      ${showRun ? html` by run <a href=${`/runs/${current.runId}`}>${current.runId.slice(0, 8)}…</a>` : null}
-      · step <code>${current.stepKey}</code>
-    </p>
+    <p class="meta">Requested ${fmtTime(current.requestedAt)}${showRun ? html` by run <a href=${`/runs/${current.runId}`}>${current.runId.slice(0, 8)}…</a>` : null} · step <code>${current.stepKey}</code></p>
     <details open>
       <summary>Exact arguments</summary>
       <${Json} value=${current.args} />
@@ -126,8 +122,7 @@ export function Approvals() {
     ${decided.length
       ? html`<h2>Decided here</h2>
           <ul class="plain">
-            ${decided.map((d) => html`<li key=${d.id}><${Status} status=${d.status} /> <code>${d.tool}</code> of run
-              <a href=${`/runs/${d.runId}`}>${d.runId.slice(0, 8)}…</a> ${d.comment ? html`— “${d.comment}”` : null}</li>`)}
+            ${decided.map((d) => html`<li key=${d.id}><${Status} status=${d.status} /> <code>${d.tool}</code> of run <a href=${`/runs/${d.runId}`}>${d.runId.slice(0, 8)}…</a> ${d.comment ? html`— “${d.comment}”` : null}</li>`)}
           </ul>`
       : null}
   </section>`;

@@ -187,7 +187,7 @@ function Versions({ versions }) {
               ${versions.map((v) => html`<option key=${v.id} value=${v.version}>v${v.version}</option>`)}</select></label>
             <span class="muted">${changed} changed lines</span>
           </div>
-          <pre class="diff" data-testid="diff">${diff.map((d, i) => html`<span key=${i} class=${d.op === "+" ? "add" : d.op === "-" ? "del" : ""}>${d.op} ${d.line}\n</span>`)}</pre>`
+          <pre class="diff" data-testid="diff">${diff.map((d, i) => html`<span key=${i} class=${d.op === "+" ? "add" : d.op === "-" ? "del" : ""}>${`${d.op} ${d.line}`}</span>`)}</pre>`
       : null}
   </section>`;
 }
