@@ -1,10 +1,13 @@
 //! The HTTP surface of AIOps Agent Executor — the only crate that knows HTTP,
 //! WebSocket and GraphQL. Handlers parse, call the engine, convert.
 
+mod console;
 mod graphiql;
 pub mod graphql;
 mod http;
 mod server;
+#[cfg(test)]
+mod vendored;
 mod ws;
 
 use aiops_engine::Engine;
@@ -115,6 +118,7 @@ pub fn app_with(services: impl Into<Services>, config: &ApiConfig) -> Router {
         .route("/graphql", get(http::graphql_get).post(http::graphql_post))
         .route("/graphql/ws", get(ws::graphql_ws))
         .merge(graphiql::routes())
+        .fallback_service(console::service())
         .with_state(state);
     if config.cors_origins.is_empty() {
         return router;

@@ -118,6 +118,28 @@ mod tests {
     }
 
     #[test]
+    fn vendored_files_match_their_manifest() {
+        let manifest = crate::vendored::rows(include_str!("../../assets/graphiql/MANIFEST.md"));
+        assert_eq!(manifest.len(), 4, "{manifest:?}");
+        for (path, want) in &manifest {
+            let asset = get(path).unwrap_or_else(|| panic!("{path} is listed but not served"));
+            assert_eq!(
+                &crate::vendored::sha256_hex(asset.body),
+                want,
+                "sha256 of {path}"
+            );
+        }
+        // Vendored files are served under their directory; ours have no directory.
+        for asset in ASSETS.all.iter().filter(|a| a.name.contains('/')) {
+            assert!(
+                manifest.iter().any(|(p, _)| *p == asset.name),
+                "{} is not in MANIFEST.md",
+                asset.name
+            );
+        }
+    }
+
+    #[test]
     fn own_files_are_named_by_content() {
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
