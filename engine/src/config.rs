@@ -47,6 +47,9 @@ pub struct EngineConfig {
     pub max_steps_per_run: usize,
     /// Largest run input accepted, in bytes of JSON.
     pub max_input_bytes: usize,
+    /// How long one read of the cluster-wide values (runs per state, queue depth,
+    /// approvals pending) serves `/metrics` before the database is read again.
+    pub cluster_stats_ttl: Duration,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +75,7 @@ impl Default for EngineConfig {
             writer_shards: 4,
             max_steps_per_run: 10_000,
             max_input_bytes: 512 * 1024,
+            cluster_stats_ttl: Duration::from_secs(5),
         }
     }
 }

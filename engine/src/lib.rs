@@ -14,6 +14,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod llm;
+pub mod metrics;
 pub mod model;
 pub mod page;
 pub mod report;
@@ -41,9 +42,9 @@ pub use context::{
     StepError, StepOptions, decode_key_segment, key_segment,
 };
 pub use engine::{
-    DEFAULT_CONTEXT_TOKENS, DEFAULT_SOURCE, Decision, DefaultAlertSource, Engine, EngineOptions,
-    ModelUpdate, NewAlertSource, NewModel, NewProvider, NewWebhook, Rotation, SourceAuth,
-    SourceConnection, StartRun, WebhookTarget,
+    ClusterStats, DEFAULT_CONTEXT_TOKENS, DEFAULT_SOURCE, Decision, DefaultAlertSource, Engine,
+    EngineOptions, ModelUpdate, NewAlertSource, NewModel, NewProvider, NewWebhook, Rotation,
+    SourceAuth, SourceConnection, StartRun, WebhookTarget,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};
@@ -51,6 +52,7 @@ pub use ids::{
     AlertSourceId, ApiKeyId, ApprovalId, CredentialId, ModelId, ProviderId, QuestionId, RunId,
     TeamId, UserId, WebhookId,
 };
+pub use metrics::{Metrics, ScheduleOutcome, WebhookOutcome};
 pub use page::{KeyOf, Keyed, Page, PageRequest};
 pub use retry::{RetryPolicy, StepFailure};
 pub use stats::EngineStats;
