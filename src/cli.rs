@@ -31,6 +31,11 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/aiops.db";
                   only on a terminal; NO_COLOR turns colours off."
 )]
 pub struct Cli {
+    /// A TOML file of settings: keys are the environment variables without `AIOPS_`,
+    /// in lower case (`listen = "0.0.0.0:8080"`). The environment overrides the
+    /// file, flags override both; unknown keys are errors.
+    #[arg(long, env = "AIOPS_CONFIG", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "AIOPS_LOG_JSON", global = true,
           value_parser = clap::builder::BoolishValueParser::new())]
@@ -56,7 +61,8 @@ enum Command {
                       Secrets are encrypted with AIOPS_MASTER_KEY (32 bytes, base64 or hex); \
                       without it, <data-dir>/master.key is used, and on SQLite generated \
                       (0600) on first start. It refuses to start when stored secrets do not \
-                      decrypt."
+                      decrypt. GET /metrics (Prometheus) is open unless AIOPS_METRICS_TOKEN is \
+                      set; then it needs `Authorization: Bearer <token>`."
     )]
     Serve {
         #[command(flatten)]
@@ -362,6 +368,11 @@ impl ApiArgs {
             max_connections: self.max_connections,
             max_websockets: self.max_connections,
             header_read_timeout: Duration::from_millis(self.header_timeout_ms),
+            // A secret: from the environment (or the config file), never a flag.
+            metrics_token: std::env::var("AIOPS_METRICS_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .map(aiops_engine::secrets::Secret::new),
             ..aiops_api::ApiConfig::default()
         }
     }

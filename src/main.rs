@@ -1,10 +1,11 @@
 //! The `aiops` binary: server, worker, migrations, team validation, runs and the
-//! benchmark, all configured from flags and environment variables.
+//! benchmark, configured from flags, environment variables and an optional TOML file.
 
 mod bench;
 mod bench_investigation;
 mod bench_llm;
 mod cli;
+mod config_file;
 mod open;
 mod progress;
 mod providers;
@@ -14,15 +15,38 @@ mod webhooks;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let args = cli::Cli::parse();
-    cli::init_tracing(&args);
-    match cli::dispatch(args).await {
-        Ok(code) => code,
+fn main() -> std::process::ExitCode {
+    // First, while this is the only thread: the config file's values become
+    // environment variables (see config_file.rs), so that clap and every other
+    // reader of the environment see them, below the real environment and the flags.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let loaded = match config_file::apply(&args) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            return std::process::ExitCode::FAILURE;
         }
-    }
+    };
+    let cli = cli::Cli::parse_from(args);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        cli::init_tracing(&cli);
+        loaded.log();
+        match cli::dispatch(cli).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
 }

@@ -456,3 +456,63 @@ async fn a_second_process_on_one_sqlite_file_is_refused() {
     let _ = worker.kill();
     let _ = worker.wait();
 }
+
+#[test]
+fn a_config_file_sits_below_the_environment_and_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+    let config = dir.path().join("aiops.toml");
+    std::fs::write(&config, format!("database_url = \"{}\"\n", url("file.db"))).unwrap();
+    let migrate = |env: Option<&str>, flag: Option<&str>| {
+        let mut cmd = aiops();
+        cmd.arg("--config").arg(&config).arg("migrate");
+        cmd.env_remove("DATABASE_URL").env_remove("AIOPS_CONFIG");
+        if let Some(url) = env {
+            cmd.env("DATABASE_URL", url);
+        }
+        if let Some(url) = flag {
+            cmd.args(["--database-url", url]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(migrate(None, None).contains(&url("file.db")), "the file");
+    assert!(
+        migrate(Some(&url("env.db")), None).contains(&url("env.db")),
+        "the environment wins over the file"
+    );
+    assert!(
+        migrate(Some(&url("env.db")), Some(&url("flag.db"))).contains(&url("flag.db")),
+        "a flag wins over both"
+    );
+
+    // An unknown key (a typo) and a value of the wrong type are errors naming the
+    // key and the file; nothing runs.
+    for (text, expected) in [
+        ("databse_url = \"x\"\n", "unknown key `databse_url`"),
+        (
+            "lease_ttl_ms = \"30s\"\n",
+            "key `lease_ttl_ms`: invalid type",
+        ),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let out = aiops()
+            .arg("--config")
+            .arg(&config)
+            .arg("migrate")
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(expected) && stderr.contains(&config.display().to_string()),
+            "{stderr}"
+        );
+    }
+}

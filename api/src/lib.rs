@@ -5,6 +5,7 @@ mod console;
 mod graphiql;
 pub mod graphql;
 mod http;
+mod metrics;
 mod server;
 #[cfg(test)]
 mod vendored;
@@ -51,6 +52,10 @@ impl From<Engine> for Services {
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub engine: Engine,
+    /// The process's model client: `/metrics` shows its breakers.
+    pub llm: LlmClient,
+    /// When set, `/metrics` requires it as a bearer token.
+    pub metrics_token: Option<std::sync::Arc<aiops_engine::secrets::Secret>>,
     pub schema: AiopsSchema,
     /// Open WebSockets; a new one waits for no slot: it is refused.
     pub websockets: std::sync::Arc<tokio::sync::Semaphore>,
@@ -79,6 +84,9 @@ pub struct ApiConfig {
     pub header_read_timeout: std::time::Duration,
     /// A WebSocket must send `connection_init` within this time.
     pub websocket_init_timeout: std::time::Duration,
+    /// `GET /metrics` requires `Authorization: Bearer <this>` when set; without it
+    /// the endpoint is open, as Prometheus scrapes by default.
+    pub metrics_token: Option<aiops_engine::secrets::Secret>,
 }
 
 impl Default for ApiConfig {
@@ -91,6 +99,7 @@ impl Default for ApiConfig {
             max_websockets: 1024,
             header_read_timeout: std::time::Duration::from_secs(10),
             websocket_init_timeout: std::time::Duration::from_secs(10),
+            metrics_token: None,
         }
     }
 }
@@ -103,11 +112,14 @@ pub fn app(services: impl Into<Services>) -> Router {
 pub fn app_with(services: impl Into<Services>, config: &ApiConfig) -> Router {
     let services = services.into();
     let engine = services.engine.clone();
+    let llm = services.llm.clone();
     let server_gone = tokio_util::sync::CancellationToken::new();
     let state = AppState {
         schema: graphql::schema(services, config),
         sessions: ws::Sessions::new(engine.clone(), server_gone.clone()),
         engine,
+        llm,
+        metrics_token: config.metrics_token.clone().map(std::sync::Arc::new),
         websockets: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_websockets.max(1))),
         websocket_init_timeout: config.websocket_init_timeout,
         _sockets_end_with_server: std::sync::Arc::new(server_gone.drop_guard()),
@@ -115,6 +127,7 @@ pub fn app_with(services: impl Into<Services>, config: &ApiConfig) -> Router {
     let router = Router::new()
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/graphql", get(http::graphql_get).post(http::graphql_post))
         .route("/graphql/ws", get(ws::graphql_ws))
         .merge(graphiql::routes())

@@ -56,6 +56,9 @@ pub struct EngineConfig {
     /// A claimed fire whose run was not recorded as started after this long (its tick
     /// died) is started by another tick, with the same idempotency key.
     pub schedule_start_retry: Duration,
+    /// How long one read of the cluster-wide values (runs per state, queue depth,
+    /// approvals pending) serves `/metrics` before the database is read again.
+    pub cluster_stats_ttl: Duration,
 }
 
 impl Default for EngineConfig {
@@ -84,6 +87,7 @@ impl Default for EngineConfig {
             schedule_seconds: false,
             schedule_grace: Duration::from_secs(60),
             schedule_start_retry: Duration::from_secs(10),
+            cluster_stats_ttl: Duration::from_secs(5),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod llm;
+pub mod metrics;
 pub mod model;
 pub mod page;
 pub mod report;
@@ -43,9 +44,10 @@ pub use context::{
     StepError, StepOptions, decode_key_segment, key_segment,
 };
 pub use engine::{
-    DEFAULT_CONTEXT_TOKENS, DEFAULT_SOURCE, Decision, DefaultAlertSource, Engine, EngineOptions,
-    ModelUpdate, NewAlertSource, NewModel, NewProvider, NewSchedule, NewWebhook, Rotation,
-    ScheduleUpdate, SourceAuth, SourceConnection, StartRun, WebhookTarget, next_fire_times,
+    ClusterStats, DEFAULT_CONTEXT_TOKENS, DEFAULT_SOURCE, Decision, DefaultAlertSource, Engine,
+    EngineOptions, ModelUpdate, NewAlertSource, NewModel, NewProvider, NewSchedule, NewWebhook,
+    Rotation, ScheduleUpdate, SourceAuth, SourceConnection, StartRun, WebhookTarget,
+    next_fire_times,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};
@@ -53,6 +55,7 @@ pub use ids::{
     AlertSourceId, ApiKeyId, ApprovalId, CredentialId, ModelId, ProviderId, QuestionId, RunId,
     ScheduleFireId, ScheduleId, TeamId, UserId, WebhookId,
 };
+pub use metrics::{Metrics, ScheduleOutcome, WebhookOutcome};
 pub use page::{KeyOf, Keyed, Page, PageRequest};
 pub use retry::{RetryPolicy, StepFailure};
 pub use stats::EngineStats;

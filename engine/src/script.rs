@@ -81,11 +81,17 @@ enum ScriptStep {
     /// Does nothing but get checkpointed.
     Noop,
     /// Busy for `ms` inside the step (a stand-in for an LLM or tool call); it may
-    /// record `usage` for each attempt and `stream` live tokens while it runs.
+    /// record `usage` for each attempt and `stream` live tokens while it runs. With
+    /// `model` (and `provider`), the usage is a model call's: counted in the model
+    /// metrics under those names.
     Work {
         ms: u64,
         #[serde(default)]
         usage: Option<crate::usage::Usage>,
+        #[serde(default)]
+        model: Option<String>,
+        #[serde(default)]
+        provider: Option<String>,
         #[serde(default)]
         stream: Vec<String>,
     },
@@ -358,6 +364,16 @@ struct Env {
     opts: StepOptions,
 }
 
+impl Env {
+    /// The script's step options for a step of `kind` (the script step's kind).
+    fn opts(&self, kind: &'static str) -> StepOptions {
+        StepOptions {
+            kind: Some(kind),
+            ..self.opts.clone()
+        }
+    }
+}
+
 #[derive(Default)]
 struct Report {
     steps: u64,
@@ -397,21 +413,31 @@ fn run_steps<'a>(
             let key = format!("s{i}");
             match step {
                 ScriptStep::Noop => {
-                    ctx.step_with(&key, env.opts.clone(), |a| async move {
+                    ctx.step_with(&key, env.opts("noop"), |a| async move {
                         record(env, &a.idempotency_key, a.number)?;
                         Ok(a.number)
                     })
                     .await?;
                 }
-                ScriptStep::Work { ms, usage, stream } => {
+                ScriptStep::Work {
+                    ms,
+                    usage,
+                    model,
+                    provider,
+                    stream,
+                } => {
                     let (ms, usage) = (*ms, *usage);
-                    ctx.step_with(&key, env.opts.clone(), |a| async move {
+                    ctx.step_with(&key, env.opts("work"), |a| async move {
                         for token in stream {
                             ctx.stream(json!({ "text": token }));
                         }
                         tokio::time::sleep(Duration::from_millis(ms)).await;
-                        if let Some(u) = usage {
-                            a.record_usage(u);
+                        match (usage, model) {
+                            (Some(u), Some(model)) => {
+                                a.record_model_usage(provider.as_deref().unwrap_or(""), model, u)
+                            }
+                            (Some(u), None) => a.record_usage(u),
+                            (None, _) => {}
                         }
                         record(env, &a.idempotency_key, a.number)?;
                         Ok(a.number)
@@ -432,7 +458,7 @@ fn run_steps<'a>(
                     );
                     let down_for =
                         unavailable_for_ms.map(|ms| chrono::Duration::milliseconds(ms as i64));
-                    ctx.step_with(&key, env.opts.clone(), |a| async move {
+                    ctx.step_with(&key, env.opts("fail"), |a| async move {
                         record(env, &a.idempotency_key, a.number)?;
                         if let Some(down_for) = down_for
                             && Utc::now() - a.first_started_at < down_for
@@ -479,10 +505,14 @@ fn run_steps<'a>(
                         .await?;
                     // The approved action is a step of its own; a rejection is just a result.
                     let executed = if outcome.approved() {
-                        ctx.step_with(format!("{key}/action"), env.opts.clone(), |a| async move {
-                            record(env, &a.idempotency_key, a.number)?;
-                            Ok(true)
-                        })
+                        ctx.step_with(
+                            format!("{key}/action"),
+                            env.opts("action"),
+                            |a| async move {
+                                record(env, &a.idempotency_key, a.number)?;
+                                Ok(true)
+                            },
+                        )
                         .await?
                     } else {
                         false
@@ -525,7 +555,7 @@ fn run_steps<'a>(
                 }
                 ScriptStep::Panic { message } => {
                     let message = message.clone();
-                    ctx.step_with(&key, env.opts.clone(), |_| {
+                    ctx.step_with(&key, env.opts("panic"), |_| {
                         let message = message.clone();
                         async move {
                             if !message.is_empty() {

@@ -1,6 +1,6 @@
 //! Counters of events that should be rare in a healthy deployment: lost races with
 //! the database, refused data, heartbeats that failed, leases lost. Tests assert on
-//! them; `/metrics` will export them.
+//! them; `/metrics` exports them (`metrics.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -252,7 +252,13 @@ impl Worker {
 
     async fn execute(self, claim: Claim, permit: OwnedSemaphorePermit) {
         let run_id = claim.fence.run_id;
-        let span = tracing::info_span!("run", run.id = %run_id, attempt = claim.fence.attempt);
+        // Every log line of this execution (its steps' too) carries these fields.
+        let span = tracing::info_span!(
+            "run",
+            run_id = %run_id,
+            workflow = %claim.workflow,
+            attempt = claim.fence.attempt
+        );
         async move {
             // However this execution ends (even aborted), the run stops being held here.
             let _held = Held {
@@ -299,7 +305,7 @@ impl Worker {
                 had_human_waits: true,
                 events: Vec::new(),
             };
-            self.finish(&fence, ending).await;
+            self.finish(&claim, ending).await;
             return Ok(());
         };
         // A run that never started has nothing to replay. (A retried run is claimed
@@ -395,12 +401,12 @@ impl Worker {
         };
         match outcome {
             Stop::Finished(Ok(Ok(output))) => {
-                self.finish(&fence, ending(RunStatus::Succeeded, Some(output), None))
+                self.finish(&claim, ending(RunStatus::Succeeded, Some(output), None))
                     .await
             }
             Stop::Finished(Ok(Err(e))) => {
                 let message = crate::storable::scrub(&e.to_string());
-                self.finish(&fence, ending(RunStatus::Failed, None, Some(message)))
+                self.finish(&claim, ending(RunStatus::Failed, None, Some(message)))
                     .await
             }
             Stop::Finished(Err(panic)) => {
@@ -408,7 +414,7 @@ impl Worker {
                     "workflow panicked: {}",
                     panic_message(&panic)
                 ));
-                self.finish(&fence, ending(RunStatus::Failed, None, Some(message)))
+                self.finish(&claim, ending(RunStatus::Failed, None, Some(message)))
                     .await
             }
             Stop::TimedOut => {
@@ -416,10 +422,10 @@ impl Worker {
                     "run exceeded its deadline ({})",
                     claim.deadline_at.to_rfc3339()
                 );
-                self.finish(&fence, ending(RunStatus::TimedOut, None, Some(message)))
+                self.finish(&claim, ending(RunStatus::TimedOut, None, Some(message)))
                     .await
             }
-            Stop::Park => self.release_parked(&shared).await?,
+            Stop::Park => self.release_parked(&claim, &shared).await?,
             Stop::Halted(Halt::LeaseLost) => {
                 crate::stats::Stats::add(&self.engine.counters().leases_lost);
                 tracing::warn!("lease lost; execution abandoned")
@@ -431,7 +437,7 @@ impl Worker {
                 let message = crate::storable::scrub(&format!(
                     "the database refused to store a checkpoint of this run: {message}"
                 ));
-                self.finish(&fence, ending(RunStatus::Failed, None, Some(message)))
+                self.finish(&claim, ending(RunStatus::Failed, None, Some(message)))
                     .await
             }
             Stop::Halted(Halt::Database(message)) => {
@@ -444,7 +450,8 @@ impl Worker {
     /// Writes a terminal state. A lost lease here means someone else (cancel, a
     /// takeover) already decided the run's fate. Pending approvals and questions are
     /// closed (and logged) in the same fenced transaction.
-    async fn finish(&self, fence: &Fence, ending: Ending) {
+    async fn finish(&self, claim: &Claim, ending: Ending) {
+        let fence = &claim.fence;
         let Ending {
             status,
             output,
@@ -494,11 +501,19 @@ impl Worker {
                     waits.as_ref(),
                 )
                 .await
+                .map(|events| (RunStatus::Failed, events))
             }
-            other => other,
+            other => other.map(|events| (status, events)),
         };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, %status, "terminal state not written");
+        match result {
+            Ok((status, _)) => {
+                let elapsed = (Utc::now() - claim.created_at).to_std().unwrap_or_default();
+                self.engine
+                    .metrics()
+                    .observe_run(&claim.workflow, status, elapsed);
+                tracing::debug!(%status, elapsed_ms = elapsed.as_millis() as u64, "run ended");
+            }
+            Err(e) => tracing::warn!(error = %e, %status, "terminal state not written"),
         }
     }
 
@@ -530,7 +545,7 @@ impl Worker {
 
     /// Every branch is parked or done and nothing is in flight: write the state the
     /// run waits in, create its approvals/questions, and give the lease back.
-    async fn release_parked(&self, shared: &RunShared) -> Result<()> {
+    async fn release_parked(&self, claim: &Claim, shared: &RunShared) -> Result<()> {
         let mut state = std::mem::take(&mut *lock(&shared.park));
         let now = Utc::now();
         let remaining = (shared.deadline_at - now).num_milliseconds().max(0);
@@ -634,7 +649,7 @@ impl Worker {
             Err(crate::Error::Refused(message)) => {
                 let message = format!("the database refused to store this run's wait: {message}");
                 self.finish(
-                    &shared.fence,
+                    claim,
                     Ending {
                         status: RunStatus::Failed,
                         output: None,

@@ -354,6 +354,17 @@ impl Prometheus {
         scrape: &[&str],
         alertmanager: Option<&Alertmanager>,
     ) -> Option<Prometheus> {
+        Self::start_with(rules_yaml, scrape, alertmanager, None).await
+    }
+
+    /// [`Prometheus::start`], sending `Authorization: Bearer <scrape_token>` with
+    /// every scrape when given.
+    pub async fn start_with(
+        rules_yaml: &str,
+        scrape: &[&str],
+        alertmanager: Option<&Alertmanager>,
+        scrape_token: Option<&str>,
+    ) -> Option<Prometheus> {
         let binary = binary("AIOPS_TEST_PROMETHEUS", &["prometheus"])?;
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("rules.yml"), rules_yaml).expect("write rules");
@@ -364,6 +375,11 @@ impl Prometheus {
              scrape_configs:\n  - job_name: test\n    static_configs:\n      - targets: [{}]\n",
             targets.join(", ")
         );
+        if let Some(token) = scrape_token {
+            config.push_str(&format!(
+                "    authorization:\n      type: Bearer\n      credentials: '{token}'\n"
+            ));
+        }
         if let Some(am) = alertmanager {
             config.push_str(&format!(
                 "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\n",
@@ -387,6 +403,26 @@ impl Prometheus {
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> &str {
         &self.server.base_url
+    }
+
+    /// Waits until every target of job `test` was scraped successfully (health
+    /// `up`, no error) and returns the targets: Prometheus's own parser accepted
+    /// what they serve.
+    pub async fn wait_for_healthy_targets(&self) -> Value {
+        let url = format!("{}/api/v1/targets", self.url());
+        poll("healthy scrape targets", &self.server, || {
+            let request = reqwest::Client::new().get(&url);
+            async move {
+                let body: Value = request.send().await.ok()?.json().await.ok()?;
+                let targets = body["data"]["activeTargets"].as_array()?.clone();
+                let healthy = !targets.is_empty()
+                    && targets
+                        .iter()
+                        .all(|t| t["health"] == "up" && t["lastError"] == "");
+                healthy.then_some(Value::Array(targets))
+            }
+        })
+        .await
     }
 
     /// Waits until Prometheus reports the alert `name` in `state` (`pending` or

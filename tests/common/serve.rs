@@ -13,6 +13,8 @@ pub struct ServeProcess {
     pub child: Child,
     pub addr: String,
     pub data_dir: tempfile::TempDir,
+    /// Where its stderr (the logs) goes, when captured.
+    log: Option<std::path::PathBuf>,
 }
 
 /// A loopback port nobody listens on right now.
@@ -26,9 +28,25 @@ pub fn free_port() -> u16 {
 impl ServeProcess {
     /// Starts `aiops serve` on `db_url` and waits until `/healthz` answers.
     pub async fn start(db_url: &str, extra_env: &[(&str, &str)]) -> ServeProcess {
+        Self::start_with(db_url, extra_env, &[], false).await
+    }
+
+    /// [`ServeProcess::start`] with extra arguments after `serve`, and the process's
+    /// stderr written to a file ([`ServeProcess::log`]) when `capture_log`.
+    pub async fn start_with(
+        db_url: &str,
+        extra_env: &[(&str, &str)],
+        args: &[&str],
+        capture_log: bool,
+    ) -> ServeProcess {
         let data_dir = tempfile::tempdir().expect("data dir");
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = super::aiops_process("serve");
+        cmd.args(args);
+        let log = capture_log.then(|| data_dir.path().join("stderr.log"));
+        if let Some(path) = &log {
+            cmd.stderr(std::fs::File::create(path).expect("log file"));
+        }
         cmd.env("DATABASE_URL", db_url)
             .env("AIOPS_LISTEN", &addr)
             .env("AIOPS_DATA_DIR", data_dir.path())
@@ -40,7 +58,11 @@ impl ServeProcess {
         let client = reqwest::Client::new();
         for _ in 0..300 {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("aiops serve exited during start-up: {status}");
+                let log = log
+                    .as_ref()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .unwrap_or_default();
+                panic!("aiops serve exited during start-up: {status}\n{log}");
             }
             if client
                 .get(format!("http://{addr}/healthz"))
@@ -52,11 +74,18 @@ impl ServeProcess {
                     child,
                     addr,
                     data_dir,
+                    log,
                 };
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("aiops serve did not answer /healthz within 30 s");
+    }
+
+    /// What the process logged so far (started with `capture_log`).
+    pub fn log(&self) -> String {
+        let path = self.log.as_ref().expect("started with capture_log");
+        std::fs::read_to_string(path).unwrap_or_default()
     }
 
     /// A GraphQL client of this process, optionally with a bearer token.

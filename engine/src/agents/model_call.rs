@@ -32,6 +32,9 @@ pub const MAX_PARKED: Duration = Duration::from_secs(120);
 /// A model that failed this often in a row (retryable failures) is left for the next.
 const RETRIES_BEFORE_FAILOVER: u32 = 2;
 
+/// The step-duration metric's `kind` of model calls.
+const LLM_STEP: &str = "llm";
+
 /// What a call produced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -224,6 +227,7 @@ impl Caller {
             input: Some(
                 json!({ "models": models, "prompt": prompt, "messages": request.messages.len() }),
             ),
+            kind: Some(LLM_STEP),
             ..StepOptions::default()
         };
         let live = ctx.clone();
@@ -259,13 +263,17 @@ impl Caller {
                     };
                     match self.client.complete(&conn, request, &on_text).await {
                         Ok(reply) => {
-                            attempt.record_usage(Usage {
-                                input_tokens: reply.input_tokens,
-                                output_tokens: reply.output_tokens,
-                                cost_usd: conn
-                                    .model
-                                    .cost_usd(reply.input_tokens, reply.output_tokens),
-                            });
+                            attempt.record_model_usage(
+                                &conn.provider.name,
+                                &conn.model.name,
+                                Usage {
+                                    input_tokens: reply.input_tokens,
+                                    output_tokens: reply.output_tokens,
+                                    cost_usd: conn
+                                        .model
+                                        .cost_usd(reply.input_tokens, reply.output_tokens),
+                                },
+                            );
                             return Ok(Answer::Reply(reply));
                         }
                         Err(CallError::Retry { message, after })

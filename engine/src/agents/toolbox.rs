@@ -24,6 +24,9 @@ use crate::topology::TeamSpec;
 /// The most of one tool result that is recorded and handed on, in bytes of JSON.
 pub const MAX_RESULT_BYTES: usize = 16 * 1024;
 
+/// The step-duration metric's `kind` of tool calls.
+const TOOL_STEP: &str = "tool";
+
 /// What a tool call came to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToolOutcome {
@@ -181,6 +184,7 @@ impl Toolbox {
             retry: Some(spec.retry.clone()),
             timeout: Some(spec.timeout),
             input: Some(args.clone()),
+            kind: Some(TOOL_STEP),
         };
         let node = node_of(&ctx.full_key(key));
         let result = ctx
@@ -340,6 +344,7 @@ async fn refuse(
 ) -> Result<ToolOutcome, StepError> {
     let options = StepOptions {
         input: Some(args),
+        kind: Some(TOOL_STEP),
         ..StepOptions::default()
     };
     let result: Result<Json, StepError> = ctx

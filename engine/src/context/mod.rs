@@ -77,6 +77,9 @@ pub struct StepOptions {
     pub timeout: Option<Duration>,
     /// Recorded with the step (tool arguments, a prompt digest…).
     pub input: Option<Json>,
+    /// What kind of work the step is (`llm`, `tool`, …), for the step-duration
+    /// metric's `kind` label; `step` when unset. A small fixed set, never an id.
+    pub kind: Option<&'static str>,
 }
 
 /// Handed to each attempt of a step.
@@ -91,6 +94,7 @@ pub struct Attempt {
     /// dependency has been failing, e.g. to stop waiting for an open circuit breaker.
     pub first_started_at: DateTime<Utc>,
     usage: UsageMeter,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Attempt {
@@ -98,6 +102,14 @@ impl Attempt {
     /// with the step even when the attempt fails, and counts in [`StepContext::usage`].
     pub fn record_usage(&self, usage: Usage) {
         *lock(&self.usage.0) += usage;
+    }
+
+    /// [`Attempt::record_usage`] of a call to `model` of `provider` (the configured
+    /// names; `provider` empty when unknown), also counted in this process's model
+    /// metrics (tokens and cost by provider and model).
+    pub fn record_model_usage(&self, provider: &str, model: &str, usage: Usage) {
+        self.record_usage(usage);
+        self.metrics.llm_usage(provider, model, usage);
     }
 }
 

@@ -9,6 +9,7 @@ use futures::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value as Json, json};
+use tracing::Instrument;
 
 use crate::event::{EventKind, NewEvent};
 use crate::retry::StepFailure;
@@ -98,11 +99,34 @@ impl StepContext {
         let idempotency_key = format!("{}/{}", self.shared.fence.run_id, key);
         // Events this context emitted before the step ride on its first commit.
         let mut emitted = self.take_emitted();
+        // Log lines of the step's code (and of its end, below) carry its key; the
+        // run's span (run_id, workflow, attempt) is the parent.
+        let span = tracing::info_span!("step", step_key = %key);
+        let kind = opts.kind.unwrap_or(crate::metrics::DEFAULT_STEP_KIND);
+        // Observed once the attempt's outcome is committed.
+        let ended = |status: StepStatus, started: std::time::Instant, attempts: u32| {
+            let elapsed = started.elapsed();
+            self.shared.engine.metrics().observe_step(
+                &self.shared.info.workflow,
+                kind,
+                status,
+                elapsed,
+            );
+            span.in_scope(|| {
+                tracing::debug!(
+                    %status,
+                    attempts,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "step attempt ended"
+                )
+            });
+        };
         loop {
             // In flight only while an attempt runs: a parked retry wait must not count.
             let in_flight = InFlight::new(&self.shared);
             attempts += 1;
             let started_at = Utc::now();
+            let started = std::time::Instant::now();
             let first_started_at = *first_started.get_or_insert(started_at);
             let meter = UsageMeter::default();
             let attempt = Attempt {
@@ -110,6 +134,7 @@ impl StepContext {
                 idempotency_key: idempotency_key.clone(),
                 first_started_at,
                 usage: meter.clone(),
+                metrics: self.shared.engine.metrics().clone(),
             };
             let record = |status,
                           output,
@@ -135,7 +160,7 @@ impl StepContext {
                 EventKind::StepStarted,
                 json!({ "step_key": key, "attempt": attempts }),
             );
-            let running = AssertUnwindSafe(f(attempt)).catch_unwind();
+            let running = AssertUnwindSafe(f(attempt).instrument(span.clone())).catch_unwind();
             let timed = async {
                 match opts.timeout {
                     Some(limit) => match tokio::time::timeout(limit, running).await {
@@ -230,7 +255,10 @@ impl StepContext {
                             }),
                         ));
                         match self.try_commit(cp).await {
-                            Ok(()) => return Ok(value),
+                            Ok(()) => {
+                                ended(StepStatus::Succeeded, started, attempts);
+                                return Ok(value);
+                            }
                             // Refused (the writer's last line of defence): fail this
                             // step, nothing else.
                             Err(e) => {
@@ -273,6 +301,7 @@ impl StepContext {
                     json!({ "step_key": key, "attempts": attempts, "error": message, "retryable": failure.is_retryable() }),
                 ));
                 self.commit(cp).await;
+                ended(StepStatus::Failed, started, attempts);
                 return Err(StepError::Failed { key, message });
             }
             let delay = match failure.retry_after() {
@@ -301,6 +330,7 @@ impl StepContext {
                 }),
             ));
             self.commit(cp).await;
+            ended(StepStatus::RetryWait, started, attempts);
             drop(in_flight);
             self.wait_until(next_attempt_at, |wake_at| Park::Retry { wake_at })
                 .await;

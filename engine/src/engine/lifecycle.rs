@@ -269,6 +269,12 @@ impl Engine {
             if runnable {
                 self.wake_workers();
             }
+            if let Some(status) = patch.status.filter(|s| s.is_terminal()) {
+                let elapsed = (now - run.created_at).to_std().unwrap_or_default();
+                self.inner
+                    .metrics
+                    .observe_run(&run.workflow, status, elapsed);
+            }
             return self.run(id).await;
         }
         Err(Error::Conflict(format!(

@@ -6,9 +6,11 @@
 
 mod access;
 mod alert_sources;
+mod cluster;
 pub use alert_sources::{
     DEFAULT_SOURCE, DefaultAlertSource, NewAlertSource, Rotation, SourceAuth, SourceConnection,
 };
+pub use cluster::ClusterStats;
 mod humans;
 mod lifecycle;
 mod notify;
@@ -48,6 +50,9 @@ struct Inner {
     /// Wakes this process's workers when a run becomes runnable.
     work: Notify,
     stats: Arc<crate::stats::Stats>,
+    metrics: crate::metrics::Metrics,
+    /// The last read of the cluster-wide values, shared by scrapes for a few seconds.
+    cluster: cluster::Cache,
 }
 
 /// What an engine is made of besides its database; built once, by the binary.
@@ -134,7 +139,9 @@ impl Engine {
                 keyring,
                 default_source,
                 work: Notify::new(),
+                metrics: crate::metrics::Metrics::new(stats.clone()),
                 stats,
+                cluster: cluster::Cache::default(),
             }),
         }
     }
@@ -169,6 +176,12 @@ impl Engine {
     /// Counters of rare events in this process (lost races, lost leases…).
     pub fn stats(&self) -> crate::EngineStats {
         self.inner.stats.snapshot()
+    }
+
+    /// This process's metrics (durations, model usage, trigger counters), for
+    /// `/metrics` and for code outside the core that counts what it does.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
 
     pub(crate) fn counters(&self) -> &crate::stats::Stats {

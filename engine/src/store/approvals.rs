@@ -160,3 +160,13 @@ pub async fn pending_requested_since(
         .map(from_model)
         .collect()
 }
+
+/// How many approvals wait for a decision, across all runs (for metrics).
+pub async fn count_pending(db: &impl ConnectionTrait) -> Result<i64> {
+    use sea_orm::PaginatorTrait;
+    let n = approval::Entity::find()
+        .filter(approval::Column::Status.eq(ApprovalStatus::Pending.as_str()))
+        .count(db)
+        .await?;
+    Ok(i64::try_from(n).unwrap_or(i64::MAX))
+}

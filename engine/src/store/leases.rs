@@ -46,6 +46,8 @@ pub struct Claim {
     pub trigger: crate::status::Trigger,
     pub team_id: Option<crate::ids::TeamId>,
     pub team_version_id: Option<uuid::Uuid>,
+    /// When the run was created (queued), for its duration when it ends.
+    pub created_at: DateTime<Utc>,
     /// RUN_STARTED or RUN_RESUMED, written in the claim's transaction.
     pub events: Vec<Event>,
 }
@@ -55,6 +57,22 @@ const CLAIMABLE: &str = "status IN ('QUEUED','RUNNING','RETRY_WAIT','WAITING_APP
     OR (status = 'RUNNING' AND (lease_expires_at IS NULL OR lease_expires_at <= $1) \
         AND (wake_at IS NULL OR wake_at <= $1 OR deadline_at <= $1)) \
     OR (status IN ('RETRY_WAIT','WAITING_APPROVAL','WAITING_INPUT') AND (wake_at <= $1 OR deadline_at <= $1)))";
+
+/// How many runs a worker could claim at `now` (the queue depth, for metrics): the
+/// same predicate as the claim's.
+pub async fn count_claimable(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<i64> {
+    let row = db
+        .query_one_raw(stmt(
+            db,
+            &format!("SELECT COUNT(*) AS n FROM runs WHERE {CLAIMABLE}"),
+            vec![now.into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get_by_index(0)?,
+        None => 0,
+    })
+}
 
 /// The event a claim writes: RUN_STARTED for a queued run, RUN_RESUMED for every
 /// other. A claim of a RUNNING run whose holder's lease expired is a takeover (the
@@ -111,7 +129,7 @@ claimed AS (
       last_seq = r.last_seq + 1, updated_at = $1
   FROM c WHERE r.id = c.id
   RETURNING r.id, c.prev, r.workflow, r.input, r.attempt, r.last_seq, r.deadline_at, r.pause_requested, c.fresh, c.held,
-            r.trigger, r.team_id, r.team_version_id
+            r.trigger, r.team_id, r.team_version_id, r.created_at
 ),
 announced AS (
   SELECT cl.*, row_number() OVER (ORDER BY cl.id) AS n FROM claimed cl
@@ -132,7 +150,7 @@ event_rows AS (
   RETURNING 1
 )
 SELECT id, prev, workflow, input, attempt, last_seq, deadline_at, pause_requested, fresh, held,
-       trigger, team_id, team_version_id FROM claimed";
+       trigger, team_id, team_version_id, created_at FROM claimed";
 
 async fn claim_postgres(
     db: &(impl ConnectionTrait + TransactionTrait),
@@ -199,6 +217,7 @@ fn claim_from_row(row: &QueryResult, owner: &str) -> Result<(Claim, i64)> {
                 .try_get::<Option<uuid::Uuid>>("", "team_id")?
                 .map(crate::ids::TeamId),
             team_version_id: row.try_get("", "team_version_id")?,
+            created_at: row.try_get("", "created_at")?,
             events: Vec::new(),
         },
         row.try_get_by_index(5)?,
@@ -246,7 +265,7 @@ async fn claim_sqlite(
                      last_seq = last_seq + 1, updated_at = $3 \
                  WHERE id = $5 AND attempt = $6 AND status = $7 \
                  RETURNING id, status, workflow, input, attempt, last_seq, deadline_at, pause_requested, \
-                           trigger, team_id, team_version_id",
+                           trigger, team_id, team_version_id, created_at",
                 vec![
                     owner.into(),
                     lease_until.into(),

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::schedule::{FireStart, start_fire};
 use crate::engine::Engine;
+use crate::metrics::ScheduleOutcome;
 
 /// When the tick runs: every second (seconds first, as tokio-cron-scheduler reads it).
 pub const TICK_EXPRESSION: &str = "* * * * * *";
@@ -36,10 +37,17 @@ pub struct TickReport {
     pub retrying: u64,
 }
 
-/// One tick at `now`: claims the due fires and starts their runs. (Metrics of fires,
-/// skips and misses belong here, from the report.)
+/// One tick at `now`: claims the due fires, starts their runs, and counts fires,
+/// skips and misses (`aiops_schedule_fires_total`).
 pub async fn tick(engine: &Engine, now: DateTime<Utc>) -> crate::Result<TickReport> {
     let claimed = engine.claim_due_fires(now).await?;
+    let metrics = engine.metrics();
+    for _ in 0..claimed.skipped_overlap {
+        metrics.schedule_fire(ScheduleOutcome::Skipped);
+    }
+    for _ in 0..claimed.missed {
+        metrics.schedule_fire(ScheduleOutcome::Missed);
+    }
     let mut report = TickReport {
         skipped_overlap: claimed.skipped_overlap,
         missed: claimed.missed,
@@ -56,6 +64,7 @@ pub async fn tick(engine: &Engine, now: DateTime<Utc>) -> crate::Result<TickRepo
         match start_fire(engine, fire).await {
             FireStart::Started(run) => {
                 report.started += 1;
+                metrics.schedule_fire(ScheduleOutcome::Fired);
                 tracing::debug!(schedule = %fire.schedule, fire_time = %fire.fire_time, run.id = %run, "schedule fired");
             }
             FireStart::Failed(reason) => {
