@@ -132,6 +132,8 @@ keys! {
     prometheus_url: String => "AIOPS_PROMETHEUS_URL";
     alertmanager_url: String => "AIOPS_ALERTMANAGER_URL";
     enable_script_workflow: bool => "AIOPS_ENABLE_SCRIPT_WORKFLOW";
+    // Read by the schedules' work (issue 10) once merged; harmless before.
+    schedule_allow_seconds: bool => "AIOPS_SCHEDULE_ALLOW_SECONDS";
     script_record_dir: String => "AIOPS_SCRIPT_RECORD_DIR";
     llm_read_timeout_ms: u64 => "AIOPS_LLM_READ_TIMEOUT_MS";
     llm_call_timeout_ms: u64 => "AIOPS_LLM_CALL_TIMEOUT_MS";

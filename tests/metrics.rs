@@ -109,6 +109,7 @@ async fn prometheus_reads_what_the_cluster_did(backend: Backend) {
         "aiops_schedule_fires_total{outcome=\"fired\"} 0",
         "aiops_schedule_fires_total{outcome=\"skipped\"} 0",
         "aiops_schedule_fires_total{outcome=\"missed\"} 0",
+        "aiops_schedule_fires_total{outcome=\"failed\"} 0",
         "aiops_runs{status=\"QUEUED\"} 0",
         "aiops_run_queue_depth 0",
         "aiops_approvals_pending 0",

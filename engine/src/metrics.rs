@@ -103,16 +103,19 @@ pub enum ScheduleOutcome {
     Skipped,
     /// Passed while no scheduler was running and not caught up (catch-up `skip`).
     Missed,
+    /// Its run was refused for good (recorded on the fire).
+    Failed,
 }
 
 impl ScheduleOutcome {
-    pub const ALL: [ScheduleOutcome; 3] = [Self::Fired, Self::Skipped, Self::Missed];
+    pub const ALL: [ScheduleOutcome; 4] = [Self::Fired, Self::Skipped, Self::Missed, Self::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Fired => "fired",
             Self::Skipped => "skipped",
             Self::Missed => "missed",
+            Self::Failed => "failed",
         }
     }
 }
@@ -223,11 +226,16 @@ impl Metrics {
 
     /// Counts one due schedule tick under its outcome.
     pub fn schedule_fire(&self, outcome: ScheduleOutcome) {
+        self.schedule_fires(outcome, 1);
+    }
+
+    /// Counts `n` due schedule ticks under one outcome (a tick's report).
+    pub fn schedule_fires(&self, outcome: ScheduleOutcome, n: u64) {
         self.schedule_fires
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.as_str(),
             })
-            .inc();
+            .inc_by(n);
     }
 
     /// Adds this process's families to `registry` (whose prefix, e.g. `aiops`,
@@ -270,7 +278,7 @@ impl Metrics {
         registry.register(
             "schedule_fires",
             "Due schedule ticks handled by this process, by outcome (fired, skipped \
-             because a run was still active, missed during downtime)",
+             because a run was still active, missed during downtime, failed)",
             self.schedule_fires.clone(),
         );
         registry.register_collector(Box::new(RareEvents(self.stats.clone())));
