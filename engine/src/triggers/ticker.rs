@@ -42,12 +42,8 @@ pub struct TickReport {
 pub async fn tick(engine: &Engine, now: DateTime<Utc>) -> crate::Result<TickReport> {
     let claimed = engine.claim_due_fires(now).await?;
     let metrics = engine.metrics();
-    for _ in 0..claimed.skipped_overlap {
-        metrics.schedule_fire(ScheduleOutcome::Skipped);
-    }
-    for _ in 0..claimed.missed {
-        metrics.schedule_fire(ScheduleOutcome::Missed);
-    }
+    metrics.schedule_fires(ScheduleOutcome::Skipped, claimed.skipped_overlap);
+    metrics.schedule_fires(ScheduleOutcome::Missed, claimed.missed);
     let mut report = TickReport {
         skipped_overlap: claimed.skipped_overlap,
         missed: claimed.missed,
@@ -69,6 +65,7 @@ pub async fn tick(engine: &Engine, now: DateTime<Utc>) -> crate::Result<TickRepo
             }
             FireStart::Failed(reason) => {
                 report.failed += 1;
+                metrics.schedule_fire(ScheduleOutcome::Failed);
                 tracing::warn!(schedule = %fire.schedule, fire_time = %fire.fire_time, %reason, "schedule fire refused");
             }
             FireStart::Retry(e) => {
