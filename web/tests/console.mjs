@@ -344,7 +344,9 @@ check(forged.errors?.[0]?.extensions?.code === "FORBIDDEN", `the forged cancelRu
 step("phone width");
 await page.setViewportSize({ width: 390, height: 844 });
 await page.goto(`${base}/runs/${teamRun}`);
-await page.waitForSelector('[data-node-id="web"]');
+await page.waitForSelector('[data-node-id="web"][data-state="failing"]');
+const replayedStates = await page.evaluate(() => window.__nodeStates);
+check(Object.values(replayedStates).every((seen) => !seen.includes("skipped")), `a reload replays the nodes' states without showing them skipped meanwhile ${JSON.stringify(replayedStates)}`);
 const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
 check(overflow <= 0, `nothing wider than the phone's screen (overflow ${overflow}px)`);
 await shot(page, "phone-run-detail");
