@@ -202,6 +202,8 @@ check(resumedFrom !== null && resumedFrom >= seqAtCut && resumedFrom > 0, `re-su
 step("the approval appears in the inbox without a reload and is approved there");
 const card = await inbox.waitForSelector('[data-approval-id][data-status="PENDING"]', { timeout: 30000 });
 await inbox.bringToFront();
+const badge = await page.waitForSelector('[data-testid=pending-approvals]', { timeout: 10000 }).catch(() => null);
+check(Boolean(badge) && (await badge.textContent()) === "1", "the navigation shows 1 approval waiting, on every page");
 check(inboxLoads === 1, "the inbox was not reloaded");
 const cardText = await card.textContent();
 check(/alertmanager_silence/.test(cardText) && /HighErrorRate/.test(cardText) && /expires in/.test(cardText), "it shows the tool, the exact arguments and the expiry");
