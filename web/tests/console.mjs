@@ -314,6 +314,37 @@ await page.waitForSelector('section.run[data-status="SUCCEEDED"]', { timeout: 20
 check(true, "the script run goes on with the rejection and succeeds");
 
 
+step("pause, resume, retry, cancel");
+const script = async (steps) =>
+  (await api(`mutation($input: StartRunInput!) { startRun(input: $input) { id } }`, { input: { workflow: "script", input: { steps } } }, adminToken)).data.startRun.id;
+const statusIs = (status, timeout = 20000) => page.waitForSelector(`section.run[data-status="${status}"]`, { timeout });
+const paused = await script([{ kind: "work", ms: 1500 }, { kind: "work", ms: 1500 }, { kind: "output", value: { ok: true } }]);
+await page.goto(`${base}/runs/${paused}`);
+await page.click("[data-testid=pause]");
+await statusIs("PAUSED");
+check(true, "Pause: the run pauses at the next step boundary");
+await page.click("[data-testid=resume]");
+await statusIs("SUCCEEDED");
+check(true, "Resume: it goes on and succeeds");
+const failing = await script([{ kind: "fail", times: 1, permanent: true }, { kind: "output", value: { ok: true } }]);
+await page.goto(`${base}/runs/${failing}`);
+await statusIs("FAILED");
+// The log has caught up with the failure (RUN_FAILED is its 5th event).
+await page.waitForFunction(() => Number(document.querySelector("[data-testid=events]")?.dataset.lastSeq) >= 5, null, { timeout: 10000 });
+const failedSeq = Number(await page.getAttribute("[data-testid=events]", "data-last-seq"));
+await page.click("[data-testid=retry]");
+// The script's step fails on every first attempt, so the retried run fails again.
+await page.waitForFunction((n) => Number(document.querySelector("[data-testid=events]").dataset.lastSeq) >= n + 5, failedSeq, { timeout: 20000 });
+await statusIs("FAILED");
+const retried = await page.$$eval("[data-testid=events] [data-seq] .kind", (els) => els.map((e) => e.textContent));
+check(retried.filter((k) => k === "STEP_FAILED").length === 2 && retried.includes("RUN_QUEUED"), `Retry: the failed step runs again and the log goes on (${retried.join(", ")})`);
+const long = await script([{ kind: "sleep", ms: 600000 }]);
+await page.goto(`${base}/runs/${long}`);
+await page.waitForSelector("[data-testid=cancel]");
+await page.click("[data-testid=cancel]");
+await statusIs("CANCELLED");
+check((await page.locator("[data-testid=pause], [data-testid=cancel], [data-testid=resume]").count()) === 0, "Cancel: the run is cancelled and offers no more controls");
+
 step("a viewer sees no action and is refused a forged mutation");
 const viewerContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
 const viewer = await viewerContext.newPage();
