@@ -37,6 +37,11 @@ pub struct Cli {
     log_json: bool,
     #[command(flatten)]
     workflows: WorkflowArgs,
+    /// Let new schedules have 6 cron fields, seconds first (for tests and demos; a
+    /// schedule firing every second starts a run every second).
+    #[arg(long, env = "AIOPS_SCHEDULE_ALLOW_SECONDS", global = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    schedule_allow_seconds: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -144,6 +149,11 @@ enum Command {
     Source {
         #[command(subcommand)]
         command: crate::sources::SourceCommand,
+    },
+    /// Cron schedules that start team runs (ticked by `aiops serve`).
+    Schedule {
+        #[command(subcommand)]
+        command: crate::schedules::ScheduleCommand,
     },
     /// Remediation webhooks: where the `webhook_action` tool posts approved actions,
     /// signed with a secret.
@@ -526,12 +536,20 @@ fn shutdown_token() -> CancellationToken {
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // What every engine of this process is built from: made here, once.
+    let schedule_seconds = cli.schedule_allow_seconds;
     let kit = EngineOptions {
+        config: EngineConfig {
+            schedule_seconds,
+            ..EngineConfig::default()
+        },
         workflows: cli.workflows.registry(),
         ..EngineOptions::default()
     };
     let with = |config: EngineConfig| EngineOptions {
-        config,
+        config: EngineConfig {
+            schedule_seconds,
+            ..config
+        },
         ..kit.clone()
     };
     match cli.command {
@@ -605,6 +623,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 tokio::spawn(engine.clone().retention_loop(shutdown.clone())),
             ];
             let worker = tokio::spawn(Worker::new(engine.clone()).run(shutdown.clone()));
+            // serve = API + worker + scheduler: every replica ticks; the database
+            // decides which one fires each fire time.
+            let ticker = tokio::spawn(
+                aiops_engine::triggers::Ticker::new(engine.clone()).run(shutdown.clone()),
+            );
             // The process's one model client, the workflows' too: its breakers are
             // what `llmBreakers` shows.
             let llm = aiops_engine::llm::shared_client().clone();
@@ -615,6 +638,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
             .await?;
             worker.await??;
+            if let Err(e) = ticker.await? {
+                tracing::warn!(error = %e, "the schedule tick stopped");
+            }
             for job in jobs {
                 let _ = job.await;
             }
@@ -832,6 +858,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User { command } => user_command(command).await,
         Command::Apikey { command } => api_key_command(command).await,
         Command::Source { command } => crate::sources::source_command(command).await,
+        Command::Schedule { command } => {
+            crate::schedules::schedule_command(command, kit.clone()).await
+        }
         Command::Webhook { command } => crate::webhooks::webhook_command(command).await,
         Command::Credential { command } => crate::providers::credential_command(command).await,
         Command::Provider { command } => crate::providers::provider_command(command).await,

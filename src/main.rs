@@ -8,6 +8,7 @@ mod cli;
 mod open;
 mod progress;
 mod providers;
+mod schedules;
 mod sources;
 mod webhooks;
 

@@ -47,6 +47,15 @@ pub struct EngineConfig {
     pub max_steps_per_run: usize,
     /// Largest run input accepted, in bytes of JSON.
     pub max_input_bytes: usize,
+    /// New schedules may have 6 fields, seconds first (`AIOPS_SCHEDULE_ALLOW_SECONDS`:
+    /// tests and demos); otherwise exactly 5.
+    pub schedule_seconds: bool,
+    /// A schedule's fire time found due this long after it passed still fires; older
+    /// ones passed while no replica ticked and follow the catch-up policy.
+    pub schedule_grace: Duration,
+    /// A claimed fire whose run was not recorded as started after this long (its tick
+    /// died) is started by another tick, with the same idempotency key.
+    pub schedule_start_retry: Duration,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +81,9 @@ impl Default for EngineConfig {
             writer_shards: 4,
             max_steps_per_run: 10_000,
             max_input_bytes: 512 * 1024,
+            schedule_seconds: false,
+            schedule_grace: Duration::from_secs(60),
+            schedule_start_retry: Duration::from_secs(10),
         }
     }
 }

@@ -91,3 +91,11 @@ id_type!(
     /// Identifies a language model.
     ModelId
 );
+id_type!(
+    /// Identifies a cron schedule.
+    ScheduleId
+);
+id_type!(
+    /// Identifies one handled fire time of a schedule.
+    ScheduleFireId
+);

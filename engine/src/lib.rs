@@ -8,6 +8,7 @@ pub mod auth;
 mod bus;
 pub mod config;
 pub mod context;
+pub mod cron;
 pub mod database;
 pub mod engine;
 pub mod error;
@@ -27,6 +28,7 @@ pub(crate) mod storable;
 mod store;
 pub mod tools;
 pub mod topology;
+pub mod triggers;
 mod usage;
 mod usage_breakdown;
 pub mod worker;
@@ -42,14 +44,14 @@ pub use context::{
 };
 pub use engine::{
     DEFAULT_CONTEXT_TOKENS, DEFAULT_SOURCE, Decision, DefaultAlertSource, Engine, EngineOptions,
-    ModelUpdate, NewAlertSource, NewModel, NewProvider, NewWebhook, Rotation, SourceAuth,
-    SourceConnection, StartRun, WebhookTarget,
+    ModelUpdate, NewAlertSource, NewModel, NewProvider, NewSchedule, NewWebhook, Rotation,
+    ScheduleUpdate, SourceAuth, SourceConnection, StartRun, WebhookTarget, next_fire_times,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};
 pub use ids::{
     AlertSourceId, ApiKeyId, ApprovalId, CredentialId, ModelId, ProviderId, QuestionId, RunId,
-    TeamId, UserId, WebhookId,
+    ScheduleFireId, ScheduleId, TeamId, UserId, WebhookId,
 };
 pub use page::{KeyOf, Keyed, Page, PageRequest};
 pub use retry::{RetryPolicy, StepFailure};

@@ -77,6 +77,13 @@ pub fn after(now: DateTime<Utc>, duration: std::time::Duration) -> DateTime<Utc>
     now.checked_add_signed(d).unwrap_or(now)
 }
 
+/// `now - duration`, saturating like [`after`].
+pub fn before(now: DateTime<Utc>, duration: std::time::Duration) -> DateTime<Utc> {
+    const MAX: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+    let d = chrono::Duration::from_std(duration.min(MAX)).unwrap_or(chrono::Duration::zero());
+    now.checked_sub_signed(d).unwrap_or(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ mod mutation;
 pub mod policy;
 mod providers;
 pub(crate) mod query;
+mod schedules;
 mod sources;
 mod subscription;
 pub mod types;
@@ -32,6 +33,7 @@ pub struct Query(
     sources::SourcesQuery,
     webhooks::WebhooksQuery,
     providers::ProvidersQuery,
+    schedules::SchedulesQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -41,6 +43,7 @@ pub struct Mutation(
     sources::SourcesMutation,
     webhooks::WebhooksMutation,
     providers::ProvidersMutation,
+    schedules::SchedulesMutation,
 );
 
 pub type AiopsSchema = Schema<Query, Mutation, SubscriptionRoot>;

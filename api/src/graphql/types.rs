@@ -6,7 +6,7 @@ use aiops_engine::model::Run as RunRecord;
 use aiops_engine::model::Step as StepRecord;
 use aiops_engine::model::{Team as TeamRecord, TeamVersion as TeamVersionRecord};
 use aiops_engine::{Engine, Event as EventRecord};
-use async_graphql::{ComplexObject, Context, Enum, Json, Result, SimpleObject};
+use async_graphql::{ComplexObject, Context, Json, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -18,7 +18,7 @@ use async_graphql::dataloader::DataLoader;
 macro_rules! mirror_enum {
     ($(#[$doc:meta])* $name:ident from $engine:path { $($variant:ident),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+        #[derive(::async_graphql::Enum, Copy, Clone, Debug, PartialEq, Eq)]
         pub enum $name { $($variant),+ }
 
         impl From<$engine> for $name {
@@ -34,6 +34,7 @@ macro_rules! mirror_enum {
         }
     };
 }
+pub(crate) use mirror_enum;
 
 mirror_enum!(
     /// The state of a run (§4).

@@ -482,7 +482,9 @@ impl Engine {
     pub async fn prune(&self) -> Result<u64> {
         let retention = chrono::Duration::from_std(self.inner.config.retention)
             .unwrap_or(chrono::Duration::days(30));
-        store::runs::delete_finished_before(&self.inner.db, Utc::now() - retention).await
+        let cutoff = Utc::now() - retention;
+        store::schedules::prune_fires(&self.inner.db, cutoff).await?;
+        store::runs::delete_finished_before(&self.inner.db, cutoff).await
     }
 
     /// Runs [`Engine::prune`] periodically until `shutdown`.

@@ -1,8 +1,8 @@
 //! The engine handle: the one entry point the API, the CLI and workers use. Cheap
 //! to clone; every operation that changes a run goes through here. Split by concern:
 //! run lifecycle, people (approvals, questions), teams, access (users, keys), alert
-//! sources and secrets at rest, webhooks, language-model providers, usage (tokens,
-//! cost), and notifications from other processes.
+//! sources and secrets at rest, webhooks, language-model providers, schedules, usage
+//! (tokens, cost), and notifications from other processes.
 
 mod access;
 mod alert_sources;
@@ -13,6 +13,7 @@ mod humans;
 mod lifecycle;
 mod notify;
 mod providers;
+mod schedules;
 mod teams;
 mod usage;
 mod webhooks;
@@ -20,6 +21,7 @@ mod webhooks;
 pub use humans::Decision;
 pub use lifecycle::StartRun;
 pub use providers::{DEFAULT_CONTEXT_TOKENS, ModelUpdate, NewModel, NewProvider};
+pub use schedules::{NewSchedule, ScheduleUpdate, next_fire_times};
 pub use webhooks::{NewWebhook, WebhookTarget};
 
 use crate::Result;

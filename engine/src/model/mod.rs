@@ -1,6 +1,7 @@
 //! The records the engine hands out: runs, steps, events, approvals, questions,
-//! teams, users, API keys, alert sources, webhooks and language-model providers. Plain data; reading and
-//! writing them is the store's business, behind the engine.
+//! teams, users, API keys, alert sources, webhooks, language-model providers and
+//! schedules. Plain data; reading and writing them is the store's business, behind
+//! the engine.
 
 mod alert_source;
 mod api_key;
@@ -8,6 +9,7 @@ mod approval;
 mod provider;
 mod question;
 mod run;
+mod schedule;
 mod step;
 mod team;
 mod user;
@@ -21,6 +23,9 @@ pub use approval::Approval;
 pub use provider::{Credential, LanguageModel, ModelConnection, Provider, ProviderKind};
 pub use question::Question;
 pub use run::{Run, RunFilter};
+pub use schedule::{
+    CatchUpPolicy, ClaimedFires, DueFire, FireOutcome, OverlapPolicy, Schedule, ScheduleFire,
+};
 pub use step::Step;
 pub use team::{Team, TeamVersion};
 pub use user::User;

@@ -368,3 +368,57 @@ pub mod llm_model {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod schedule {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "schedules")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub name: String,
+        pub team: String,
+        pub input: Json,
+        pub cron: String,
+        pub timezone: String,
+        pub overlap_policy: String,
+        pub catch_up_policy: String,
+        pub enabled: bool,
+        pub next_fire_at: Option<DateTimeUtc>,
+        pub last_fire_at: Option<DateTimeUtc>,
+        pub created_by: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod schedule_fire {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "schedule_fires")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub schedule_id: Uuid,
+        pub fire_time: DateTimeUtc,
+        pub outcome: String,
+        pub missed_count: i64,
+        pub run_id: Option<Uuid>,
+        pub error: Option<String>,
+        pub retry_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -36,6 +36,12 @@ impl KeyValues for i64 {
     }
 }
 
+impl KeyValues for DateTime<Utc> {
+    fn values(&self) -> Vec<Value> {
+        vec![(*self).into()]
+    }
+}
+
 impl KeyValues for (DateTime<Utc>, Uuid) {
     fn values(&self) -> Vec<Value> {
         vec![self.0.into(), self.1.into()]

@@ -18,6 +18,7 @@ pub(crate) mod llm_models;
 pub(crate) mod llm_providers;
 pub mod questions;
 pub mod runs;
+pub(crate) mod schedules;
 mod sealed;
 pub mod steps;
 pub mod teams;
