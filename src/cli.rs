@@ -623,7 +623,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => {}
             }
             let shutdown = shutdown_token();
-            tracing::info!(database = %redact(&db.url), %listen, "aiops serve starting");
+            tracing::info!(
+                database = %redact(&db.url),
+                %listen,
+                console = %format_args!("http://{listen}/"),
+                "aiops serve starting"
+            );
             let jobs = [
                 tokio::spawn(engine.clone().listen(shutdown.clone())),
                 tokio::spawn(engine.clone().retention_loop(shutdown.clone())),

@@ -164,6 +164,151 @@ fn screenshots_dir() -> PathBuf {
         .unwrap_or_else(|_| std::env::temp_dir().join("console-screenshots"))
 }
 
+/// The values of the `href="…"`/`src="…"` attributes of `html`.
+fn references(html: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for attribute in [" href=\"", " src=\""] {
+        for (at, _) in html.match_indices(attribute) {
+            let value = &html[at + attribute.len()..];
+            found.push(value[..value.find('"').expect("closing quote")].to_owned());
+        }
+    }
+    found
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no {name} header on {}", response.url()))
+}
+
+// What the binary serves at `/`, over HTTP (no browser needed; one backend is enough:
+// the console touches no database).
+#[tokio::test]
+async fn the_console_is_served_by_the_binary_with_a_strict_policy() {
+    let h = common::Harness::new(Backend::Sqlite).await.expect("sqlite");
+    let base = format!(
+        "http://{}",
+        serve_api(&h.engine, h.shutdown.child_token()).await
+    );
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{base}{path}")).send();
+
+    // The page, at / and at every client route, with its policy.
+    let page = get("/").await.expect("GET /");
+    assert_eq!(page.status(), 200);
+    assert_eq!(header(&page, "content-type"), "text/html; charset=utf-8");
+    assert_eq!(header(&page, "cache-control"), "no-cache");
+    assert_eq!(header(&page, "x-frame-options"), "DENY");
+    assert_eq!(header(&page, "x-content-type-options"), "nosniff");
+    let csp = header(&page, "content-security-policy").to_owned();
+    for directive in [
+        "default-src 'self'",
+        "connect-src 'self'",
+        "style-src 'self'",
+        "object-src 'none'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(
+            csp.split(';').any(|d| d.trim() == directive),
+            "{directive} missing from {csp}"
+        );
+    }
+    let script_src = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("script-src "))
+        .expect("script-src");
+    assert!(
+        script_src.starts_with("script-src 'self' 'sha256-") && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    let html = page.text().await.expect("page");
+    for route in [
+        "/runs",
+        "/runs/01a2315f-30b5-71ad-b9a9-de2a2116a191",
+        "/teams/shop",
+    ] {
+        let r = get(route).await.expect("client route");
+        assert_eq!(r.status(), 200, "{route}");
+        assert_eq!(header(&r, "content-security-policy"), csp);
+        assert_eq!(r.text().await.expect("body"), html, "{route} is the page");
+    }
+
+    // Everything the page refers to is served from here, vendored files forever.
+    let refs = references(&html);
+    assert!(refs.len() > 20, "{refs:?}");
+    for path in &refs {
+        assert!(path.starts_with('/') && !path.starts_with("//"), "{path}");
+        let r = get(path).await.expect("asset");
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+        let want = match path.rsplit('.').next() {
+            Some("js" | "mjs") => "text/javascript; charset=utf-8",
+            Some("css") => "text/css; charset=utf-8",
+            Some("svg") => "image/svg+xml",
+            other => panic!("unexpected asset kind {other:?}"),
+        };
+        assert_eq!(header(&r, "content-type"), want, "{path}");
+        let cache = header(&r, "cache-control");
+        if path.starts_with("/vendor/") {
+            assert_eq!(cache, "public, max-age=31536000, immutable", "{path}");
+        } else {
+            assert_eq!(cache, "no-cache", "{path}");
+            // Revalidated by its ETag: unchanged costs a 304 and no body.
+            let etag = header(&r, "etag").to_owned();
+            let again = client
+                .get(format!("{base}{path}"))
+                .header("if-none-match", &etag)
+                .send()
+                .await
+                .expect("revalidate");
+            assert_eq!(again.status(), 304, "{path}");
+        }
+    }
+    // Compressed for browsers.
+    let gz = client
+        .get(format!("{base}/vendor/dagrejs-dagre-3.1.3/dagre.esm.js"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("gzip");
+    assert_eq!(header(&gz, "content-encoding"), "gzip");
+    assert!(gz.bytes().await.expect("body").len() < 48929 / 2);
+
+    // Unknown files are 404 (never the page), the API keeps its paths.
+    for path in [
+        "/src/nope.js",
+        "/vendor/preact-11.2.0/nope.mjs",
+        "/styles/nope.css",
+        "/favicon.ico",
+        "/graphql/nope",
+        "/graphiql/nope",
+        "/README.md",
+        "/tests/console.mjs",
+        "/vendor/MANIFEST.md",
+        "/src/../../Cargo.toml",
+        "/%2e%2e/Cargo.toml",
+    ] {
+        let r = get(path).await.expect("GET");
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    assert_eq!(
+        client
+            .post(format!("{base}/runs"))
+            .send()
+            .await
+            .expect("POST")
+            .status(),
+        405
+    );
+    assert_eq!(get("/healthz").await.expect("healthz").status(), 200);
+    assert_eq!(get("/graphiql").await.expect("graphiql").status(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_console_in_a_real_browser() {
     let Some(browser) = Browser::find() else {

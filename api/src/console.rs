@@ -60,6 +60,13 @@ async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
         return not_found();
     }
     let path = uri.path().trim_start_matches('/');
+    // Never a way out of web/ (rust-embed checks too, when it reads from disk).
+    if path
+        .split('/')
+        .any(|segment| segment == ".." || segment.contains('\\'))
+    {
+        return not_found();
+    }
     if path.is_empty() || path == "index.html" {
         return page();
     }

@@ -2,8 +2,8 @@
 // connection's state) and the route table.
 
 import { render } from "preact";
-import { useEffect } from "preact/hooks";
-import { token, socketState } from "./api.js";
+import { useEffect, useState } from "preact/hooks";
+import { token, socketState, gql, subscribe, reconnects } from "./api.js";
 import { me, loadMe, logout, can } from "./session.js";
 import { location, navigate, match } from "./router.js";
 import { html } from "./ui.js";
@@ -49,6 +49,33 @@ function Page({ path }) {
   return html`<section><h1>Not found</h1><p>No page at <code>${path}</code>. <a href="/runs">Runs</a></p></section>`;
 }
 
+/**
+ * How many approvals wait, next to "Approvals" in the navigation: read when the page
+ * loads, again when one is requested (live), after a reconnect, and every 30 s (a
+ * decision made elsewhere sends nothing).
+ */
+function PendingApprovals() {
+  const [count, setCount] = useState(0);
+  useEffect(() => {
+    let timer = null;
+    const read = () => {
+      clearTimeout(timer);
+      timer = setTimeout(read, 30000);
+      gql("{ pendingApprovals(first: 1) { totalCount } }")
+        .then((d) => setCount(d.pendingApprovals.totalCount))
+        .catch(() => {});
+    };
+    read();
+    const stop = subscribe("subscription { approvalRequested { id } }", {}, { onData: read });
+    return () => {
+      clearTimeout(timer);
+      stop();
+    };
+  }, [reconnects.value]);
+  if (!count) return null;
+  return html`<span class="pending" data-testid="pending-approvals" aria-label=${`${count} waiting`}>${count}</span>`;
+}
+
 function Connection() {
   const state = socketState.value;
   const text = { idle: "live updates idle", connecting: "connecting…", connected: "live", reconnecting: "reconnecting…" }[state];
@@ -77,7 +104,7 @@ function App() {
       <a class="brand" href="/runs">AIOps</a>
       <nav aria-label="Main">
         <ul>
-          ${NAV.map((n) => html`<li key=${n.href}><a href=${n.href} aria-current=${path === n.href || path.startsWith(`${n.href}/`) ? "page" : undefined}>${n.text}</a></li>`)}
+          ${NAV.map((n) => html`<li key=${n.href}><a href=${n.href} aria-current=${path === n.href || path.startsWith(`${n.href}/`) ? "page" : undefined}>${n.text}${n.href === "/approvals" ? html`<${PendingApprovals} />` : null}</a></li>`)}
         </ul>
       </nav>
       <div class="who">

@@ -1,7 +1,7 @@
 // Who is logged in: `login` exchanges a password for a 12-hour API key, `logout`
 // revokes that key (the server forgets it at once), `me` says who and with which role.
 
-import { signal, computed } from "@preact/signals";
+import { signal } from "@preact/signals";
 import { gql, setToken, token } from "./api.js";
 
 /** `{ userId, username, role, apiKeyId }` of the caller, or null. */
@@ -13,8 +13,6 @@ const RANK = { VIEWER: 0, OPERATOR: 1, ADMIN: 2 };
 export function can(role) {
   return me.value != null && RANK[me.value.role] >= RANK[role];
 }
-
-export const loggedIn = computed(() => token.value != null);
 
 export async function loadMe() {
   if (!token.value) {

@@ -202,6 +202,8 @@ check(resumedFrom !== null && resumedFrom >= seqAtCut && resumedFrom > 0, `re-su
 step("the approval appears in the inbox without a reload and is approved there");
 const card = await inbox.waitForSelector('[data-approval-id][data-status="PENDING"]', { timeout: 30000 });
 await inbox.bringToFront();
+const badge = await page.waitForSelector('[data-testid=pending-approvals]', { timeout: 10000 }).catch(() => null);
+check(Boolean(badge) && (await badge.textContent()) === "1", "the navigation shows 1 approval waiting, on every page");
 check(inboxLoads === 1, "the inbox was not reloaded");
 const cardText = await card.textContent();
 check(/alertmanager_silence/.test(cardText) && /HighErrorRate/.test(cardText) && /expires in/.test(cardText), "it shows the tool, the exact arguments and the expiry");
@@ -312,6 +314,37 @@ await page.waitForSelector('section.run[data-status="SUCCEEDED"]', { timeout: 20
 check(true, "the script run goes on with the rejection and succeeds");
 
 
+step("pause, resume, retry, cancel");
+const script = async (steps) =>
+  (await api(`mutation($input: StartRunInput!) { startRun(input: $input) { id } }`, { input: { workflow: "script", input: { steps } } }, adminToken)).data.startRun.id;
+const statusIs = (status, timeout = 20000) => page.waitForSelector(`section.run[data-status="${status}"]`, { timeout });
+const paused = await script([{ kind: "work", ms: 1500 }, { kind: "work", ms: 1500 }, { kind: "output", value: { ok: true } }]);
+await page.goto(`${base}/runs/${paused}`);
+await page.click("[data-testid=pause]");
+await statusIs("PAUSED");
+check(true, "Pause: the run pauses at the next step boundary");
+await page.click("[data-testid=resume]");
+await statusIs("SUCCEEDED");
+check(true, "Resume: it goes on and succeeds");
+const failing = await script([{ kind: "fail", times: 1, permanent: true }, { kind: "output", value: { ok: true } }]);
+await page.goto(`${base}/runs/${failing}`);
+await statusIs("FAILED");
+// The log has caught up with the failure (RUN_FAILED is its 5th event).
+await page.waitForFunction(() => Number(document.querySelector("[data-testid=events]")?.dataset.lastSeq) >= 5, null, { timeout: 10000 });
+const failedSeq = Number(await page.getAttribute("[data-testid=events]", "data-last-seq"));
+await page.click("[data-testid=retry]");
+// The script's step fails on every first attempt, so the retried run fails again.
+await page.waitForFunction((n) => Number(document.querySelector("[data-testid=events]").dataset.lastSeq) >= n + 5, failedSeq, { timeout: 20000 });
+await statusIs("FAILED");
+const retried = await page.$$eval("[data-testid=events] [data-seq] .kind", (els) => els.map((e) => e.textContent));
+check(retried.filter((k) => k === "STEP_FAILED").length === 2 && retried.includes("RUN_QUEUED"), `Retry: the failed step runs again and the log goes on (${retried.join(", ")})`);
+const long = await script([{ kind: "sleep", ms: 600000 }]);
+await page.goto(`${base}/runs/${long}`);
+await page.waitForSelector("[data-testid=cancel]");
+await page.click("[data-testid=cancel]");
+await statusIs("CANCELLED");
+check((await page.locator("[data-testid=pause], [data-testid=cancel], [data-testid=resume]").count()) === 0, "Cancel: the run is cancelled and offers no more controls");
+
 step("a viewer sees no action and is refused a forged mutation");
 const viewerContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
 const viewer = await viewerContext.newPage();
@@ -344,7 +377,9 @@ check(forged.errors?.[0]?.extensions?.code === "FORBIDDEN", `the forged cancelRu
 step("phone width");
 await page.setViewportSize({ width: 390, height: 844 });
 await page.goto(`${base}/runs/${teamRun}`);
-await page.waitForSelector('[data-node-id="web"]');
+await page.waitForSelector('[data-node-id="web"][data-state="failing"]');
+const replayedStates = await page.evaluate(() => window.__nodeStates);
+check(Object.values(replayedStates).every((seen) => !seen.includes("skipped")), `a reload replays the nodes' states without showing them skipped meanwhile ${JSON.stringify(replayedStates)}`);
 const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
 check(overflow <= 0, `nothing wider than the phone's screen (overflow ${overflow}px)`);
 await shot(page, "phone-run-detail");

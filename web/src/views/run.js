@@ -152,7 +152,10 @@ export function RunDetail({ id }) {
   if (!run) return html`<section><h1>Run</h1><p>Loading…</p></section>`;
 
   const nodes = specNodes(run.team?.spec);
-  const nodeStates = settle(Object.fromEntries(nodes.map((n) => [n.id, states.current[n.id] ?? "idle"])), nodes, run.status);
+  // Nodes never reached are `skipped`, once the log has caught up with the run.
+  const replayed = log.current.lastSeq >= run.lastSeq;
+  const current = Object.fromEntries(nodes.map((n) => [n.id, states.current[n.id] ?? "idle"]));
+  const nodeStates = replayed ? settle(current, nodes, run.status) : current;
   const terminal = isTerminal(run.status);
   const pendingApprovals = run.approvals.filter((a) => a.status === "PENDING");
   const streams = [...log.current.streams.entries()].filter(([, s]) => !s.done && !terminal);
