@@ -4,10 +4,12 @@
 mod bench;
 mod bench_investigation;
 mod bench_llm;
+mod bench_webhook;
 mod cli;
 mod open;
 mod progress;
 mod providers;
+mod receivers;
 mod sources;
 mod webhooks;
 

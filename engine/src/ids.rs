@@ -91,3 +91,11 @@ id_type!(
     /// Identifies a language model.
     ModelId
 );
+id_type!(
+    /// Identifies an Alertmanager receiver (a webhook token).
+    ReceiverId
+);
+id_type!(
+    /// Identifies an Alertmanager notification the webhook accepted.
+    NotificationId
+);

@@ -27,6 +27,7 @@ pub(crate) mod storable;
 mod store;
 pub mod tools;
 pub mod topology;
+pub mod triggers;
 mod usage;
 mod usage_breakdown;
 pub mod worker;
@@ -42,19 +43,19 @@ pub use context::{
 };
 pub use engine::{
     DEFAULT_CONTEXT_TOKENS, DEFAULT_SOURCE, Decision, DefaultAlertSource, Engine, EngineOptions,
-    ModelUpdate, NewAlertSource, NewModel, NewProvider, NewWebhook, Rotation, SourceAuth,
-    SourceConnection, StartRun, WebhookTarget,
+    IncomingAlert, ModelUpdate, NewAlertSource, NewModel, NewProvider, NewWebhook,
+    NotificationIntake, Rotation, SourceAuth, SourceConnection, StartRun, TeamRoute, WebhookTarget,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};
 pub use ids::{
-    AlertSourceId, ApiKeyId, ApprovalId, CredentialId, ModelId, ProviderId, QuestionId, RunId,
-    TeamId, UserId, WebhookId,
+    AlertSourceId, ApiKeyId, ApprovalId, CredentialId, ModelId, NotificationId, ProviderId,
+    QuestionId, ReceiverId, RunId, TeamId, UserId, WebhookId,
 };
 pub use page::{KeyOf, Keyed, Page, PageRequest};
 pub use retry::{RetryPolicy, StepFailure};
 pub use stats::EngineStats;
-pub use status::{ApprovalStatus, QuestionStatus, RunStatus, StepStatus, Trigger};
+pub use status::{ApprovalMode, ApprovalStatus, QuestionStatus, RunStatus, StepStatus, Trigger};
 pub use usage::Usage;
 pub use usage_breakdown::UsageBreakdown;
 pub use worker::Worker;

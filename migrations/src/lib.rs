@@ -11,6 +11,7 @@ mod m20261130_230000_create_alert_sources;
 mod m20261201_040000_create_webhooks;
 mod m20261203_090000_create_llm_providers;
 mod m20261204_000000_add_run_trigger_id;
+mod m20261204_020000_create_alertmanager_intake;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_040000_create_webhooks::Migration),
             Box::new(m20261203_090000_create_llm_providers::Migration),
             Box::new(m20261204_000000_add_run_trigger_id::Migration),
+            Box::new(m20261204_020000_create_alertmanager_intake::Migration),
         ]
     }
 }

@@ -10,6 +10,7 @@ mod mutation;
 pub mod policy;
 mod providers;
 pub(crate) mod query;
+mod receivers;
 mod sources;
 mod subscription;
 pub mod types;
@@ -32,6 +33,7 @@ pub struct Query(
     sources::SourcesQuery,
     webhooks::WebhooksQuery,
     providers::ProvidersQuery,
+    receivers::ReceiversQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -41,6 +43,7 @@ pub struct Mutation(
     sources::SourcesMutation,
     webhooks::WebhooksMutation,
     providers::ProvidersMutation,
+    receivers::ReceiversMutation,
 );
 
 pub type AiopsSchema = Schema<Query, Mutation, SubscriptionRoot>;
