@@ -59,6 +59,20 @@ pub struct BenchArgs {
     /// With --llm: how long the fake model takes to answer.
     #[arg(long, default_value_t = 2000)]
     llm_delay_ms: u64,
+    /// Instead of the engine phases: Alertmanager notifications over the real HTTP
+    /// API (new groups, then their de-duplicated repeats), and notification →
+    /// RUN_STARTED latency.
+    #[arg(long)]
+    webhook: bool,
+    /// With --webhook: new alert groups posted (each starts a run).
+    #[arg(long, default_value_t = 500)]
+    webhook_groups: usize,
+    /// With --webhook: how often every group is posted again (repeats).
+    #[arg(long, default_value_t = 10)]
+    webhook_repeats: usize,
+    /// With --webhook: clients posting at once.
+    #[arg(long, default_value_t = 32)]
+    webhook_clients: usize,
 }
 
 fn noop_script(steps: usize) -> serde_json::Value {
@@ -91,6 +105,19 @@ pub async fn run(
             &args.database_url,
             args.runs,
             Duration::from_millis(args.llm_delay_ms),
+            catalog,
+        )
+        .await;
+    }
+    if args.webhook {
+        return crate::bench_webhook::run(
+            &args.database_url,
+            crate::bench_webhook::WebhookBench {
+                groups: args.webhook_groups,
+                repeats: args.webhook_repeats,
+                clients: args.webhook_clients,
+                latency_samples: args.latency_samples.clamp(1, 200),
+            },
             catalog,
         )
         .await;

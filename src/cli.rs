@@ -167,6 +167,12 @@ enum Command {
         #[command(subcommand)]
         command: crate::webhooks::WebhookCommand,
     },
+    /// Alertmanager receivers: bearer tokens that may post notifications to
+    /// POST /api/alertmanager/webhook.
+    Receiver {
+        #[command(subcommand)]
+        command: crate::receivers::ReceiverCommand,
+    },
     /// API keys of language-model providers, stored encrypted.
     Credential {
         #[command(subcommand)]
@@ -873,6 +879,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::schedules::schedule_command(command, kit.clone()).await
         }
         Command::Webhook { command } => crate::webhooks::webhook_command(command).await,
+        Command::Receiver { command } => crate::receivers::receiver_command(command).await,
         Command::Credential { command } => crate::providers::credential_command(command).await,
         Command::Provider { command } => crate::providers::provider_command(command).await,
         Command::Model { command } => crate::providers::model_command(command).await,

@@ -4,11 +4,13 @@
 mod bench;
 mod bench_investigation;
 mod bench_llm;
+mod bench_webhook;
 mod cli;
 mod config_file;
 mod open;
 mod progress;
 mod providers;
+mod receivers;
 mod schedules;
 mod sources;
 mod webhooks;

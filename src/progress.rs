@@ -21,6 +21,16 @@ pub fn line(event: &Event) -> Option<String> {
             _ => format!("  {} failed: {}", text("tool"), text("error")),
         },
         EventKind::Finding => format!("node {}: {}", text("node"), text("summary")),
+        EventKind::AlertFiring | EventKind::AlertResolved => format!(
+            "alertmanager: {} of the group {}: {}",
+            p["alerts"].as_array().map_or(0, Vec::len),
+            if event.kind == EventKind::AlertFiring {
+                "joined (firing)"
+            } else {
+                "resolved"
+            },
+            short(&p["alerts"])
+        ),
         EventKind::StepRetryScheduled => {
             format!("  retrying {}: {}", place(&text("step_key")), text("error"))
         }

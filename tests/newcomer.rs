@@ -104,9 +104,9 @@ fn every_command_and_flag_is_described_with_its_environment_variable() {
             queue.push(next);
         }
     }
-    // aiops, 16 commands, 2 team, 4 user, 3 apikey, 3 source, 7 schedule, 3 webhook,
-    // 3 credential, 3 provider, 4 model and 2 secrets subcommands.
-    assert_eq!(seen, 51, "every command's help was read");
+    // aiops, 17 commands, 2 team, 4 user, 3 apikey, 3 source, 7 schedule, 3 webhook,
+    // 3 receiver, 3 credential, 3 provider, 4 model and 2 secrets subcommands.
+    assert_eq!(seen, 55, "every command's help was read");
     let top = help_of(&[]);
     assert!(top.contains("AIOPS_LOG"), "{top}");
     assert!(help_of(&["serve"]).contains("AIOPS_BOOTSTRAP_ADMIN_PASSWORD"));

@@ -51,7 +51,7 @@ pub(crate) async fn graphql_post(State(state): State<AppState>, req: Request) ->
     let (parts, body) = req.into_parts();
     let bytes = match read_body(body).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(BodyRefusal { status, message }) => return refusal(status, BAD_REQUEST, message),
     };
     let is_json = parts
         .headers
@@ -130,7 +130,14 @@ pub(crate) async fn graphql_get(State(state): State<AppState>, req: Request) -> 
 const DRAIN_BYTES: usize = 8 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
-async fn read_body(body: Body) -> Result<axum::body::Bytes, Response> {
+/// Why a request body was not read: the status to answer and a message for the client.
+pub(crate) struct BodyRefusal {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`] within [`BODY_READ_TIMEOUT`].
+pub(crate) async fn read_body(body: Body) -> Result<axum::body::Bytes, BodyRefusal> {
     let mut stream = body.into_data_stream();
     let read = async {
         let mut buf = Vec::new();
@@ -156,25 +163,22 @@ async fn read_body(body: Body) -> Result<axum::body::Bytes, Response> {
                 }
             };
             let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-            Err(refusal(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                BAD_REQUEST,
-                format!("request body is larger than {} bytes", MAX_BODY_BYTES),
-            ))
+            Err(BodyRefusal {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("request body is larger than {} bytes", MAX_BODY_BYTES),
+            })
         }
-        Ok(Err(_)) => Err(refusal(
-            StatusCode::BAD_REQUEST,
-            BAD_REQUEST,
-            "request body could not be read",
-        )),
-        Err(_) => Err(refusal(
-            StatusCode::REQUEST_TIMEOUT,
-            BAD_REQUEST,
-            format!(
+        Ok(Err(_)) => Err(BodyRefusal {
+            status: StatusCode::BAD_REQUEST,
+            message: "request body could not be read".to_owned(),
+        }),
+        Err(_) => Err(BodyRefusal {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
                 "request body did not arrive within {} s",
                 BODY_READ_TIMEOUT.as_secs()
             ),
-        )),
+        }),
     }
 }
 

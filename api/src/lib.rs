@@ -1,6 +1,8 @@
 //! The HTTP surface of AIOps Agent Executor — the only crate that knows HTTP,
-//! WebSocket and GraphQL. Handlers parse, call the engine, convert.
+//! WebSocket and GraphQL. Handlers parse, call the engine, convert: GraphQL, the
+//! Alertmanager webhook, health checks.
 
+mod alertmanager;
 mod console;
 mod graphiql;
 pub mod graphql;
@@ -16,7 +18,7 @@ use aiops_engine::llm::client::LlmClient;
 use axum::Router;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::cors::CorsLayer;
 
 pub use graphql::{AiopsSchema, sdl};
@@ -130,6 +132,7 @@ pub fn app_with(services: impl Into<Services>, config: &ApiConfig) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/graphql", get(http::graphql_get).post(http::graphql_post))
         .route("/graphql/ws", get(ws::graphql_ws))
+        .route(alertmanager::PATH, post(alertmanager::webhook))
         .merge(graphiql::routes())
         .fallback_service(console::service())
         .with_state(state);

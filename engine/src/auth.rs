@@ -225,19 +225,34 @@ pub const API_KEY_SECRET_LEN: usize = 32;
 /// A new key `aiops_<prefix>_<secret>` and its prefix (the 8 characters shown in
 /// listings to tell keys apart).
 pub fn generate_api_key() -> (String, String) {
+    generate_token(API_KEY_MARKER)
+}
+
+/// The prefix of a well-formed API key, `None` for anything else (so malformed tokens
+/// are refused without a database read).
+pub fn api_key_prefix(token: &str) -> Option<&str> {
+    token_prefix(API_KEY_MARKER, token)
+}
+
+/// Every Alertmanager receiver token starts with this (not [`API_KEY_MARKER`]: a
+/// receiver token is no API key, and secret scanners can tell them apart).
+pub const RECEIVER_TOKEN_MARKER: &str = "aiopsam_";
+
+/// A new token `<marker><prefix>_<secret>` (the secret as random as an API key's)
+/// and its prefix.
+pub fn generate_token(marker: &str) -> (String, String) {
     const LOWER_ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     let prefix: String = (0..API_KEY_PREFIX_LEN)
         .map(|_| char::from(LOWER_ALNUM[rng.random_range(0..LOWER_ALNUM.len())]))
         .collect();
     let secret = random_alphanumeric(API_KEY_SECRET_LEN);
-    (format!("{API_KEY_MARKER}{prefix}_{secret}"), prefix)
+    (format!("{marker}{prefix}_{secret}"), prefix)
 }
 
-/// The prefix of a well-formed API key, `None` for anything else (so malformed tokens
-/// are refused without a database read).
-pub fn api_key_prefix(token: &str) -> Option<&str> {
-    let rest = token.strip_prefix(API_KEY_MARKER)?;
+/// The prefix of a well-formed token made by [`generate_token`] with `marker`.
+pub fn token_prefix<'a>(marker: &str, token: &'a str) -> Option<&'a str> {
+    let rest = token.strip_prefix(marker)?;
     let (prefix, secret) = rest.split_once('_')?;
     let prefix_ok = prefix.len() == API_KEY_PREFIX_LEN
         && prefix

@@ -20,6 +20,10 @@ string_enum!(
         ToolCall => "TOOL_CALL",
         ToolResult => "TOOL_RESULT",
         Finding => "FINDING",
+        // New firing alerts of the run's Alertmanager group arrived while it was active,
+        // or some of its alerts resolved (written by the webhook intake, not the holder).
+        AlertFiring => "ALERT_FIRING",
+        AlertResolved => "ALERT_RESOLVED",
         ApprovalRequested => "APPROVAL_REQUESTED",
         ApprovalDecided => "APPROVAL_DECIDED",
         InputRequested => "INPUT_REQUESTED",

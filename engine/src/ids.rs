@@ -99,3 +99,11 @@ id_type!(
     /// Identifies one handled fire time of a schedule.
     ScheduleFireId
 );
+id_type!(
+    /// Identifies an Alertmanager receiver (a webhook token).
+    ReceiverId
+);
+id_type!(
+    /// Identifies an Alertmanager notification the webhook accepted.
+    NotificationId
+);

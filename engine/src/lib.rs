@@ -45,21 +45,21 @@ pub use context::{
 };
 pub use engine::{
     ClusterStats, DEFAULT_CONTEXT_TOKENS, DEFAULT_SOURCE, Decision, DefaultAlertSource, Engine,
-    EngineOptions, ModelUpdate, NewAlertSource, NewModel, NewProvider, NewSchedule, NewWebhook,
-    Rotation, ScheduleUpdate, SourceAuth, SourceConnection, StartRun, WebhookTarget,
-    next_fire_times,
+    EngineOptions, IncomingAlert, ModelUpdate, NewAlertSource, NewModel, NewProvider, NewSchedule,
+    NewWebhook, NotificationIntake, Rotation, ScheduleUpdate, SourceAuth, SourceConnection,
+    StartRun, TeamRoute, WebhookTarget, next_fire_times,
 };
 pub use error::{Error, Result};
 pub use event::{Event, EventKind};
 pub use ids::{
-    AlertSourceId, ApiKeyId, ApprovalId, CredentialId, ModelId, ProviderId, QuestionId, RunId,
-    ScheduleFireId, ScheduleId, TeamId, UserId, WebhookId,
+    AlertSourceId, ApiKeyId, ApprovalId, CredentialId, ModelId, NotificationId, ProviderId,
+    QuestionId, ReceiverId, RunId, ScheduleFireId, ScheduleId, TeamId, UserId, WebhookId,
 };
 pub use metrics::{Metrics, ScheduleOutcome, WebhookOutcome};
 pub use page::{KeyOf, Keyed, Page, PageRequest};
 pub use retry::{RetryPolicy, StepFailure};
 pub use stats::EngineStats;
-pub use status::{ApprovalStatus, QuestionStatus, RunStatus, StepStatus, Trigger};
+pub use status::{ApprovalMode, ApprovalStatus, QuestionStatus, RunStatus, StepStatus, Trigger};
 pub use usage::Usage;
 pub use usage_breakdown::UsageBreakdown;
 pub use worker::Worker;

@@ -161,6 +161,24 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// What a run does when it asks for an approval: wait for a person (until the
+    /// approval expires), or take a rejection at once. Unattended triggers choose
+    /// (an Alertmanager receiver's `approval_mode`); runs started by people wait.
+    ApprovalMode {
+        Wait => "WAIT",
+        Reject => "REJECT",
+    }
+);
+
+// `string_enum!` has no `#[default]` variant attribute.
+#[allow(clippy::derivable_impls)]
+impl Default for ApprovalMode {
+    fn default() -> Self {
+        ApprovalMode::Wait
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -323,6 +323,8 @@ impl Worker {
             run_id: fence.run_id,
             workflow: claim.workflow.clone(),
             trigger: claim.trigger,
+            trigger_id: claim.trigger_id.clone(),
+            approval_mode: claim.approval_mode,
             team_id: claim.team_id,
             team_version_id: claim.team_version_id,
             attempt: fence.attempt,

@@ -230,6 +230,7 @@ mod tests {
                 trigger: Trigger::Manual,
                 trigger_id: None,
                 idempotency_key: None,
+                approval_mode: crate::status::ApprovalMode::Wait,
                 team_id: None,
                 team_version_id: None,
                 timeout_ms: 60_000,
@@ -261,6 +262,7 @@ mod tests {
             args: serde_json::json!({}),
             risk_note: None,
             expires_at: now + chrono::Duration::hours(1),
+            decided: None,
         };
         let mut checkpoints: Vec<Checkpoint> = claims
             .iter()

@@ -12,6 +12,7 @@ mod m20261201_040000_create_webhooks;
 mod m20261203_090000_create_llm_providers;
 mod m20261204_000000_add_run_trigger_id;
 mod m20261204_010000_create_schedules;
+mod m20261204_020000_create_alertmanager_intake;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_090000_create_llm_providers::Migration),
             Box::new(m20261204_000000_add_run_trigger_id::Migration),
             Box::new(m20261204_010000_create_schedules::Migration),
+            Box::new(m20261204_020000_create_alertmanager_intake::Migration),
         ]
     }
 }

@@ -286,13 +286,19 @@ pub struct Alertmanager {
 impl Alertmanager {
     /// `None` when the binary is missing outside CI (the test then skips).
     pub async fn start() -> Option<Alertmanager> {
+        let config = "route:\n  receiver: discard\n  group_wait: 0s\n  group_interval: 1s\n\
+                      receivers:\n  - name: discard\n";
+        Self::start_with_config(config).await
+    }
+
+    /// An Alertmanager with the configuration `config` (`alertmanager.yml`), e.g.
+    /// receivers with `webhook_configs`.
+    pub async fn start_with_config(config: &str) -> Option<Alertmanager> {
         let binary = binary(
             "AIOPS_TEST_ALERTMANAGER",
             &["alertmanager", "prometheus-alertmanager"],
         )?;
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = "route:\n  receiver: discard\n  group_wait: 0s\n  group_interval: 1s\n\
-                      receivers:\n  - name: discard\n";
         std::fs::write(dir.path().join("alertmanager.yml"), config).expect("write config");
         let root = dir.path().to_owned();
         let server = start_server("alertmanager", &binary, dir, move |port| {

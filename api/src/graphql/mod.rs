@@ -10,6 +10,7 @@ mod mutation;
 pub mod policy;
 mod providers;
 pub(crate) mod query;
+mod receivers;
 mod schedules;
 mod sources;
 mod subscription;
@@ -34,6 +35,7 @@ pub struct Query(
     webhooks::WebhooksQuery,
     providers::ProvidersQuery,
     schedules::SchedulesQuery,
+    receivers::ReceiversQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -44,6 +46,7 @@ pub struct Mutation(
     webhooks::WebhooksMutation,
     providers::ProvidersMutation,
     schedules::SchedulesMutation,
+    receivers::ReceiversMutation,
 );
 
 pub type AiopsSchema = Schema<Query, Mutation, SubscriptionRoot>;

@@ -59,10 +59,25 @@ mirror_enum!(
     QuestionStatus from aiops_engine::QuestionStatus { Pending, Answered, Expired }
 );
 mirror_enum!(
+    /// What a run's approval requests do: wait for a person (until they expire), or
+    /// are rejected at once by the system (unattended runs).
+    ApprovalMode from aiops_engine::ApprovalMode { Wait, Reject }
+);
+mirror_enum!(
+    /// Alertmanager's status of a notification's group.
+    NotificationStatus from aiops_engine::model::NotificationStatus { Firing, Resolved }
+);
+mirror_enum!(
+    /// What came of an Alertmanager notification (or of its route to one team).
+    NotificationOutcome from aiops_engine::model::NotificationOutcome {
+        Started, Recorded, Deduplicated, Unrouted
+    }
+);
+mirror_enum!(
     /// Event types of a run's log.
     EventKind from aiops_engine::EventKind {
         RunQueued, RunStarted, StepStarted, StepSucceeded, StepFailed, StepRetryScheduled, LlmToken,
-        ToolCall, ToolResult, Finding, ApprovalRequested, ApprovalDecided, InputRequested, InputReceived,
+        ToolCall, ToolResult, Finding, AlertFiring, AlertResolved, ApprovalRequested, ApprovalDecided, InputRequested, InputReceived,
         RunPaused, RunResumed, RunRetryWait, RunSucceeded, RunFailed, RunCancelled, RunTimedOut
     }
 );
@@ -78,6 +93,8 @@ pub struct Run {
     /// The schedule or Alertmanager notification that started the run.
     pub trigger_id: Option<String>,
     pub idempotency_key: Option<String>,
+    /// What its approval requests do (REJECT: rejected at once, for unattended runs).
+    pub approval_mode: ApprovalMode,
     pub input: Json<serde_json::Value>,
     pub output: Option<Json<serde_json::Value>>,
     pub error: Option<String>,
@@ -109,6 +126,7 @@ impl From<RunRecord> for Run {
             trigger: r.trigger.into(),
             trigger_id: r.trigger_id,
             idempotency_key: r.idempotency_key,
+            approval_mode: r.approval_mode.into(),
             input: Json(r.input),
             output: r.output.map(Json),
             error: r.error,

@@ -39,6 +39,9 @@ pub struct Alert {
     pub starts_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator_url: Option<String>,
+    /// Alertmanager's fingerprint (webhook and `/api/v2/alerts` shapes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// At most this many alerts are taken into one investigation.
@@ -117,7 +120,13 @@ impl Alert {
             .and_then(Json::as_str)
             .filter(|s| !s.is_empty())
             .map(str::to_owned);
+        let fingerprint = object
+            .get("fingerprint")
+            .and_then(Json::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned);
         Ok(Alert {
+            fingerprint,
             name: labels
                 .get("alertname")
                 .cloned()

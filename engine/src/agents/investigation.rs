@@ -19,7 +19,9 @@ use serde_json::{Value as Json, json};
 
 use crate::context::StepContext;
 use crate::llm::client::LlmClient;
+use crate::model::RunAlert;
 use crate::retry::StepFailure;
+use crate::status::Trigger;
 use crate::tools::{Registry, SourceClients};
 use crate::topology::{Pattern, TeamSpec};
 use crate::workflow::{Workflow, WorkflowError, WorkflowFuture, WorkflowInfo};
@@ -281,6 +283,8 @@ async fn investigate(
     };
     let root_causes = ranking::rank(&team, &findings);
     let actions = silence::propose(&supervisor, &toolbox, &team, &root_causes).await?;
+    // After the actions (an approval may have waited for hours): the freshest news.
+    let joined = group_news(&supervisor, &mut plan.alerts).await?;
     let mut analysis = report::Analysis {
         team: team_name,
         team_version,
@@ -289,6 +293,7 @@ async fn investigate(
         window_start: plan.window_start,
         window_end: plan.window_end,
         alerts: plan.alerts,
+        joined,
         findings,
         root_causes,
         actions,
@@ -397,12 +402,68 @@ async fn firing_alerts(
     Alert::parse_list(&list, tool).map_err(WorkflowError::Failed)
 }
 
+/// What the Alertmanager intake learnt about the run's group while it ran: marks
+/// the alerts that resolved, and returns the alerts that joined the group after the
+/// run started. Read once, in the recorded step `supervisor/alertmanager`, so a
+/// replay writes the same report; nothing (and no step) for runs the intake did
+/// not start.
+async fn group_news(
+    supervisor: &StepContext,
+    alerts: &mut [report::RoutedAlert],
+) -> Result<Vec<Alert>, WorkflowError> {
+    if supervisor.run_info().trigger != Trigger::Alertmanager {
+        return Ok(Vec::new());
+    }
+    let engine = supervisor.engine().clone();
+    let run = supervisor.run_id();
+    let known: Vec<RunAlert> = supervisor
+        .step("alertmanager", |_| {
+            let engine = engine.clone();
+            async move { engine.run_alerts(run).await.map_err(engine_failure) }
+        })
+        .await?;
+    for routed in alerts
+        .iter_mut()
+        .filter(|r| r.alert.state == AlertState::Firing)
+    {
+        let a = &routed.alert;
+        routed.resolved_at = known
+            .iter()
+            .find(|k| {
+                a.fingerprint.as_deref() == Some(k.fingerprint.as_str())
+                    && a.starts_at.is_none_or(|t| t == k.starts_at)
+            })
+            .and_then(|k| k.resolved_at);
+    }
+    Ok(known
+        .into_iter()
+        .filter(|k| k.joined)
+        .map(|k| Alert {
+            name: k
+                .labels
+                .get("alertname")
+                .cloned()
+                .unwrap_or_else(|| "(unnamed)".to_owned()),
+            state: match k.resolved_at {
+                Some(_) => AlertState::Resolved,
+                None => AlertState::Firing,
+            },
+            labels: k.labels,
+            annotations: BTreeMap::new(),
+            starts_at: Some(k.starts_at),
+            generator_url: None,
+            fingerprint: Some(k.fingerprint),
+        })
+        .collect())
+}
+
 /// Routes the alerts and picks the nodes: those an alert matches, and everything
 /// they depend on (to tell a failing dependency from a healthy one).
 fn plan(team: &TeamSpec, alerts: &[Alert], now: DateTime<Utc>) -> Plan {
     let routed: Vec<report::RoutedAlert> = alerts
         .iter()
         .map(|a| report::RoutedAlert {
+            resolved_at: None,
             alert: a.clone(),
             nodes: team
                 .nodes

@@ -23,7 +23,7 @@ pub use investigation::{Investigation, NAME as INVESTIGATION, NODE_CONCURRENCY};
 pub use model_call::{DEFAULT_MODEL, MAX_PARKED};
 pub use ranking::{rank, upstream};
 pub use rules::RULES_ANALYST;
-pub use team_run::{TeamRun, start_team_run};
+pub use team_run::{TeamRun, start_team_run, team_run_start};
 pub use toolbox::{MAX_RESULT_BYTES, ToolOutcome, Toolbox, bound};
 
 use crate::workflow::Workflows;

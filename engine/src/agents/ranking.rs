@@ -225,6 +225,7 @@ mod tests {
                     annotations: Default::default(),
                     starts_at: None,
                     generator_url: None,
+                    fingerprint: None,
                 })
                 .collect(),
             context: vec![],

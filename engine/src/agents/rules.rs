@@ -399,6 +399,7 @@ mod tests {
             annotations: Default::default(),
             starts_at: None,
             generator_url: None,
+            fingerprint: None,
         }
     }
 

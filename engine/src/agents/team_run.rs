@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::{Map, Value as Json};
 
 use crate::engine::{Engine, StartRun};
-use crate::model::Run;
-use crate::status::Trigger;
+use crate::model::{Run, Team};
+use crate::status::{ApprovalMode, Trigger};
 
 use super::investigation::NAME;
 
@@ -25,6 +25,8 @@ pub struct TeamRun {
     /// The schedule or notification that started the run, if any.
     pub trigger_id: Option<String>,
     pub idempotency_key: Option<String>,
+    /// What the run's approval requests do (default: wait for a person).
+    pub approval_mode: ApprovalMode,
     /// Default: the team's `limits.timeout_seconds`.
     pub timeout: Option<Duration>,
 }
@@ -39,6 +41,7 @@ impl TeamRun {
             trigger: Trigger::Manual,
             trigger_id: None,
             idempotency_key: None,
+            approval_mode: ApprovalMode::Wait,
             timeout: None,
         }
     }
@@ -48,6 +51,13 @@ impl TeamRun {
 /// or version are refused before anything is written.
 pub async fn start_team_run(engine: &Engine, req: TeamRun) -> crate::Result<Run> {
     let team = engine.team_at(&req.team, req.version).await?;
+    engine.start_run(team_run_start(&team, req)).await
+}
+
+/// The run request of `req` pinned on `team` (the version read for it): the
+/// investigation workflow, its input, and the team's own time limit unless one is
+/// given. Nothing is checked or stored yet.
+pub fn team_run_start(team: &Team, req: TeamRun) -> StartRun {
     let limit = team.spec["limits"]["timeout_seconds"]
         .as_u64()
         .unwrap_or(300);
@@ -62,8 +72,9 @@ pub async fn start_team_run(engine: &Engine, req: TeamRun) -> crate::Result<Run>
     start.trigger = req.trigger;
     start.trigger_id = req.trigger_id;
     start.idempotency_key = req.idempotency_key;
+    start.approval_mode = req.approval_mode;
     start.team_id = Some(team.id);
     start.team_version_id = Some(team.version_id);
     start.timeout = Some(req.timeout.unwrap_or(Duration::from_secs(limit)));
-    engine.start_run(start).await
+    start
 }

@@ -129,6 +129,10 @@ pub struct RunInfo {
     pub run_id: RunId,
     pub workflow: String,
     pub trigger: crate::status::Trigger,
+    /// The schedule or notification that started it, if any.
+    pub trigger_id: Option<String>,
+    /// What its approval requests do (REJECT: rejected at once, nobody asked).
+    pub approval_mode: crate::status::ApprovalMode,
     pub team_id: Option<crate::ids::TeamId>,
     /// The team version the run pinned when it started.
     pub team_version_id: Option<uuid::Uuid>,

@@ -9,8 +9,11 @@ use serde_json::json;
 
 use crate::event::{EventKind, NewEvent};
 use crate::ids::{ApprovalId, QuestionId};
-use crate::status::{ApprovalStatus, QuestionStatus, StepStatus};
-use crate::store::checkpoint::{NewApproval, NewQuestion, StepRecord};
+use crate::status::{ApprovalMode, ApprovalStatus, QuestionStatus, StepStatus};
+use crate::store::checkpoint::{ApprovalDecision, NewApproval, NewQuestion, StepRecord};
+
+/// Who decided an approval that no person decided (`decided_by`).
+pub const SYSTEM: &str = "system";
 
 use super::{
     ApprovalOutcome, ApprovalRequest, InFlight, InputOutcome, Park, StepContext, StepError, lock,
@@ -144,6 +147,9 @@ impl StepContext {
             Some(a) => a,
             None => {
                 self.boundary().await;
+                if let Some(reason) = self.rejection_without_asking() {
+                    return Ok(self.reject_at_once(key, request, reason).await);
+                }
                 let ttl = request
                     .expires_in
                     .unwrap_or(self.shared.config.approval_ttl);
@@ -167,6 +173,7 @@ impl StepContext {
                         args: request.args,
                         risk_note: request.risk_note,
                         expires_at,
+                        decided: None,
                     });
                 }
                 self.shared.parked(Park::Approval {
@@ -181,6 +188,72 @@ impl StepContext {
             decided_by: approval.decided_by,
             comment: approval.comment,
         })
+    }
+
+    /// Why this run's approvals are rejected without asking anyone (its approval
+    /// mode is REJECT), naming the trigger that chose it; `None` when they wait for a
+    /// person. The mode is stored with the run and never changes.
+    fn rejection_without_asking(&self) -> Option<String> {
+        let info = &self.shared.info;
+        (info.approval_mode == ApprovalMode::Reject).then(|| {
+            let trigger = match &info.trigger_id {
+                Some(id) => format!("{} {id}", info.trigger),
+                None => info.trigger.to_string(),
+            };
+            format!(
+                "rejected automatically: the run was started by {trigger} with approval \
+                 mode REJECT, so nobody is asked"
+            )
+        })
+    }
+
+    /// Records an approval that is rejected as it is asked (requested and decided in
+    /// one commit, decided by `system`), and returns the rejection: the run goes on
+    /// without the action and never waits.
+    async fn reject_at_once(
+        &self,
+        key: String,
+        request: ApprovalRequest,
+        reason: String,
+    ) -> ApprovalOutcome {
+        let id = ApprovalId::new();
+        let now = Utc::now();
+        let mut cp = self.checkpoint();
+        cp.events.append(&mut self.take_emitted());
+        cp.events.push(NewEvent::new(
+            EventKind::ApprovalRequested,
+            json!({
+                "approval_id": id, "step_key": key, "tool": request.tool, "args": request.args,
+                "risk_note": request.risk_note, "expires_at": now,
+            }),
+        ));
+        cp.events.push(NewEvent::new(
+            EventKind::ApprovalDecided,
+            json!({
+                "approval_id": id, "step_key": key, "status": ApprovalStatus::Rejected,
+                "decided_by": SYSTEM, "comment": reason,
+            }),
+        ));
+        cp.approvals.push(NewApproval {
+            id,
+            step_key: key,
+            tool: request.tool,
+            args: request.args,
+            risk_note: request.risk_note,
+            expires_at: now,
+            decided: Some(ApprovalDecision {
+                status: ApprovalStatus::Rejected,
+                by: SYSTEM.to_owned(),
+                comment: reason.clone(),
+            }),
+        });
+        self.commit(cp).await;
+        ApprovalOutcome {
+            approval_id: id,
+            status: ApprovalStatus::Rejected,
+            decided_by: Some(SYSTEM.to_owned()),
+            comment: Some(reason),
+        }
     }
 
     /// Asks a person a question; the run waits in WAITING_INPUT for the answer. An

@@ -11,7 +11,7 @@ use crate::bus::{self, BusMessage, ControlSignal};
 use crate::event::{Event, EventKind, NewEvent};
 use crate::ids::{RunId, TeamId};
 use crate::page::{KeyOf, Page, PageRequest};
-use crate::status::{RunStatus, Trigger};
+use crate::status::{ApprovalMode, RunStatus, Trigger};
 use crate::store::events::{CONTROL_CHANNEL, WAKE_CHANNEL};
 use crate::store::runs::{NewRun, Run, RunFilter, RunPatch};
 use crate::store::steps::Step;
@@ -28,6 +28,8 @@ pub struct StartRun {
     /// The schedule or notification that started the run, if any.
     pub trigger_id: Option<String>,
     pub idempotency_key: Option<String>,
+    /// What the run's approval requests do (default: wait for a person).
+    pub approval_mode: ApprovalMode,
     pub team_id: Option<TeamId>,
     pub team_version_id: Option<uuid::Uuid>,
     /// Run deadline; defaults to the engine's (300 s), at most 1800 s.
@@ -42,6 +44,7 @@ impl StartRun {
             trigger: Trigger::Manual,
             trigger_id: None,
             idempotency_key: None,
+            approval_mode: ApprovalMode::Wait,
             team_id: None,
             team_version_id: None,
             timeout: None,
@@ -53,6 +56,23 @@ impl Engine {
     /// Stores a new QUEUED run. Unknown workflows and invalid inputs are refused
     /// before anything is written; a repeated idempotency key returns the first run.
     pub async fn start_run(&self, req: StartRun) -> Result<Run> {
+        let new = self.checked_run(req)?;
+        let txn = store::begin_write(&self.inner.db).await?;
+        let (run, written, created) = store::runs::insert(&txn, new, Utc::now()).await?;
+        if created {
+            events::notify(&txn, WAKE_CHANNEL, "").await?;
+        }
+        txn.commit().await?;
+        self.inner.bus.publish_events(&written);
+        if created {
+            self.wake_workers();
+        }
+        Ok(run)
+    }
+
+    /// The run `req` asks for, checked (workflow, input, timeout, idempotency key)
+    /// and ready to insert.
+    pub(super) fn checked_run(&self, req: StartRun) -> Result<NewRun> {
         let workflow = self.inner.workflows.get(&req.workflow).ok_or_else(|| {
             let known: Vec<&str> = self.inner.workflows.names().collect();
             Error::Invalid(format!(
@@ -89,31 +109,17 @@ impl Engine {
                     .into(),
             ));
         }
-        let txn = store::begin_write(&self.inner.db).await?;
-        let (run, written, created) = store::runs::insert(
-            &txn,
-            NewRun {
-                workflow: req.workflow,
-                input: req.input,
-                trigger: req.trigger,
-                trigger_id: req.trigger_id,
-                idempotency_key: req.idempotency_key,
-                team_id: req.team_id,
-                team_version_id: req.team_version_id,
-                timeout_ms: timeout.as_millis() as i64,
-            },
-            Utc::now(),
-        )
-        .await?;
-        if created {
-            events::notify(&txn, WAKE_CHANNEL, "").await?;
-        }
-        txn.commit().await?;
-        self.inner.bus.publish_events(&written);
-        if created {
-            self.wake_workers();
-        }
-        Ok(run)
+        Ok(NewRun {
+            workflow: req.workflow,
+            input: req.input,
+            trigger: req.trigger,
+            trigger_id: req.trigger_id,
+            idempotency_key: req.idempotency_key,
+            approval_mode: req.approval_mode,
+            team_id: req.team_id,
+            team_version_id: req.team_version_id,
+            timeout_ms: timeout.as_millis() as i64,
+        })
     }
 
     pub async fn run(&self, id: RunId) -> Result<Run> {
@@ -484,13 +490,17 @@ impl Engine {
         store::runs::changed_since(&self.inner.db, since, limit).await
     }
 
-    /// Deletes finished runs older than the retention period; returns how many.
+    /// Deletes finished runs (with the alert instances they were started for) and
+    /// Alertmanager notifications older than the retention period; returns how many
+    /// runs.
     pub async fn prune(&self) -> Result<u64> {
         let retention = chrono::Duration::from_std(self.inner.config.retention)
             .unwrap_or(chrono::Duration::days(30));
         let cutoff = Utc::now() - retention;
         store::schedules::prune_fires(&self.inner.db, cutoff).await?;
-        store::runs::delete_finished_before(&self.inner.db, cutoff).await
+        let runs = store::runs::delete_finished_before(&self.inner.db, cutoff).await?;
+        store::alert_notifications::delete_before(&self.inner.db, cutoff).await?;
+        Ok(runs)
     }
 
     /// Runs [`Engine::prune`] periodically until `shutdown`.

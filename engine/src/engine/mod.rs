@@ -1,15 +1,17 @@
 //! The engine handle: the one entry point the API, the CLI and workers use. Cheap
 //! to clone; every operation that changes a run goes through here. Split by concern:
 //! run lifecycle, people (approvals, questions), teams, access (users, keys), alert
-//! sources and secrets at rest, webhooks, language-model providers, schedules, usage
-//! (tokens, cost), and notifications from other processes.
+//! sources and secrets at rest, webhooks, the Alertmanager intake, language-model
+//! providers, schedules, usage (tokens, cost), and notifications from other processes.
 
 mod access;
 mod alert_sources;
+mod alertmanager;
 mod cluster;
 pub use alert_sources::{
     DEFAULT_SOURCE, DefaultAlertSource, NewAlertSource, Rotation, SourceAuth, SourceConnection,
 };
+pub use alertmanager::{IncomingAlert, NotificationIntake, TeamRoute};
 pub use cluster::ClusterStats;
 mod humans;
 mod lifecycle;

@@ -1,9 +1,10 @@
 //! The records the engine hands out: runs, steps, events, approvals, questions,
 //! teams, users, API keys, alert sources, webhooks, language-model providers and
-//! schedules. Plain data; reading and writing them is the store's business, behind
-//! the engine.
+//! schedules, the Alertmanager intake (receivers, notifications). Plain data; reading
+//! and writing them is the store's business, behind the engine.
 
 mod alert_source;
+mod alertmanager;
 mod api_key;
 mod approval;
 mod provider;
@@ -18,6 +19,10 @@ mod webhook;
 pub use crate::event::{Event, EventKind};
 pub use crate::page::{KeyOf, Keyed, Page, PageRequest};
 pub use alert_source::{AlertSource, AuthKind};
+pub use alertmanager::{
+    AlertNotification, AlertmanagerReceiver, NotificationFilter, NotificationOutcome,
+    NotificationRoute, NotificationStatus, RunAlert,
+};
 pub use api_key::ApiKey;
 pub use approval::Approval;
 pub use provider::{Credential, LanguageModel, ModelConnection, Provider, ProviderKind};

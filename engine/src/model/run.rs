@@ -5,7 +5,7 @@ use serde_json::Value as Json;
 
 use crate::ids::{RunId, TeamId};
 use crate::page::Keyed;
-use crate::status::{RunStatus, Trigger};
+use crate::status::{ApprovalMode, RunStatus, Trigger};
 
 /// A run as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,6 +18,8 @@ pub struct Run {
     /// The schedule or notification that started it (`None` for manual and API runs).
     pub trigger_id: Option<String>,
     pub idempotency_key: Option<String>,
+    /// What its approval requests do: wait for a person, or are rejected at once.
+    pub approval_mode: ApprovalMode,
     pub input: Json,
     pub status: RunStatus,
     pub output: Option<Json>,

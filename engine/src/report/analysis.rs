@@ -141,6 +141,10 @@ impl ActionStatus {
 pub struct RoutedAlert {
     pub alert: Alert,
     pub nodes: Vec<String>,
+    /// When Alertmanager reported it resolved while the investigation ran (it was
+    /// firing when the run started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
 /// Everything the report and the structured result are written from.
@@ -156,6 +160,10 @@ pub struct Analysis {
     pub window_start: DateTime<Utc>,
     pub window_end: DateTime<Utc>,
     pub alerts: Vec<RoutedAlert>,
+    /// Firing alerts that joined the run's Alertmanager group while it ran: not
+    /// analysed by this run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<Alert>,
     pub findings: Vec<NodeFinding>,
     pub root_causes: Vec<RootCause>,
     pub actions: Vec<Action>,

@@ -67,10 +67,16 @@ fn active_alerts(out: &mut String, analysis: &Analysis) {
         } else {
             routed.nodes.join(", ")
         };
-        let state = match a.state {
-            AlertState::Firing => "firing",
-            AlertState::Pending => "pending (not a cause)",
-            AlertState::Resolved => "resolved (not a cause)",
+        let state = match (a.state, routed.resolved_at) {
+            (AlertState::Firing, Some(at)) => {
+                format!(
+                    "firing, **resolved** at {} (during the investigation)",
+                    time(at)
+                )
+            }
+            (AlertState::Firing, None) => "firing".to_owned(),
+            (AlertState::Pending, _) => "pending (not a cause)".to_owned(),
+            (AlertState::Resolved, _) => "resolved (not a cause)".to_owned(),
         };
         let _ = writeln!(
             out,
@@ -80,6 +86,26 @@ fn active_alerts(out: &mut String, analysis: &Analysis) {
             cell(a.severity().unwrap_or("-")),
             a.starts_at.map_or("-".to_owned(), time)
         );
+    }
+    if !analysis.joined.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n**Joined during the investigation**: these alerts of the same Alertmanager \
+             group started firing after it began and were not analysed:\n"
+        );
+        for a in &analysis.joined {
+            let resolved = if a.state == AlertState::Resolved {
+                " (resolved since)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "- `{}` since {}{resolved}",
+                code(&a.display()),
+                since(a)
+            );
+        }
     }
 }
 

@@ -64,6 +64,17 @@ pub struct NewApproval {
     pub args: Json,
     pub risk_note: Option<String>,
     pub expires_at: DateTime<Utc>,
+    /// Decided as it is asked (a run whose approval mode rejects): stored with this
+    /// decision instead of PENDING, decided at the commit's time.
+    pub decided: Option<ApprovalDecision>,
+}
+
+/// A decision recorded with the approval it decides.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApprovalDecision {
+    pub status: crate::status::ApprovalStatus,
+    pub by: String,
+    pub comment: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -136,6 +147,10 @@ impl Checkpoint {
                 .as_deref()
                 .map_or(Ok(()), |r| check_text(r, "approval risk_note"))?;
             check_time(a.expires_at, "approval expires_at")?;
+            if let Some(d) = &a.decided {
+                check_text(&d.by, "approval decided_by")?;
+                check_text(&d.comment, "approval comment")?;
+            }
         }
         for q in &self.questions {
             check_text(&q.question, "question")?;
@@ -392,12 +407,14 @@ event_rows AS (
 ),
 approval_rows AS (
   INSERT INTO approvals (id, run_id, step_key, tool, args, risk_note, status, requested_at, expires_at,
-                         created_at, updated_at)
+                         decided_by, decided_at, comment, created_at, updated_at)
   -- jsonb_to_recordset reads a JSON null as SQL NULL; args is NOT NULL and may be JSON null.
-  SELECT a.id, a.run_id, a.step_key, a.tool, COALESCE(a.args, 'null'::jsonb), a.risk_note, 'PENDING', $2,
-         a.expires_at, $2, $2
+  SELECT a.id, a.run_id, a.step_key, a.tool, COALESCE(a.args, 'null'::jsonb), a.risk_note,
+         COALESCE(a.status, 'PENDING'), $2, a.expires_at,
+         a.decided_by, CASE WHEN a.status IS NULL THEN NULL ELSE $2 END, a.comment, $2, $2
   FROM jsonb_to_recordset($5::jsonb) AS a(id uuid, run_id uuid, step_key text, tool text, args jsonb,
-                                          risk_note text, expires_at timestamptz)
+                                          risk_note text, expires_at timestamptz, status text,
+                                          decided_by text, comment text)
   JOIN fenced f ON f.id = a.run_id
   RETURNING 1
 ),
@@ -471,6 +488,9 @@ async fn commit_postgres(
             approvals.push(json!({
                 "id": a.id.0, "run_id": run_id, "step_key": a.step_key, "tool": a.tool,
                 "args": a.args, "risk_note": a.risk_note, "expires_at": ts(Some(a.expires_at)),
+                "status": a.decided.as_ref().map(|d| d.status.as_str()),
+                "decided_by": a.decided.as_ref().map(|d| &d.by),
+                "comment": a.decided.as_ref().map(|d| &d.comment),
             }));
         }
         for q in &cp.questions {
@@ -619,8 +639,8 @@ async fn commit_one(
         db.execute_raw(stmt(
             db,
             "INSERT INTO approvals (id, run_id, step_key, tool, args, risk_note, status, requested_at, expires_at, \
-                                    created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $8, $7, $7)",
+                                    decided_by, decided_at, comment, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $9, $7, $8, $10, $11, $12, $7, $7)",
             vec![
                 a.id.0.into(),
                 cp.fence.run_id.0.into(),
@@ -630,6 +650,14 @@ async fn commit_one(
                 a.risk_note.clone().into(),
                 now.into(),
                 a.expires_at.into(),
+                a.decided
+                    .as_ref()
+                    .map_or(crate::status::ApprovalStatus::Pending, |d| d.status)
+                    .as_str()
+                    .into(),
+                a.decided.as_ref().map(|d| d.by.clone()).into(),
+                a.decided.as_ref().map(|_| now).into(),
+                a.decided.as_ref().map(|d| d.comment.clone()).into(),
             ],
         ))
         .await?;

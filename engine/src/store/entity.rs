@@ -56,6 +56,7 @@ pub mod run {
         pub trigger: String,
         pub trigger_id: Option<String>,
         pub idempotency_key: Option<String>,
+        pub approval_mode: String,
         pub input: Json,
         pub status: String,
         pub output: Option<Json>,
@@ -413,6 +414,84 @@ pub mod schedule_fire {
         pub run_id: Option<Uuid>,
         pub error: Option<String>,
         pub retry_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod alertmanager_receiver {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "alertmanager_receivers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub name: String,
+        pub token_hash: String,
+        pub token_prefix: String,
+        pub approval_mode: String,
+        pub last_used_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod alert_notification {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "alert_notifications")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub receiver_id: Uuid,
+        pub receiver_name: String,
+        pub group_key: String,
+        pub group_labels: Json,
+        pub status: String,
+        pub alerts: i32,
+        pub outcome: String,
+        pub reason: String,
+        pub routes: Json,
+        pub received_at: DateTimeUtc,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod alert_instance {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "alert_instances")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub team_id: Uuid,
+        pub group_hash: String,
+        pub fingerprint: String,
+        pub starts_at: DateTimeUtc,
+        pub run_id: Uuid,
+        pub notification_id: Uuid,
+        pub labels: Json,
+        pub joined: bool,
+        pub resolved_at: Option<DateTimeUtc>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
     }

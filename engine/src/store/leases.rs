@@ -48,6 +48,8 @@ pub struct Claim {
     pub team_version_id: Option<uuid::Uuid>,
     /// When the run was created (queued), for its duration when it ends.
     pub created_at: DateTime<Utc>,
+    pub trigger_id: Option<String>,
+    pub approval_mode: crate::status::ApprovalMode,
     /// RUN_STARTED or RUN_RESUMED, written in the claim's transaction.
     pub events: Vec<Event>,
 }
@@ -129,7 +131,7 @@ claimed AS (
       last_seq = r.last_seq + 1, updated_at = $1
   FROM c WHERE r.id = c.id
   RETURNING r.id, c.prev, r.workflow, r.input, r.attempt, r.last_seq, r.deadline_at, r.pause_requested, c.fresh, c.held,
-            r.trigger, r.team_id, r.team_version_id, r.created_at
+            r.trigger, r.team_id, r.team_version_id, r.created_at, r.trigger_id, r.approval_mode
 ),
 announced AS (
   SELECT cl.*, row_number() OVER (ORDER BY cl.id) AS n FROM claimed cl
@@ -150,7 +152,7 @@ event_rows AS (
   RETURNING 1
 )
 SELECT id, prev, workflow, input, attempt, last_seq, deadline_at, pause_requested, fresh, held,
-       trigger, team_id, team_version_id, created_at FROM claimed";
+       trigger, team_id, team_version_id, created_at, trigger_id, approval_mode FROM claimed";
 
 async fn claim_postgres(
     db: &(impl ConnectionTrait + TransactionTrait),
@@ -218,6 +220,8 @@ fn claim_from_row(row: &QueryResult, owner: &str) -> Result<(Claim, i64)> {
                 .map(crate::ids::TeamId),
             team_version_id: row.try_get("", "team_version_id")?,
             created_at: row.try_get("", "created_at")?,
+            trigger_id: row.try_get("", "trigger_id")?,
+            approval_mode: row.try_get::<String>("", "approval_mode")?.parse()?,
             events: Vec::new(),
         },
         row.try_get_by_index(5)?,
@@ -265,7 +269,7 @@ async fn claim_sqlite(
                      last_seq = last_seq + 1, updated_at = $3 \
                  WHERE id = $5 AND attempt = $6 AND status = $7 \
                  RETURNING id, status, workflow, input, attempt, last_seq, deadline_at, pause_requested, \
-                           trigger, team_id, team_version_id, created_at",
+                           trigger, team_id, team_version_id, created_at, trigger_id, approval_mode",
                 vec![
                     owner.into(),
                     lease_until.into(),
@@ -393,6 +397,7 @@ mod tests {
             trigger: Trigger::Manual,
             trigger_id: None,
             idempotency_key: None,
+            approval_mode: crate::status::ApprovalMode::Wait,
             team_id: None,
             team_version_id: None,
             timeout_ms: 60_000,

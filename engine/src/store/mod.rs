@@ -2,7 +2,10 @@
 //! compose transactions; the hot path (claim, heartbeat, fenced checkpoint) is
 //! hand-written SQL, one statement per table and batch.
 
+pub(crate) mod alert_instances;
+pub(crate) mod alert_notifications;
 pub mod alert_sources;
+pub(crate) mod alertmanager_receivers;
 pub mod api_keys;
 pub mod approvals;
 pub mod checkpoint;

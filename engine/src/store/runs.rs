@@ -16,7 +16,7 @@ use crate::event::{Event, NewEvent};
 use crate::ids::{RunId, TeamId};
 pub use crate::model::{Run, RunFilter};
 use crate::page::{KeyOf, Page, PageRequest};
-use crate::status::{RunStatus, Trigger};
+use crate::status::{ApprovalMode, RunStatus, Trigger};
 use crate::{Error, Result};
 
 impl TryFrom<run::Model> for Run {
@@ -30,6 +30,7 @@ impl TryFrom<run::Model> for Run {
             trigger: m.trigger.parse()?,
             trigger_id: m.trigger_id,
             idempotency_key: m.idempotency_key,
+            approval_mode: m.approval_mode.parse()?,
             input: m.input,
             status: m.status.parse()?,
             output: m.output,
@@ -59,6 +60,7 @@ pub struct NewRun {
     pub trigger: Trigger,
     pub trigger_id: Option<String>,
     pub idempotency_key: Option<String>,
+    pub approval_mode: ApprovalMode,
     pub team_id: Option<TeamId>,
     pub team_version_id: Option<uuid::Uuid>,
     pub timeout_ms: i64,
@@ -85,6 +87,7 @@ pub async fn insert(
         trigger: Set(new.trigger.as_str().to_owned()),
         trigger_id: Set(new.trigger_id.clone()),
         idempotency_key: Set(new.idempotency_key.clone()),
+        approval_mode: Set(new.approval_mode.as_str().to_owned()),
         input: Set(new.input.clone()),
         status: Set(RunStatus::Queued.as_str().to_owned()),
         output: Set(None),

@@ -10,6 +10,7 @@
 
 mod catalog;
 mod graph;
+mod matcher;
 mod model;
 mod parse;
 mod rules;
@@ -20,10 +21,11 @@ mod violation;
 
 pub use catalog::{BUILTIN_MODELS, BUILTIN_TOOLS, Catalog};
 pub use graph::{MAX_DEPENDENCY_DEPTH, dependency_order};
+pub use matcher::{MAX_MATCHER_VALUE, MatchOp, Matcher};
 pub use model::*;
 pub use parse::parse;
 pub use rules::{
-    MAX_AGENTS_PER_NODE, MAX_ITERATIONS, MAX_NAME_LEN, MAX_NODES, MAX_TIMEOUT_SECONDS,
+    MAX_AGENTS_PER_NODE, MAX_ITERATIONS, MAX_MATCHERS, MAX_NAME_LEN, MAX_NODES, MAX_TIMEOUT_SECONDS,
 };
 pub use violation::Violation;
 

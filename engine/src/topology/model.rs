@@ -24,6 +24,10 @@ pub struct TeamSpec {
     /// webhook named `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+    /// Which Alertmanager notifications start the team's investigations (the
+    /// webhook intake, §8); absent: none do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alertmanager: Option<AlertmanagerRoute>,
     pub supervisor: SupervisorSpec,
     // Defaulted so that a missing list is reported by validation ("needs at
     // least one node") rather than as a bare deserialization error.
@@ -57,6 +61,27 @@ impl TeamSpec {
             }
         }
         names
+    }
+}
+
+/// The alert groups a team investigates when Alertmanager posts them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerRoute {
+    /// Alertmanager-style matchers (`service="checkout"`, `severity=~"critical|page"`,
+    /// `env!="staging"`, `team!~"web.*"`), all of which must hold for the labels of
+    /// the group (its `groupLabels` and `commonLabels`).
+    pub matchers: Vec<String>,
+}
+
+impl AlertmanagerRoute {
+    /// The matchers, parsed; the first that does not parse, by index, otherwise.
+    pub fn parsed(&self) -> Result<Vec<super::Matcher>, (usize, String)> {
+        self.matchers
+            .iter()
+            .enumerate()
+            .map(|(i, m)| super::Matcher::parse(m).map_err(|e| (i, e)))
+            .collect()
     }
 }
 

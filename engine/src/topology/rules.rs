@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::catalog::Catalog;
-use super::model::{Limits, ModelRef, NodeSpec, TeamSpec};
+use super::model::{AlertmanagerRoute, Limits, ModelRef, NodeSpec, TeamSpec};
 use super::suggest::suggest;
 use super::violation::Violation;
 
@@ -14,6 +14,8 @@ pub const MAX_NODES: usize = 100;
 pub const MAX_AGENTS_PER_NODE: usize = 20;
 pub const MAX_TIMEOUT_SECONDS: u32 = 1800;
 pub const MAX_ITERATIONS: u32 = 100;
+/// Matchers of a team's `alertmanager` section at most.
+pub const MAX_MATCHERS: usize = 50;
 
 /// Every violation of the field rules, in the order the rules find them.
 pub(super) fn check(spec: &TeamSpec, catalog: &Catalog) -> Vec<Violation> {
@@ -24,6 +26,9 @@ pub(super) fn check(spec: &TeamSpec, catalog: &Catalog) -> Vec<Violation> {
     }
     if let Some(webhook) = &spec.webhook {
         check_source_name(webhook, "webhook", &mut out);
+    }
+    if let Some(route) = &spec.alertmanager {
+        check_alertmanager(route, &mut out);
     }
     check_model(
         &spec.supervisor.model,
@@ -59,6 +64,30 @@ fn check_source_name(value: &str, path: &str, out: &mut Vec<Violation>) {
                 }
             ),
         ));
+    }
+}
+
+/// At least one matcher (a team takes no group by accident), each one valid.
+fn check_alertmanager(route: &AlertmanagerRoute, out: &mut Vec<Violation>) {
+    if route.matchers.is_empty() {
+        out.push(Violation::new(
+            "alertmanager.matchers",
+            "needs at least one matcher (alertname=~\".+\" takes every group)",
+        ));
+    }
+    if route.matchers.len() > MAX_MATCHERS {
+        out.push(Violation::new(
+            "alertmanager.matchers",
+            format!(
+                "has {} matchers, at most {MAX_MATCHERS} allowed",
+                route.matchers.len()
+            ),
+        ));
+    }
+    for (i, text) in route.matchers.iter().enumerate() {
+        if let Err(e) = super::Matcher::parse(text) {
+            out.push(Violation::new(format!("alertmanager.matchers[{i}]"), e));
+        }
     }
 }
 
@@ -278,6 +307,28 @@ mod tests {
             spec.source = Some(bad.into());
             assert_has(&check(&spec), "source", "is not an alert source name");
         }
+    }
+
+    #[test]
+    fn alertmanager_matchers_are_checked_with_paths() {
+        let mut spec = team(vec![node("a", &[])]);
+        spec.alertmanager = Some(crate::topology::AlertmanagerRoute {
+            matchers: vec![
+                r#"service="checkout""#.into(),
+                "severity".into(),
+                r#"env=~"(""#.into(),
+            ],
+        });
+        let v = check(&spec);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert_has(&v, "alertmanager.matchers[1]", "expected =, !=, =~ or !~");
+        assert_has(&v, "alertmanager.matchers[2]", "invalid regular expression");
+        spec.alertmanager = Some(crate::topology::AlertmanagerRoute { matchers: vec![] });
+        assert_has(
+            &check(&spec),
+            "alertmanager.matchers",
+            "needs at least one matcher",
+        );
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub(super) fn team(nodes: Vec<NodeSpec>) -> TeamSpec {
         pattern: Pattern::Hierarchical,
         source: None,
         webhook: None,
+        alertmanager: None,
         supervisor: SupervisorSpec {
             model: ModelRef::Name("default".into()),
             instructions: None,
