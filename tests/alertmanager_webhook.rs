@@ -111,7 +111,7 @@ fn notification(group: &str, team: &str, env: Option<&str>, alerts: &[A]) -> Val
 /// An engine executing investigations (a worker only when asked), the real API in
 /// front of it, a team, and a receiver token.
 struct Intake {
-    _db: TestDb,
+    db: TestDb,
     engine: Engine,
     addr: String,
     token: String,
@@ -151,7 +151,7 @@ impl Intake {
             .expect("receiver");
         let addr = common::serve_api(&engine, shutdown.child_token()).await;
         Some(Intake {
-            _db: db,
+            db,
             engine,
             addr,
             token,
@@ -812,6 +812,33 @@ async fn receivers_over_graphql_show_the_token_once() {
         "aiopsam_{}_",
         receiver["tokenPrefix"].as_str().unwrap()
     )));
+    // Stored only as its SHA-256; in no event either.
+    use sea_orm::ConnectionTrait;
+    let db = common::raw_db(&intake.db.url).await;
+    let stored: Vec<(String, String)> = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT token_hash, token_prefix FROM alertmanager_receivers WHERE name = 'staging'",
+        ))
+        .await
+        .expect("receiver row")
+        .into_iter()
+        .map(|r| {
+            (
+                r.try_get_by_index(0).unwrap(),
+                r.try_get_by_index(1).unwrap(),
+            )
+        })
+        .collect();
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        stored,
+        [(hash, receiver["tokenPrefix"].as_str().unwrap().to_owned())]
+    );
     // The new token works at once.
     let (status, _, answer) = intake
         .post_raw(
@@ -843,6 +870,16 @@ async fn receivers_over_graphql_show_the_token_once() {
     assert_eq!(node["routes"][0]["team"], "checkout");
     assert_eq!(node["groupLabels"]["team"], "checkout");
     assert!(!listed.to_string().contains(&token), "no token in listings");
+    let run: RunId = node["routes"][0]["runId"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let events = intake.engine.events(run, 0, 1000).await.expect("events");
+    assert!(
+        !format!("{events:?}").contains(&token),
+        "no token in events"
+    );
     // Viewers neither create nor delete.
     let refused = viewer_api
         .gql(
