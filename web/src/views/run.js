@@ -148,6 +148,14 @@ export function RunDetail({ id }) {
     }
   };
 
+  // The same elements while their inputs are the same: a log streaming events (a
+  // render every 50 ms) does not re-render a thousand steps or the report each time.
+  const stepsView = useMemo(() => run && html`<${Steps} steps=${steps} run=${run} node=${selected} />`, [steps, run, selected]);
+  const reportView = useMemo(
+    () => run && html`${run.report || run.result ? html`<${Report} run=${run} />` : null}<${UsagePanel} run=${run} />`,
+    [run],
+  );
+
   if (error && !run) return html`<section><h1>Run</h1><${ErrorBox} error=${error} /></section>`;
   if (!run) return html`<section><h1>Run</h1><p>Loading…</p></section>`;
 
@@ -203,10 +211,9 @@ export function RunDetail({ id }) {
         : null}
     </div>
 
-    <${Steps} steps=${steps} run=${run} node=${selected} />
+    ${stepsView}
     <${Events} log=${log.current} version=${version} node=${selected} />
-    ${run.report || run.result ? html`<${Report} run=${run} />` : null}
-    <${UsagePanel} run=${run} />
+    ${reportView}
   </section>`;
 }
 
