@@ -1131,14 +1131,23 @@ async fn listing_cost(backend: Backend) {
     let mut cost = Vec::new();
     for n in [10, 100] {
         api.data(&list(n), json!({})).await; // warm: authentication's once-a-minute write
-        let before = engine.stats().statements;
-        let data = api.data(&list(n), json!({})).await;
-        cost.push(engine.stats().statements - before);
-        let edges = data["runs"]["edges"].as_array().unwrap();
-        assert_eq!(edges.len(), n);
-        assert!(edges.iter().all(
-            |e| e["node"]["team"]["name"] == team.name.as_str() && e["node"]["stepCount"] == 0
-        ));
+        // The engine's counter also sees its background tasks' statements (which only
+        // add): the least of a few listings is the listing's own cost.
+        let mut least = u64::MAX;
+        for _ in 0..3 {
+            let before = engine.stats().statements;
+            let data = api.data(&list(n), json!({})).await;
+            least = least.min(engine.stats().statements - before);
+            let edges = data["runs"]["edges"].as_array().unwrap();
+            assert_eq!(edges.len(), n);
+            assert!(
+                edges
+                    .iter()
+                    .all(|e| e["node"]["team"]["name"] == team.name.as_str()
+                        && e["node"]["stepCount"] == 0)
+            );
+        }
+        cost.push(least);
     }
     assert_eq!(
         cost[0], cost[1],
