@@ -73,6 +73,13 @@ pub struct BenchArgs {
     /// With --webhook: clients posting at once.
     #[arg(long, default_value_t = 32)]
     webhook_clients: usize,
+    /// Instead of the engine phases: schedule tick latency (fire time → run queued)
+    /// with this many every-second schedules driven by the real tick.
+    #[arg(long)]
+    schedules: Option<usize>,
+    /// With --schedules: how long the tick runs.
+    #[arg(long, default_value_t = 30)]
+    schedule_seconds: u64,
 }
 
 fn noop_script(steps: usize) -> serde_json::Value {
@@ -105,6 +112,15 @@ pub async fn run(
             &args.database_url,
             args.runs,
             Duration::from_millis(args.llm_delay_ms),
+            catalog,
+        )
+        .await;
+    }
+    if let Some(schedules) = args.schedules {
+        return crate::bench_schedule::run(
+            &args.database_url,
+            schedules,
+            args.schedule_seconds,
             catalog,
         )
         .await;

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_investigation;
 mod bench_llm;
+mod bench_schedule;
 mod bench_webhook;
 mod cli;
 mod config_file;

@@ -910,3 +910,89 @@ async fn receivers_over_graphql_show_the_token_once() {
         "{err}"
     );
 }
+
+fn aiops(db: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_aiops"))
+        .args(args)
+        .env("DATABASE_URL", db)
+        .env("AIOPS_LOG", "error")
+        .output()
+        .unwrap()
+}
+
+/// `aiops receiver add|list|remove`: the token is printed once, works, is never
+/// listed, and stops working when its receiver is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("aiops.db").display());
+    let ok = |args: &[&str]| {
+        let out = aiops(&db, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (token, said) = ok(&["receiver", "add", "prod"]);
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("aiopsam_"), "{token}");
+    assert!(said.contains("receiver \"prod\" added"), "{said}");
+    assert!(!said.contains(&token), "the token goes to stdout only");
+    ok(&["receiver", "add", "nightly", "--approval-mode", "reject"]);
+
+    let out = aiops(&db, &["receiver", "add", "prod"]);
+    assert!(!out.status.success(), "a second receiver named prod");
+    let out = aiops(
+        &db,
+        &["receiver", "add", "x", "--approval-mode", "sometimes"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--approval-mode") && err.contains("wait or reject"),
+        "{err}"
+    );
+
+    let (list, _) = ok(&["receiver", "list"]);
+    assert!(!list.contains(&token), "list shows no token: {list}");
+    let lines: Vec<Value> = list
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let modes: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap(),
+                l["approval_mode"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(modes, [("nightly", "REJECT"), ("prod", "WAIT")], "{list}");
+    let prefix = lines[1]["token_prefix"].as_str().unwrap();
+    let secret = token.strip_prefix("aiopsam_").unwrap();
+    assert!(
+        secret.starts_with(&format!("{prefix}_")) && prefix.len() >= 8,
+        "{prefix}"
+    );
+
+    let engine = common::engine_on(&db, fast_config(), Default::default()).await;
+    assert_eq!(
+        engine.authenticate_receiver(&token).await.unwrap().name,
+        "prod"
+    );
+    ok(&["receiver", "remove", "prod"]);
+    assert!(matches!(
+        engine.authenticate_receiver(&token).await,
+        Err(aiops_engine::Error::Unauthenticated)
+    ));
+    let out = aiops(&db, &["receiver", "remove", "prod"]);
+    assert!(!out.status.success(), "removing it twice");
+    let (list, _) = ok(&["receiver", "list"]);
+    assert_eq!(list.lines().count(), 1, "{list}");
+}

@@ -210,37 +210,12 @@ impl Engine {
             EventKind::ToolResult,
             json!({ "call_id": call_id, "ok": false, "refused": true, "submitted_by": by, "error": error }),
         );
-        self.append_event(run_id, event).await?;
+        // The run's state stays as it is; only the audit record is added.
+        self.change_run(run_id, |_| {
+            Ok(Some((RunPatch::default(), vec![event.clone()], None)))
+        })
+        .await?;
         Err(Error::Conflict(error))
-    }
-
-    /// Appends one event to a run's log outside any worker's lease (an audit
-    /// record), whatever the run's state.
-    async fn append_event(&self, run_id: RunId, event: NewEvent) -> Result<()> {
-        for _ in 0..5 {
-            let txn = store::begin_write(&self.inner.db).await?;
-            let status = store::runs::lock_row(&txn, run_id)
-                .await?
-                .ok_or_else(|| Error::not_found("run", run_id))?;
-            let written = store::runs::apply_patch(
-                &txn,
-                run_id,
-                status,
-                &RunPatch::default(),
-                std::slice::from_ref(&event),
-                Utc::now(),
-            )
-            .await?;
-            if let Some(written) = written {
-                txn.commit().await?;
-                self.inner.bus.publish_events(&written);
-                return Ok(());
-            }
-            txn.rollback().await?;
-        }
-        Err(Error::Conflict(format!(
-            "run {run_id} changed concurrently; try again"
-        )))
     }
 
     /// Locks the run row, applies `decide` (which must return whether it won), and

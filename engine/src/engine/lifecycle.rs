@@ -206,7 +206,7 @@ impl Engine {
     }
 
     /// Applies a guarded change, retrying if the run changed state underneath.
-    async fn change_run<F>(&self, id: RunId, mut plan: F) -> Result<Run>
+    pub(super) async fn change_run<F>(&self, id: RunId, mut plan: F) -> Result<Run>
     where
         F: FnMut(&Run) -> Result<Option<(RunPatch, Vec<NewEvent>, Option<ControlSignal>)>>,
     {
