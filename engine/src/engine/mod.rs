@@ -186,6 +186,11 @@ impl Engine {
         &self.inner.metrics
     }
 
+    /// Whether writes may run side by side (Postgres) or queue on SQLite's one writer.
+    pub(crate) fn concurrent_writers(&self) -> bool {
+        is_postgres(&self.inner.db)
+    }
+
     pub(crate) fn counters(&self) -> &crate::stats::Stats {
         &self.inner.stats
     }

@@ -6,12 +6,18 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
 
 use super::schedule::{FireStart, start_fire};
 use crate::engine::Engine;
 use crate::metrics::ScheduleOutcome;
+
+/// Runs one tick starts at once on Postgres. On SQLite they would only queue on its
+/// single writer (measured: 200 every-second schedules, p99 fire → queued 1.4 s one
+/// at a time, 9.7 s sixteen at a time).
+const CONCURRENT_STARTS: usize = 16;
 
 /// When the tick runs: every second (seconds first, as tokio-cron-scheduler reads it).
 pub const TICK_EXPRESSION: &str = "* * * * * *";
@@ -56,12 +62,30 @@ pub async fn tick(engine: &Engine, now: DateTime<Utc>) -> crate::Result<TickRepo
             "schedule fire times not run"
         );
     }
-    for fire in &claimed.due {
-        match start_fire(engine, fire).await {
+    // Fires are independent (each has its own idempotency key): start several at
+    // once, so a minute boundary where hundreds of schedules fire is not paced by
+    // one commit after another.
+    // Owned futures: borrowed ones make the tick's future not provably `Send`.
+    let starts = claimed.due.iter().cloned().map(|fire| {
+        let engine = engine.clone();
+        async move {
+            let started = start_fire(&engine, &fire).await;
+            (fire, started)
+        }
+    });
+    let concurrency = if engine.concurrent_writers() {
+        CONCURRENT_STARTS
+    } else {
+        1
+    };
+    let mut starts = futures::stream::iter(starts).buffer_unordered(concurrency);
+    while let Some((fire, started)) = starts.next().await {
+        let fire = &fire;
+        match started {
             FireStart::Started(run) => {
                 report.started += 1;
                 metrics.schedule_fire(ScheduleOutcome::Fired);
-                tracing::debug!(schedule = %fire.schedule, fire_time = %fire.fire_time, run.id = %run, "schedule fired");
+                tracing::debug!(schedule = %fire.schedule, fire_time = %fire.fire_time, run_id = %run, "schedule fired");
             }
             FireStart::Failed(reason) => {
                 report.failed += 1;
