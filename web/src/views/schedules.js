@@ -70,13 +70,20 @@ function zones() {
 export function Schedules() {
   const admin = can("ADMIN");
   const [extra, setExtra] = useState({ list: [], end: null, more: null });
+  const [moreError, setMoreError] = useState(null);
   const q = useQuery(async () => {
     setExtra({ list: [], end: null, more: null });
+    setMoreError(null);
     return (await gql(LIST, { first: PAGE, after: null })).schedules;
   }, []);
   const loadMore = async () => {
-    const data = (await gql(LIST, { first: PAGE, after: extra.end ?? q.data.pageInfo.endCursor })).schedules;
-    setExtra((x) => ({ list: [...x.list, ...data.nodes], end: data.pageInfo.endCursor, more: data.pageInfo.hasNextPage }));
+    setMoreError(null);
+    try {
+      const data = (await gql(LIST, { first: PAGE, after: extra.end ?? q.data.pageInfo.endCursor })).schedules;
+      setExtra((x) => ({ list: [...x.list, ...data.nodes], end: data.pageInfo.endCursor, more: data.pageInfo.hasNextPage }));
+    } catch (e) {
+      setMoreError(e);
+    }
   };
   const schedules = [...(q.data?.nodes ?? []), ...extra.list];
   const more = extra.more ?? q.data?.pageInfo.hasNextPage;
@@ -90,6 +97,7 @@ export function Schedules() {
     <div class="cards wide-cards" data-testid="schedules">
       ${schedules.map((s) => html`<${ScheduleCard} key=${s.id} schedule=${s} onChanged=${q.reload} />`)}
     </div>
+    <${ErrorBox} error=${moreError} what="the next page was not read" />
     ${more ? html`<${Action} onClick=${loadMore}>Load more</${Action}>` : null}
   </section>`;
 }
