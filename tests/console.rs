@@ -6,8 +6,12 @@
 //! watched live in the topology and the event log (with its WebSocket cut mid-run),
 //! the approval arriving in the inbox and approved there, the report, streamed model
 //! output, a stale decision's CONFLICT, a viewer's read-only console and refused
-//! mutation, a phone-width layout, logging out, and that the page never talks to
-//! another origin or logs an error.
+//! mutation, a phone-width layout, a schedule created in the console (a bad cron and
+//! zone refused at their fields first; its next fire times in its zone; triggered now,
+//! its run found by trigger; disabled, enabled, deleted), an Alertmanager receiver
+//! whose token is shown once and works, logging out, and that the page never talks to
+//! another origin or logs an error. No schedule ticker runs here: the schedule's only
+//! run is the one "Trigger now" starts.
 //!
 //! Needs `node`, a Chromium (`AIOPS_CHROMIUM`, default `/usr/bin/chromium`) and the
 //! npm package `playwright-core` installed in `AIOPS_PLAYWRIGHT_DIR` (default
@@ -23,6 +27,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aiops_engine::auth::Role;
+use aiops_engine::model::{NotificationFilter, NotificationOutcome};
+use aiops_engine::page::PageRequest;
 use aiops_engine::{DefaultAlertSource, Engine, RunStatus, Worker};
 use common::incident::{RULES, options};
 use common::prometheus::{Alertmanager, MetricsEndpoint, Prometheus};
@@ -444,5 +450,45 @@ async fn the_console_in_a_real_browser() {
         engine.run(script_run).await.expect("run").status,
         RunStatus::Cancelled
     );
+    // "Trigger now" started a team run of the schedule, which the page cancelled; the
+    // schedule was deleted, its run stays.
+    let schedule_run: aiops_engine::RunId = summary["scheduleRun"]
+        .as_str()
+        .expect("scheduleRun")
+        .parse()
+        .expect("run id");
+    let run = engine.run(schedule_run).await.expect("schedule's run");
+    assert_eq!(run.trigger, aiops_engine::Trigger::Schedule);
+    assert_eq!(
+        run.trigger_id.as_deref(),
+        summary["scheduleId"].as_str(),
+        "triggered by the schedule created in the console"
+    );
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert!(
+        engine
+            .schedules(&PageRequest::first(10))
+            .await
+            .expect("schedules")
+            .items
+            .is_empty(),
+        "the schedule was deleted from the console"
+    );
+    // The receiver's token (shown once) was accepted once, then the receiver deleted.
+    assert!(
+        engine
+            .alertmanager_receivers()
+            .await
+            .expect("receivers")
+            .is_empty()
+    );
+    let notifications = engine
+        .alert_notifications(&NotificationFilter::default(), &PageRequest::first(10))
+        .await
+        .expect("notifications")
+        .items;
+    assert_eq!(notifications.len(), 1, "{notifications:?}");
+    assert_eq!(notifications[0].receiver, "prod-am");
+    assert_eq!(notifications[0].outcome, NotificationOutcome::Unrouted);
     shutdown.cancel();
 }

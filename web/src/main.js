@@ -14,6 +14,7 @@ import { Approvals } from "./views/approvals.js";
 import { Questions } from "./views/questions.js";
 import { Teams, TeamDetail, NewTeam } from "./views/teams.js";
 import { Sources, Models } from "./views/settings.js";
+import { Schedules } from "./views/schedules.js";
 import { Access } from "./views/access.js";
 
 /** Navigation: `role` is the least role that sees the entry. */
@@ -22,7 +23,7 @@ const NAV = [
   { href: "/approvals", text: "Approvals" },
   { href: "/questions", text: "Questions" },
   { href: "/teams", text: "Teams" },
-  // Schedules (cron, next fire times, trigger now) go here: { href: "/schedules", text: "Schedules" }.
+  { href: "/schedules", text: "Schedules" },
   { href: "/sources", text: "Alert sources" },
   { href: "/models", text: "Models" },
   { href: "/access", text: "Users & keys" },
@@ -36,6 +37,7 @@ const ROUTES = [
   ["/teams", () => html`<${Teams} />`],
   ["/teams/new", () => (can("ADMIN") ? html`<${NewTeam} />` : html`<p>Only admins create teams.</p>`)],
   ["/teams/:name", (p) => html`<${TeamDetail} name=${p.name} />`],
+  ["/schedules", () => html`<${Schedules} />`],
   ["/sources", () => html`<${Sources} />`],
   ["/models", () => html`<${Models} />`],
   ["/access", () => html`<${Access} />`],

@@ -424,6 +424,204 @@ check(diff.add === 1 && diff.del === 1 && diff.text.includes("payments on db-2")
 await page.locator("[data-testid=diff]").scrollIntoViewIfNeeded();
 await shot(page, "team-versions");
 
+step("schedules: a bad cron and zone are refused at the form, then a schedule is created");
+await page.click('nav a[href="/schedules"]');
+await page.waitForSelector("[data-testid=schedules]", { state: "attached" });
+const scheduleName = "shop-weekdays";
+const zone = "America/New_York";
+const badInput = { name: scheduleName, team: "shop", cron: "61 9 * * 1-5", timezone: zone };
+await page.click("[data-testid=new-schedule]");
+await page.fill("#schedule-name", scheduleName);
+await page.selectOption("#schedule-team", "shop");
+await page.fill("#schedule-cron", badInput.cron);
+await page.fill("#schedule-timezone", zone);
+await page.fill("#schedule-task", "weekday morning check of the shop");
+await page.click("[data-testid=save-schedule]");
+const cronError = await page.waitForSelector("[data-testid=schedule-form] [data-field-error=cron]", { timeout: 10000 }).catch(() => null);
+// What the server answers the same input, asked directly.
+const refusedCron = await api("mutation($input: CreateScheduleInput!) { createSchedule(input: $input) { id } }", { input: badInput }, adminToken);
+const cronMessage = refusedCron.errors?.[0]?.message ?? "";
+check(refusedCron.errors?.[0]?.extensions?.code === "VALIDATION_FAILED" && cronMessage.startsWith("cron: "), `the server refuses the cron naming the field: ${cronMessage}`);
+const cronErrorText = cronError ? (await cronError.textContent()).trim() : "";
+check(cronMessage !== "" && cronErrorText.includes(cronMessage) && cronErrorText.includes("VALIDATION_FAILED"), `…and the form shows that message at the cron field: ${cronErrorText}`);
+check((await page.getAttribute("#schedule-cron", "aria-invalid")) === "true" && (await page.getAttribute("#schedule-cron", "aria-describedby")) === "schedule-cron-error", "…the cron input is marked invalid and described by it");
+await shot(page, "schedule-form-error");
+await page.fill("#schedule-cron", "0 9 * * 1-5");
+await page.fill("#schedule-timezone", "Mars/Olympus_Mons");
+await page.click("[data-testid=save-schedule]");
+const zoneError = await page.waitForSelector("[data-testid=schedule-form] [data-field-error=timezone]", { timeout: 10000 }).catch(() => null);
+const zoneErrorText = zoneError ? (await zoneError.textContent()).trim() : "";
+check(/timezone: unknown IANA time zone "Mars\/Olympus_Mons"/.test(zoneErrorText) && (await page.locator("[data-field-error=cron]").count()) === 0, `an unknown zone is shown at the time zone field instead: ${zoneErrorText}`);
+const noneYet = await api("{ schedules { totalCount } }", {}, adminToken);
+check(noneYet.data?.schedules?.totalCount === 0, "nothing was stored by the refused attempts");
+await page.fill("#schedule-timezone", zone);
+await page.click("[data-testid=save-schedule]");
+const scheduleCard = `[data-schedule="${scheduleName}"]`;
+await page.waitForSelector(`${scheduleCard} [data-testid=next-fires] li`, { timeout: 10000 });
+check((await page.locator("[data-testid=schedule-form]").count()) === 0, "saved: the form closes");
+const storedSchedules = await api(
+  "{ schedules { totalCount nodes { id name team cron timezone enabled overlapPolicy catchUpPolicy input nextFireAt nextFireTimes(n: 3) { at local } } } }",
+  {},
+  adminToken,
+);
+const schedule = storedSchedules.data.schedules.nodes[0];
+check(
+  storedSchedules.data.schedules.totalCount === 1 && schedule.name === scheduleName && schedule.team === "shop" && schedule.cron === "0 9 * * 1-5" &&
+    schedule.timezone === zone && schedule.enabled && schedule.overlapPolicy === "SKIP" && schedule.catchUpPolicy === "SKIP" &&
+    schedule.input.task === "weekday morning check of the shop",
+  `the server holds the schedule as entered ${JSON.stringify(schedule)}`,
+);
+summary.scheduleId = schedule.id;
+
+step("schedules: the next fire times, in the schedule's zone");
+const fires = await page.$$eval(`${scheduleCard} [data-testid=next-fires] li`, (lis) => lis.map((li) => ({ at: li.dataset.at, local: li.dataset.local, text: li.textContent.replace(/\s+/g, " ").trim() })));
+check(JSON.stringify(fires.map(({ at, local }) => ({ at, local }))) === JSON.stringify(schedule.nextFireTimes), `the page shows the server's next 3 fire times (${fires.length})`);
+// Independently of the server: each instant is 09:00 on a weekday in New York (node's ICU).
+const inZone = new Intl.DateTimeFormat("en-US", { timeZone: zone, weekday: "short", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+const zoneOk = fires.length === 3 && fires.every(({ at, local, text }) => {
+  const parts = Object.fromEntries(inZone.formatToParts(new Date(at)).map((p) => [p.type, p.value]));
+  const offset = local.slice(-6); // -05:00 in winter, -04:00 in summer
+  const utcHour = String(new Date(at).getUTCHours()).padStart(2, "0");
+  return parts.hour === "09" && parts.minute === "00" && !["Sat", "Sun"].includes(parts.weekday) && /^-0[45]:00$/.test(offset) &&
+    local.includes("T09:00:00") && ["13", "14"].includes(utcHour) &&
+    text === `${parts.weekday} ${local.slice(0, 10)} 09:00 (UTC−${offset.slice(1)}) = ${new Date(at).toISOString().slice(0, 10)} ${utcHour}:00 UTC`;
+});
+check(zoneOk, `each is 09:00 on a weekday in ${zone}, shown as that wall clock and as the instant in UTC: ${JSON.stringify(fires.map((f) => f.text))}`);
+check(fires.length > 1 && fires.every((f, i) => i === 0 || new Date(f.at) > new Date(fires[i - 1].at)), "…in order");
+const scheduleText = await page.textContent(scheduleCard);
+check(/Cron\s*0 9 \* \* 1-5/.test(scheduleText) && scheduleText.includes(`Time zone${zone}`) && scheduleText.includes(`Next fire times, ${zone} · UTC`) && /Overlap\s*skip/.test(scheduleText) && /Catch-up\s*skip/.test(scheduleText) && /Last fire\s*never/.test(scheduleText), "the card shows the cron, zone, policies and that it never fired");
+
+step("schedules: Trigger now (with the keyboard) starts a run, listed by trigger");
+await page.focus("h1");
+let onTrigger = false;
+for (let i = 0; i < 60 && !onTrigger; i++) {
+  await page.keyboard.press("Tab");
+  onTrigger = await page.evaluate((sel) => document.activeElement?.matches(`${sel} [data-testid=trigger]`), scheduleCard);
+}
+check(onTrigger, "Trigger now takes the keyboard focus");
+await page.keyboard.press("Enter");
+const startedLink = await page.waitForSelector(`${scheduleCard} [data-testid=started-run]`, { timeout: 10000 }).catch(() => null);
+const scheduleRun = startedLink ? (await startedLink.getAttribute("href")).split("/").pop() : null;
+summary.scheduleRun = scheduleRun;
+const triggered = scheduleRun ? await api("query($id: UUID!) { run(id: $id) { trigger triggerId team { name } input } }", { id: scheduleRun }, adminToken) : {};
+check(
+  triggered.data?.run?.trigger === "SCHEDULE" && triggered.data.run.triggerId === schedule.id && triggered.data.run.team?.name === "shop" &&
+    triggered.data.run.input?.task === "weekday morning check of the shop",
+  `the run it links to was started by the schedule (${JSON.stringify(triggered.data?.run ?? triggered)})`,
+);
+await shot(page, "schedules");
+await page.setViewportSize({ width: 390, height: 844 });
+const scheduleOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+check(scheduleOverflow <= 0, `the schedules page fits a phone (overflow ${scheduleOverflow}px)`);
+await page.setViewportSize({ width: 1280, height: 800 });
+await page.click(`${scheduleCard} a:has-text("runs it started")`);
+await page.waitForSelector(`[data-run-id="${scheduleRun}"]`, { timeout: 10000 });
+const bySchedule = await page.$$eval("[data-testid=runs] [data-run-id]", (rows) => rows.map((r) => r.dataset.runId));
+check(bySchedule.length === 1 && bySchedule[0] === scheduleRun && new URL(page.url()).searchParams.get("triggerId") === schedule.id, `"runs it started" lists that run alone (${bySchedule.length})`);
+await page.click('button:has-text("Clear filters")');
+await page.waitForFunction(() => location.search === "");
+await page.selectOption('form[aria-label="Filter runs"] label:has-text("Trigger") select', "SCHEDULE");
+await page.waitForFunction(() => new URLSearchParams(location.search).get("trigger") === "SCHEDULE");
+await page.waitForFunction((id) => {
+  const rows = [...document.querySelectorAll("[data-testid=runs] [data-run-id]")];
+  return rows.length === 1 && rows[0].dataset.runId === id;
+}, scheduleRun, { timeout: 10000 }).catch(() => {});
+const scheduleRows = await page.$$eval("[data-testid=runs] [data-run-id]", (rows) => rows.map((r) => [r.dataset.runId, r.children[3].textContent.trim()]));
+check(scheduleRows.length === 1 && scheduleRows[0][0] === scheduleRun && scheduleRows[0][1] === "schedule", `the trigger filter "schedule" lists it, and only it (${JSON.stringify(scheduleRows)})`);
+// It is an investigation like any other: stop it here (its approvals would wait).
+await page.click(`[data-run-id="${scheduleRun}"] a`);
+await page.waitForSelector("[data-testid=cancel]", { timeout: 10000 });
+await page.click("[data-testid=cancel]");
+await page.waitForSelector('section.run[data-status="CANCELLED"]', { timeout: 20000 });
+check(true, "the schedule's run is cancelled from its page");
+
+step("schedules: a viewer reads them and gets no button");
+await viewer.click('nav a[href="/schedules"]');
+await viewer.waitForSelector(`${scheduleCard} [data-testid=next-fires] li`, { timeout: 10000 });
+const viewerFires = await viewer.$$eval(`${scheduleCard} [data-testid=next-fires] li`, (lis) => lis.map((li) => li.dataset.at));
+check(JSON.stringify(viewerFires) === JSON.stringify(fires.map((f) => f.at)), "the viewer sees the schedule and its next fire times");
+const scheduleButtons = await viewer.locator("[data-testid=new-schedule], [data-testid=trigger], [data-testid=toggle], [data-testid=delete], [data-testid=schedule-form]").count();
+check(scheduleButtons === 0 && (await viewer.locator(`${scheduleCard} button`).count()) === 0, `no create, trigger, enable/disable or delete button (${scheduleButtons})`);
+const viewerTrigger = await viewer.evaluate(async (id) => {
+  const res = await fetch("/graphql", {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${localStorage.getItem("aiops_console_token")}` },
+    body: JSON.stringify({ query: "mutation($id: UUID!) { triggerSchedule(id: $id) { id } }", variables: { id } }),
+  });
+  return res.json();
+}, schedule.id);
+check(viewerTrigger.errors?.[0]?.extensions?.code === "FORBIDDEN", "a forged triggerSchedule from the viewer is FORBIDDEN");
+
+step("schedules: disable, enable, delete");
+await page.click('nav a[href="/schedules"]');
+await page.waitForSelector(`${scheduleCard}[data-enabled="true"] [data-testid=toggle]`);
+await page.click(`${scheduleCard} [data-testid=toggle]`);
+await page.waitForSelector(`${scheduleCard}[data-enabled="false"]`, { timeout: 10000 });
+const disabled = (await api("query($id: UUID!) { schedule(id: $id) { enabled nextFireAt } }", { id: schedule.id }, adminToken)).data.schedule;
+check(!disabled.enabled && disabled.nextFireAt === null && /Would fire at \(disabled\)/.test(await page.textContent(scheduleCard)), `Disable: stored disabled, no next fire (${JSON.stringify(disabled)})`);
+await page.click(`${scheduleCard} [data-testid=toggle]`);
+await page.waitForSelector(`${scheduleCard}[data-enabled="true"]`, { timeout: 10000 });
+const enabled = (await api("query($id: UUID!) { schedule(id: $id) { enabled nextFireAt } }", { id: schedule.id }, adminToken)).data.schedule;
+check(enabled.enabled && enabled.nextFireAt === schedule.nextFireTimes[0].at, `Enable: stored enabled, next fire ${enabled.nextFireAt}`);
+page.once("dialog", (d) => d.accept());
+await page.click(`${scheduleCard} [data-testid=delete]`);
+await page.waitForSelector(scheduleCard, { state: "detached", timeout: 10000 });
+const afterDelete = await api("query($id: UUID!) { schedules { totalCount } run(id: $id) { id status } }", { id: scheduleRun }, adminToken);
+check(afterDelete.data.schedules.totalCount === 0 && afterDelete.data.run?.status === "CANCELLED", "Delete: the schedule is gone, the run it started stays");
+
+step("Alertmanager receivers: the token once, with the URL and the configuration");
+await page.click('nav a[href="/sources"]');
+const webhookUrl = `${origin}/api/alertmanager/webhook`;
+await page.waitForSelector("[data-testid=webhook-url]");
+check((await page.textContent("[data-testid=webhook-url]")) === webhookUrl, `the page names the webhook URL ${webhookUrl}`);
+await page.click('button:has-text("Add a receiver")');
+await page.fill('form[aria-label="Add a receiver"] input', "prod-am");
+await page.selectOption('form[aria-label="Add a receiver"] select', "REJECT");
+await page.click('form[aria-label="Add a receiver"] button[type=submit]');
+const tokenEl = await page.waitForSelector("[data-testid=receiver-token]", { timeout: 10000 });
+const receiverToken = (await tokenEl.textContent()).trim();
+const receivers = (await api("{ alertmanagerReceivers { id name tokenPrefix approvalMode } }", {}, adminToken)).data.alertmanagerReceivers;
+check(receivers.length === 1 && receivers[0].name === "prod-am" && receivers[0].approvalMode === "REJECT" && receiverToken.startsWith(`aiopsam_${receivers[0].tokenPrefix}`) && receiverToken.length > 24,
+  `the new receiver's token is shown (aiopsam_${receivers[0]?.tokenPrefix}…)`);
+const snippet = await page.textContent("[data-testid=receiver-snippet]");
+check(snippet.includes(`- url: ${webhookUrl}`) && snippet.includes(`credentials: ${receiverToken}`) && /webhook_configs:/.test(snippet) && /http_config:\s+authorization:/.test(snippet),
+  "…with a webhook_configs snippet holding the URL and the token");
+await shot(page, "receiver-token");
+// The token shown is the one the intake accepts (an unrouted notification: no team matches).
+const notify = (tokenValue) =>
+  fetch(webhookUrl, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${tokenValue}` },
+    body: JSON.stringify({
+      version: "4", groupKey: '{}:{alertname="ConsoleTest"}', status: "firing", receiver: "aiops",
+      groupLabels: { alertname: "ConsoleTest" }, commonLabels: { alertname: "ConsoleTest" }, commonAnnotations: {}, externalURL: "http://alertmanager.invalid",
+      alerts: [{ status: "firing", labels: { alertname: "ConsoleTest" }, annotations: {}, startsAt: new Date().toISOString(), endsAt: "0001-01-01T00:00:00Z", generatorURL: "", fingerprint: "0123456789abcdef" }],
+    }),
+  });
+const accepted = await notify(receiverToken);
+const acceptedBody = await accepted.json().catch(() => ({}));
+check(accepted.status === 200 && acceptedBody.outcome === "UNROUTED", `the intake accepts a notification with that token (${accepted.status} ${acceptedBody.outcome})`);
+await page.reload();
+await page.waitForSelector('[data-testid=receivers] [data-receiver="prod-am"]');
+const everywhere = await page.evaluate(() => document.documentElement.outerHTML + JSON.stringify(localStorage) + JSON.stringify(sessionStorage));
+check(!everywhere.includes(receiverToken) && !everywhere.includes(receiverToken.slice(-16)) && (await page.locator("[data-testid=receiver-token]").count()) === 0,
+  "after a reload the token is nowhere in the page or the browser's storage");
+const listed = await page.textContent('[data-receiver="prod-am"]');
+check(listed.includes(`aiopsam_${receivers[0].tokenPrefix}…`) && listed.includes("rejected at once"), `the list shows only its prefix and approval mode: ${listed.trim()}`);
+const listedJson = JSON.stringify(await api("{ alertmanagerReceivers { id name tokenPrefix approvalMode createdAt updatedAt lastUsedAt } }", {}, adminToken));
+check(!listedJson.includes(receiverToken.slice(-16)), "the server's list holds no token");
+
+step("Alertmanager receivers: a viewer reads them; an admin deletes one");
+await viewer.click('nav a[href="/sources"]');
+await viewer.waitForSelector('[data-testid=receivers] [data-receiver="prod-am"]');
+check((await viewer.locator('button:has-text("Add a receiver"), [data-testid=receivers] button').count()) === 0, "the viewer sees the receiver and no add or delete button");
+page.once("dialog", (d) => d.accept());
+await page.click('[data-receiver="prod-am"] button:has-text("Delete")');
+await page.waitForSelector('[data-receiver="prod-am"]', { state: "detached", timeout: 10000 });
+const refused = await notify(receiverToken);
+const remaining = (await api("{ alertmanagerReceivers { id } }", {}, adminToken)).data.alertmanagerReceivers;
+check(remaining.length === 0 && refused.status === 401, `deleted: none listed, and its token is refused at once (${refused.status})`);
+
 step("every view loads without an error");
 for (const [path, ready, name] of [
   ["/runs", "[data-testid=runs]", null],
@@ -431,6 +629,7 @@ for (const [path, ready, name] of [
   ["/questions", "h1", null],
   ["/teams", "[data-team=shop]", null],
   ["/teams/shop", "[data-testid=diff], [data-node-id]", null],
+  ["/schedules", "[data-testid=schedules]", null],
   ["/sources", "h1", null],
   ["/models", "h1", null],
   ["/access", "[data-testid=keys]", null],

@@ -1,7 +1,8 @@
 // The runs list, newest first and live: `runUpdates` moves rows as their status
 // changes and adds new runs at the top; after the socket reconnects, the first page
 // is read again (`runs`), so nothing missed while away stays wrong. Filters (status,
-// team, trigger, time) live in the URL.
+// team, trigger, time, and what started a run: `triggerId`, a schedule's or a
+// notification's id) live in the URL.
 
 import { useEffect, useState } from "preact/hooks";
 import { gql, subscribe, reconnects } from "../api.js";
@@ -19,6 +20,7 @@ function filterFromQuery(query) {
     statuses: query.getAll("status"),
     teamId: query.get("team") || "",
     trigger: query.get("trigger") || "",
+    triggerId: query.get("triggerId") || "",
     from: query.get("from") || "",
     to: query.get("to") || "",
   };
@@ -29,6 +31,7 @@ function apiFilter(f) {
   if (f.statuses.length) filter.statuses = f.statuses;
   if (f.teamId) filter.teamId = f.teamId;
   if (f.trigger) filter.trigger = f.trigger;
+  if (f.triggerId) filter.triggerId = f.triggerId;
   if (f.from) filter.createdAfter = new Date(f.from).toISOString();
   if (f.to) filter.createdBefore = new Date(f.to).toISOString();
   return filter;
@@ -39,6 +42,7 @@ function matches(run, f) {
   if (f.statuses.length && !f.statuses.includes(run.status)) return false;
   if (f.teamId && run.teamId !== f.teamId) return false;
   if (f.trigger && run.trigger !== f.trigger) return false;
+  if (f.triggerId && run.triggerId !== f.triggerId) return false;
   if (f.from && new Date(run.createdAt) < new Date(f.from)) return false;
   if (f.to && new Date(run.createdAt) >= new Date(f.to)) return false;
   return true;
@@ -94,6 +98,7 @@ export function Runs() {
     const filter = {};
     if (f.teamId) filter.teamId = f.teamId;
     if (f.trigger) filter.trigger = f.trigger;
+    if (f.triggerId) filter.triggerId = f.triggerId;
     return subscribe(`subscription Updates($filter: RunFilterInput) { runUpdates(filter: $filter) { ${RUN_FIELDS} } }`, { filter }, {
       onData: ({ runUpdates: run }) =>
         setPage((p) => ({ ...p, runs: matches(run, f) ? upsert(p.runs, run) : p.runs.filter((r) => r.id !== run.id) })),
@@ -103,7 +108,7 @@ export function Runs() {
 
   const update = (patch) => {
     const next = { ...f, ...patch };
-    setQuery({ status: next.statuses, team: next.teamId, trigger: next.trigger, from: next.from, to: next.to });
+    setQuery({ status: next.statuses, team: next.teamId, trigger: next.trigger, triggerId: next.triggerId, from: next.from, to: next.to });
   };
   const toggleStatus = (s) => update({ statuses: f.statuses.includes(s) ? f.statuses.filter((x) => x !== s) : [...f.statuses, s] });
 
@@ -128,6 +133,10 @@ export function Runs() {
           ${TRIGGERS.map((t) => html`<option key=${t} value=${t}>${label(t)}</option>`)}
         </select>
       </label>
+      ${f.triggerId
+        ? html`<span class="chip on" data-testid="trigger-id-filter">started by <code>${f.triggerId.slice(0, 8)}</code>
+            <button type="button" class="link" aria-label="Any trigger id" onClick=${() => update({ triggerId: "" })}>×</button></span>`
+        : null}
       <label>From <input type="datetime-local" value=${f.from} onChange=${(e) => update({ from: e.currentTarget.value })} /></label>
       <label>To <input type="datetime-local" value=${f.to} onChange=${(e) => update({ to: e.currentTarget.value })} /></label>
       ${key !== JSON.stringify(filterFromQuery(new URLSearchParams()))

@@ -1,7 +1,8 @@
 // What investigations connect to: alert sources (Prometheus, Alertmanager),
-// remediation webhooks, LLM providers, their models and credentials. Everyone sees
-// the lists (secrets only as a masked hint, which is all the API ever returns); admins
-// add and delete; operators test a model.
+// remediation webhooks, the Alertmanager receivers that may post to the webhook intake,
+// LLM providers, their models and credentials. Everyone sees the lists (secrets only as
+// a masked hint, which is all the API ever returns; a receiver's token only once, in
+// the answer that created it); admins add and delete; operators test a model.
 
 import { useState } from "preact/hooks";
 import { gql } from "../api.js";
@@ -62,10 +63,19 @@ function Remove({ what, mutation, name, onDone }) {
 const orNull = (v) => (v === "" ? null : v);
 
 export function Sources() {
-  const q = useQuery(async () => gql("{ alertSources { id name prometheusUrl alertmanagerUrl auth username authHint timeoutMs updatedAt } webhooks { id name url secretHint timeoutMs updatedAt } }"), []);
+  const q = useQuery(
+    async () =>
+      gql(`{ alertSources { id name prometheusUrl alertmanagerUrl auth username authHint timeoutMs updatedAt }
+        webhooks { id name url secretHint timeoutMs updatedAt }
+        alertmanagerReceivers { id name tokenPrefix approvalMode createdAt lastUsedAt } }`),
+    [],
+  );
   const admin = can("ADMIN");
   const sources = q.data?.alertSources ?? [];
   const hooks = q.data?.webhooks ?? [];
+  const receivers = q.data?.alertmanagerReceivers ?? [];
+  // The token of the receiver just created: in this component's memory only, shown once.
+  const [created, setCreated] = useState(null);
   return html`<section>
     <h1>Alert sources</h1>
     <p class="hint">Where the tools read alerts and metrics. Without one, runs use the server's default
@@ -115,7 +125,74 @@ export function Sources() {
           q.reload();
         }} />`
       : null}
+
+    <h2>Alertmanager receivers</h2>
+    <p class="hint">Alertmanager starts investigations by posting to <code data-testid="webhook-url">${WEBHOOK_URL()}</code> with a
+      receiver's token. The token is shown once, when the receiver is created: only its SHA-256 is stored.</p>
+    ${created ? html`<${NewReceiver} created=${created} onDone=${() => setCreated(null)} />` : null}
+    ${receivers.length === 0 && !q.loading ? html`<${Empty}>No receiver: Alertmanager cannot post here yet.</${Empty}>` : null}
+    ${receivers.length
+      ? html`<div class="table-wrap"><table data-testid="receivers">
+          <thead><tr><th>Name</th><th>Token</th><th>Approvals</th><th>Created</th><th>Last used</th>${admin ? html`<th></th>` : null}</tr></thead>
+          <tbody>${receivers.map((r) => html`<tr key=${r.id} data-receiver=${r.name}>
+            <td>${r.name}</td><td class="masked">aiopsam_${r.tokenPrefix}…</td>
+            <td title=${r.approvalMode === "REJECT" ? "approvals of its runs are rejected at once" : "approvals of its runs wait for a person"}>${r.approvalMode === "REJECT" ? "rejected at once" : "wait for a person"}</td>
+            <td>${fmtTime(r.createdAt)}</td><td>${r.lastUsedAt ? fmtTime(r.lastUsedAt) : "never"}</td>
+            ${admin ? html`<td><${Remove} what="receiver" mutation="deleteAlertmanagerReceiver" name=${r.name} onDone=${q.reload} /></td>` : null}</tr>`)}</tbody></table></div>`
+      : null}
+    ${admin
+      ? html`<${CreateForm} title="Add a receiver" fields=${[
+          { name: "name", label: "Name", required: true },
+          { name: "approvalMode", label: "Approvals of its runs", options: ["WAIT", "REJECT"] },
+        ]} onSubmit=${async (v) => {
+          const d = await gql(
+            "mutation Create($input: CreateAlertmanagerReceiverInput!) { createAlertmanagerReceiver(input: $input) { token receiver { id name tokenPrefix } } }",
+            { input: { name: v.name, approvalMode: v.approvalMode } },
+          );
+          setCreated(d.createAlertmanagerReceiver);
+          q.reload();
+        }} />`
+      : null}
   </section>`;
+}
+
+const WEBHOOK_URL = () => `${window.location.origin}/api/alertmanager/webhook`;
+
+/** A new receiver's token, this once, with the URL and the `alertmanager.yml` to paste. */
+function NewReceiver({ created, onDone }) {
+  const [copied, setCopied] = useState(null);
+  const copy = async (text, what) => {
+    try {
+      await navigator.clipboard.writeText(text);
+      setCopied(`${what} copied`);
+    } catch {
+      setCopied("the browser refused to copy: select the text and copy it (Ctrl+C)");
+    }
+  };
+  const snippet = `route:
+  receiver: aiops
+receivers:
+  - name: aiops
+    webhook_configs:
+      - url: ${WEBHOOK_URL()}
+        send_resolved: true
+        max_alerts: 1000
+        http_config:
+          authorization:
+            credentials: ${created.token}
+`;
+  return html`<div class="notice" role="status" data-testid="new-receiver">
+    <p>The token of <strong>${created.receiver.name}</strong>, shown this once (only its hash is stored). Copy it now:</p>
+    <p><code class="token" data-testid="receiver-token">${created.token}</code></p>
+    <p>In <code>alertmanager.yml</code> (or put the token in a file and use <code>credentials_file</code>):</p>
+    <pre class="snippet" data-testid="receiver-snippet">${snippet}</pre>
+    <div class="buttons">
+      ${navigator.clipboard ? html`<button type="button" class="small" onClick=${() => copy(created.token, "token")}>Copy the token</button>
+        <button type="button" class="small" onClick=${() => copy(snippet, "configuration")}>Copy the configuration</button>` : null}
+      <button type="button" class="small" data-testid="receiver-done" onClick=${onDone}>I have copied it</button>
+      ${copied ? html`<span class="muted" role="status">${copied}</span>` : null}
+    </div>
+  </div>`;
 }
 
 export function Models() {
