@@ -497,3 +497,27 @@ async fn succeeded_runs(engine: &aiops_engine::Engine) -> anyhow::Result<usize> 
         .find(|(s, _)| *s == aiops_engine::RunStatus::Succeeded)
         .map_or(0, |(_, n)| *n as usize))
 }
+
+/// Cancels every queued run that `trigger` started (benches run no worker for them).
+pub(crate) async fn cancel_queued(
+    engine: &aiops_engine::Engine,
+    trigger: aiops_engine::Trigger,
+) -> anyhow::Result<()> {
+    let filter = aiops_engine::model::RunFilter {
+        statuses: vec![aiops_engine::RunStatus::Queued],
+        trigger: Some(trigger),
+        ..Default::default()
+    };
+    loop {
+        let page = engine
+            .list_runs(&filter, &aiops_engine::page::PageRequest::first(200))
+            .await?;
+        if page.items.is_empty() {
+            return Ok(());
+        }
+        let cancels = page.items.iter().map(|r| engine.cancel_run(r.id));
+        for result in futures::future::join_all(cancels).await {
+            result?;
+        }
+    }
+}

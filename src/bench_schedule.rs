@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use aiops_engine::model::{OverlapPolicy, RunFilter, Schedule};
 use aiops_engine::page::PageRequest;
-use aiops_engine::{Caller, EngineConfig, NewSchedule, RunStatus, Trigger};
+use aiops_engine::{Caller, EngineConfig, NewSchedule, Trigger};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -102,20 +102,7 @@ pub async fn run(
     for s in &created {
         engine.delete_schedule(Caller::Local, s.id).await?;
     }
-    let queued = RunFilter {
-        statuses: vec![RunStatus::Queued],
-        trigger: Some(Trigger::Schedule),
-        ..RunFilter::default()
-    };
-    loop {
-        let page = engine.list_runs(&queued, &PageRequest::first(200)).await?;
-        if page.items.is_empty() {
-            break;
-        }
-        for r in &page.items {
-            engine.cancel_run(r.id).await?;
-        }
-    }
+    crate::bench::cancel_queued(&engine, Trigger::Schedule).await?;
 
     anyhow::ensure!(started > 0, "no fire started a run in {seconds} s");
     let max = latencies.iter().copied().fold(0.0, f64::max);

@@ -98,7 +98,7 @@ pub async fn run(
     tokio::spawn(engine.clone().listen(shutdown.clone()));
     engine.apply_team(TEAM).await?;
     // Runs an earlier bench left queued would compete with the latency phase.
-    cancel_queued(&engine).await?;
+    super::bench::cancel_queued(&engine, aiops_engine::Trigger::Alertmanager).await?;
     let name = format!("bench-{}", uuid::Uuid::now_v7().simple());
     let (_, token) = engine
         .create_alertmanager_receiver(Caller::Local, &name, ApprovalMode::Wait)
@@ -205,7 +205,7 @@ pub async fn run(
         .collect();
     let (repeat_time, repeat_counts) = phase(repeats.clone()).await?;
     let rate = |n: usize, t: Duration| n as f64 / t.as_secs_f64();
-    cancel_queued(&engine).await?;
+    super::bench::cancel_queued(&engine, aiops_engine::Trigger::Alertmanager).await?;
 
     println!(
         "| notifications | clients | accepted | per second | outcomes |\n|---|---|---|---|---|"
@@ -230,25 +230,4 @@ pub async fn run(
     println!("|---|---|---|");
     println!("| one group at a time, one worker | {p50:.1} ms | {p99:.1} ms |");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Cancels every queued run the webhook started (nothing executes them here).
-async fn cancel_queued(engine: &aiops_engine::Engine) -> anyhow::Result<()> {
-    let filter = aiops_engine::model::RunFilter {
-        statuses: vec![aiops_engine::RunStatus::Queued],
-        trigger: Some(aiops_engine::Trigger::Alertmanager),
-        ..Default::default()
-    };
-    loop {
-        let page = engine
-            .list_runs(&filter, &aiops_engine::page::PageRequest::first(200))
-            .await?;
-        if page.items.is_empty() {
-            return Ok(());
-        }
-        let cancels = page.items.iter().map(|r| engine.cancel_run(r.id));
-        for result in futures::future::join_all(cancels).await {
-            result?;
-        }
-    }
 }
