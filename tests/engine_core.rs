@@ -5,7 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use aiops_engine::{Error, EventKind, PageRequest, RunStatus, StartRun, StepStatus};
+use aiops_engine::{
+    EngineConfig, Error, EventKind, PageRequest, RunStatus, StartRun, StepStatus, Worker,
+};
 use common::{Backend, Harness, assert_gap_free, script};
 use futures::StreamExt;
 use serde_json::json;
@@ -26,7 +28,12 @@ async fn multi_step_run_completes(backend: Backend) {
         ])))
         .await
         .unwrap();
-    assert_eq!(run.status, RunStatus::Queued);
+    // Queued, or already claimed by the idle worker in the same commit (eager start).
+    assert!(
+        matches!(run.status, RunStatus::Queued | RunStatus::Running),
+        "{:?}",
+        run.status
+    );
     let done = h
         .wait_for_status(run.id, &[RunStatus::Succeeded], Duration::from_secs(20))
         .await;
@@ -516,4 +523,198 @@ async fn teams_are_validated_and_versioned(backend: Backend) {
 both_backends!(
     teams_are_validated_and_versioned_and_invalid_ones_store_nothing,
     teams_are_validated_and_versioned
+);
+
+/// A run started while this process's worker has a free slot is claimed in the
+/// commit that creates it (eager start): RUNNING at once, RUN_QUEUED then RUN_STARTED
+/// gap-free, the same history as a claim. The worker never holds more runs than its
+/// slots, whichever way they come; with `eager_start` off, or once the worker has
+/// stopped, runs are queued as before.
+async fn eager_start(backend: Backend) {
+    let config = EngineConfig {
+        max_concurrent_runs: 2,
+        ..common::fast_config()
+    };
+    let Some(h) = Harness::with_config(backend, config).await else {
+        return;
+    };
+    let stop = h.shutdown.child_token();
+    let worker = tokio::spawn(Worker::new(h.engine.clone()).run(stop.clone()));
+    // The worker offers its slots once its loop runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let run = h
+            .engine
+            .start_run(script(json!([{ "kind": "noop" }])))
+            .await
+            .unwrap();
+        if run.status == RunStatus::Running {
+            break run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no run was started eagerly"
+        );
+        h.wait_for_status(run.id, &[RunStatus::Succeeded], Duration::from_secs(10))
+            .await;
+    };
+    assert_eq!((first.attempt, first.last_seq), (1, 2));
+    assert!(first.lease_owner.is_some() && first.started_at.is_some());
+    h.wait_for_status(first.id, &[RunStatus::Succeeded], Duration::from_secs(10))
+        .await;
+    let events = assert_gap_free(&h.engine, first.id).await;
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::RunQueued,
+            EventKind::RunStarted,
+            EventKind::StepStarted,
+            EventKind::StepSucceeded,
+            EventKind::RunSucceeded
+        ]
+    );
+    assert_eq!(
+        events[1].payload["worker"],
+        json!(first.lease_owner.unwrap())
+    );
+
+    // Six 200 ms runs on two slots: two start eagerly, the rest wait their turn,
+    // and at no moment do more than two run.
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let run = h
+            .engine
+            .start_run(script(json!([{ "kind": "work", "ms": 200 }])))
+            .await
+            .unwrap();
+        ids.push((run.id, run.status));
+    }
+    let eager = ids.iter().filter(|(_, s)| *s == RunStatus::Running).count();
+    assert!(eager <= 2, "{eager} runs started eagerly on 2 slots");
+    let mut spans = Vec::new();
+    for (id, _) in &ids {
+        h.wait_for_status(*id, &[RunStatus::Succeeded], Duration::from_secs(20))
+            .await;
+        let events = assert_gap_free(&h.engine, *id).await;
+        let at = |k: EventKind| events.iter().find(|e| e.kind == k).unwrap().created_at;
+        spans.push((at(EventKind::RunStarted), at(EventKind::RunSucceeded)));
+    }
+    for (start, _) in &spans {
+        let running = spans
+            .iter()
+            .filter(|(s, e)| s <= start && start < e)
+            .count();
+        assert!(running <= 2, "{running} runs at once on 2 slots");
+    }
+
+    // A stopped worker offers nothing: the run is queued.
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    let run = h
+        .engine
+        .start_run(script(json!([{ "kind": "noop" }])))
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Queued);
+
+    // Switched off: queued even with an idle worker.
+    let off = Harness::with_config(
+        backend,
+        EngineConfig {
+            eager_start: false,
+            ..common::fast_config()
+        },
+    )
+    .await
+    .unwrap();
+    let _w = off.spawn_worker();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let run = off
+        .engine
+        .start_run(script(json!([{ "kind": "noop" }])))
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Queued);
+    off.wait_for_status(run.id, &[RunStatus::Succeeded], Duration::from_secs(10))
+        .await;
+}
+both_backends!(
+    a_run_started_beside_an_idle_worker_is_claimed_in_its_first_commit,
+    eager_start
+);
+
+/// A step's result is held for the run's next commit: the next step makes it durable
+/// before it starts (each step its own commit, in order), the last step commits with
+/// the run's end (one commit: same `created_at`), and a result nothing follows for a
+/// while is committed by itself after `step_result_hold`, not kept back.
+async fn held_step_results(backend: Backend) {
+    let config = EngineConfig {
+        // Slow steps must not announce themselves early here: only the hold's own
+        // delayed flush may commit the fast branch's result.
+        started_event_delay: Duration::from_secs(30),
+        // Longer than the default, so that a slow test machine cannot let the delayed
+        // flush overtake the run's end.
+        step_result_hold: Duration::from_millis(300),
+        ..common::fast_config()
+    };
+    let Some(h) = Harness::with_config(backend, config).await else {
+        return;
+    };
+    let _worker = h.spawn_worker();
+    let run = h
+        .engine
+        .start_run(script(
+            json!([{ "kind": "noop" }, { "kind": "noop" }, { "kind": "noop" }]),
+        ))
+        .await
+        .unwrap();
+    h.wait_for_status(run.id, &[RunStatus::Succeeded], Duration::from_secs(20))
+        .await;
+    let events = assert_gap_free(&h.engine, run.id).await;
+    let succeeded: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::StepSucceeded)
+        .collect();
+    assert_eq!(succeeded.len(), 3);
+    assert!(
+        succeeded[0].created_at < succeeded[1].created_at
+            && succeeded[1].created_at < succeeded[2].created_at,
+        "each step committed before the next one started: {events:#?}"
+    );
+    let end = events.last().unwrap();
+    assert_eq!(end.kind, EventKind::RunSucceeded);
+    assert_eq!(
+        end.created_at, succeeded[2].created_at,
+        "the last step commits with the run's end"
+    );
+    assert_eq!(h.engine.steps(run.id).await.unwrap().len(), 3);
+
+    // One branch's fast step, the other's 1.5 s step: the fast result is durable long
+    // before the slow one ends (no other commit of the run comes in between).
+    let run = h
+        .engine
+        .start_run(script(json!([{ "kind": "parallel", "branches": [
+            [{ "kind": "noop" }],
+            [{ "kind": "work", "ms": 1500 }]
+        ] }])))
+        .await
+        .unwrap();
+    h.wait_for_status(run.id, &[RunStatus::Succeeded], Duration::from_secs(20))
+        .await;
+    let events = assert_gap_free(&h.engine, run.id).await;
+    let succeeded: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::StepSucceeded)
+        .collect();
+    assert_eq!(succeeded.len(), 2, "{events:#?}");
+    let gap = succeeded[1].created_at - succeeded[0].created_at;
+    assert!(
+        gap >= chrono::Duration::milliseconds(800),
+        "the fast branch's result waited for the slow one: {gap}"
+    );
+}
+both_backends!(
+    step_results_are_held_for_the_next_commit_and_never_overtaken,
+    held_step_results
 );

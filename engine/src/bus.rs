@@ -43,6 +43,8 @@ pub enum BusMessage {
 enum Remote {
     Hint(RunId, i64),
     Live(LiveEvent),
+    /// Some run became runnable: other processes' workers should look.
+    Wake,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +114,15 @@ impl EventBus {
         }
     }
 
+    /// Tells other processes' workers (Postgres) that a run became runnable, after
+    /// the commit that made it so: a NOTIFY inside that transaction would hold the
+    /// global notify lock through its WAL flush and serialise concurrent starts.
+    pub fn announce_wake(&self) {
+        if let Some(remote) = &self.remote {
+            let _ = remote.send(Remote::Wake);
+        }
+    }
+
     /// Publishes a live-only event here and, on Postgres, to other processes.
     pub fn publish_live(&self, event: LiveEvent) {
         if let Some(remote) = &self.remote {
@@ -128,15 +139,17 @@ impl EventBus {
 /// Postgres caps a NOTIFY payload at 8000 bytes.
 const MAX_NOTIFY_PAYLOAD: usize = 7900;
 
-/// Coalesces hints and sends them with `pg_notify`, as fast as they come, and live
-/// events in batches (a JSON array per notification). A hint lost to a crash between
-/// commit and notify is covered by subscribers' fallback polling; live events are
-/// best effort by nature.
+/// Coalesces hints and wake-ups and sends them with `pg_notify`, as fast as they
+/// come, and live events in batches (a JSON array per notification). A hint or
+/// wake-up lost to a crash between commit and notify is covered by subscribers' and
+/// workers' fallback polling; live events are best effort by nature.
 async fn notifier(db: Db, mut rx: tokio::sync::mpsc::UnboundedReceiver<Remote>) {
     let mut latest = std::collections::HashMap::new();
     let mut live = Vec::new();
+    let mut wake = false;
     while let Some(first) = rx.recv().await {
         let mut take = |m: Remote| match m {
+            Remote::Wake => wake = true,
             Remote::Hint(run, seq) => {
                 let e = latest.entry(run).or_insert(seq);
                 *e = (*e).max(seq);
@@ -161,6 +174,9 @@ async fn notifier(db: Db, mut rx: tokio::sync::mpsc::UnboundedReceiver<Remote>) 
         }
         if !payload.is_empty() {
             send(&db, store::events::EVENTS_CHANNEL, &payload).await;
+        }
+        if std::mem::take(&mut wake) {
+            send(&db, store::events::WAKE_CHANNEL, "").await;
         }
         for batch in live_batches(std::mem::take(&mut live)) {
             send(&db, store::events::LIVE_CHANNEL, &batch).await;

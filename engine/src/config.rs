@@ -23,6 +23,10 @@ pub struct EngineConfig {
     /// A step still running after this long gets its STEP_STARTED event written
     /// eagerly; faster steps record it in the same commit as their result.
     pub started_event_delay: Duration,
+    /// A step's result waits this long for the run's next commit (the next step's
+    /// start flushes it at once; the run's end commits it with the final state)
+    /// before it is committed alone.
+    pub step_result_hold: Duration,
     /// How long graceful shutdown waits for in-flight steps before releasing them.
     pub shutdown_grace: Duration,
     /// Default retry policy of steps.
@@ -59,6 +63,9 @@ pub struct EngineConfig {
     /// How long one read of the cluster-wide values (runs per state, queue depth,
     /// approvals pending) serves `/metrics` before the database is read again.
     pub cluster_stats_ttl: Duration,
+    /// A run started in a process whose worker has a free slot is claimed by that
+    /// worker in the commit that creates it (see `engine::eager`).
+    pub eager_start: bool,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +78,7 @@ impl Default for EngineConfig {
             max_concurrent_runs: 64,
             long_wait_threshold: Duration::from_secs(2),
             started_event_delay: Duration::from_millis(100),
+            step_result_hold: Duration::from_millis(20),
             shutdown_grace: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             default_run_timeout: Duration::from_secs(300),
@@ -88,6 +96,7 @@ impl Default for EngineConfig {
             schedule_grace: Duration::from_secs(60),
             schedule_start_retry: Duration::from_secs(10),
             cluster_stats_ttl: Duration::from_secs(5),
+            eager_start: true,
         }
     }
 }

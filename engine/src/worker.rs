@@ -73,14 +73,33 @@ impl Worker {
         let _helpers = AbortOnDrop(vec![heartbeat.abort_handle(), control.abort_handle()]);
         let mut tasks = tokio::task::JoinSet::new();
         let mut backoff = Duration::from_millis(100);
+        // Runs started in this process while a slot is free come straight here.
+        let (handoff, mut handed) = tokio::sync::mpsc::unbounded_channel();
+        if config.eager_start {
+            self.engine.offers().add(crate::engine::eager::Offer {
+                owner: self.id.clone(),
+                slots: slots.clone(),
+                handoff,
+            });
+        }
         tracing::info!(worker = %self.id, "worker started");
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                Some((claim, permit)) = handed.recv() => {
+                    tasks.spawn(self.clone().execute(claim, permit));
+                    continue;
+                }
                 _ = shutdown.cancelled() => break,
             };
-            let free = slots.available_permits() + 1;
+            // Every free slot is held before claiming: a run started here meanwhile
+            // (eager start) cannot take a slot a claimed run needs.
+            let mut permits = vec![permit];
+            while let Ok(p) = slots.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            let free = permits.len();
             match leases::claim(
                 self.engine.db(),
                 &self.id,
@@ -93,32 +112,27 @@ impl Worker {
                 Ok(claims) => {
                     backoff = Duration::from_millis(100);
                     let full = claims.len() == free;
-                    let mut permits = vec![permit];
                     for claim in claims {
-                        let permit = match permits.pop() {
-                            Some(p) => p,
-                            None => match slots.clone().try_acquire_owned() {
-                                Ok(p) => p,
-                                // Cannot happen: we claimed at most `free`; give it back.
-                                Err(_) => {
-                                    let _ =
-                                        leases::release(self.engine.db(), &claim.fence, Utc::now())
-                                            .await;
-                                    continue;
-                                }
-                            },
+                        // The claim took at most `free` runs: one permit each.
+                        let Some(permit) = permits.pop() else {
+                            let _ =
+                                leases::release(self.engine.db(), &claim.fence, Utc::now()).await;
+                            continue;
                         };
                         tasks.spawn(self.clone().execute(claim, permit));
                     }
                     drop(permits);
                     if !full {
-                        self.engine
-                            .wait_for_work(config.poll_interval, &shutdown)
-                            .await;
+                        tokio::select! {
+                            Some((claim, permit)) = handed.recv() => {
+                                tasks.spawn(self.clone().execute(claim, permit));
+                            }
+                            _ = self.engine.wait_for_work(config.poll_interval, &shutdown) => {}
+                        }
                     }
                 }
                 Err(e) => {
-                    drop(permit);
+                    drop(permits);
                     tracing::warn!(worker = %self.id, error = %e, retry_in_ms = backoff.as_millis() as u64, "claim failed; backing off");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -127,6 +141,14 @@ impl Worker {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
+        }
+        // No more runs handed over; those already handed over give their lease back.
+        self.engine.offers().withdraw(&self.id);
+        handed.close();
+        while let Ok((claim, permit)) = handed.try_recv() {
+            self.engine.bus().publish_events(&claim.events);
+            self.release_with_retry(&claim.fence).await;
+            drop(permit);
         }
         // Graceful shutdown: stop at the next step boundary, then give leases back.
         for shared in lock(&self.active).values() {
@@ -304,6 +326,7 @@ impl Worker {
                 error: Some(crate::storable::scrub(&message)),
                 had_human_waits: true,
                 events: Vec::new(),
+                held: None,
             };
             self.finish(&claim, ending).await;
             return Ok(());
@@ -391,6 +414,10 @@ impl Worker {
         };
         // Dropping the orchestration aborts whatever step was still in flight.
         drop(orchestration);
+        // The worker writes the run's last checkpoint of this execution, carrying the
+        // step results still held; a delayed flush waits for it, then finds nothing.
+        let _order = shared.submitting.clone().lock_owned().await;
+        let held = shared.take_held();
         let had_human_waits = shared.has_human_waits() || !lock(&shared.park).approvals.is_empty();
         // Emitted after the workflow's last durable operation: they end with it.
         let leftover = shared.take_leftover_events();
@@ -400,6 +427,7 @@ impl Worker {
             error,
             had_human_waits,
             events: leftover.clone(),
+            held: held.clone(),
         };
         match outcome {
             Stop::Finished(Ok(Ok(output))) => {
@@ -427,7 +455,7 @@ impl Worker {
                 self.finish(&claim, ending(RunStatus::TimedOut, None, Some(message)))
                     .await
             }
-            Stop::Park => self.release_parked(&claim, &shared).await?,
+            Stop::Park => self.release_parked(&claim, &shared, held).await?,
             Stop::Halted(Halt::LeaseLost) => {
                 crate::stats::Stats::add(&self.engine.counters().leases_lost);
                 tracing::warn!("lease lost; execution abandoned")
@@ -439,8 +467,11 @@ impl Worker {
                 let message = crate::storable::scrub(&format!(
                     "the database refused to store a checkpoint of this run: {message}"
                 ));
-                self.finish(&claim, ending(RunStatus::Failed, None, Some(message)))
-                    .await
+                let ending = Ending {
+                    held: None,
+                    ..ending(RunStatus::Failed, None, Some(message))
+                };
+                self.finish(&claim, ending).await
             }
             Stop::Halted(Halt::Database(message)) => {
                 return Err(crate::Error::Unavailable(message));
@@ -460,46 +491,55 @@ impl Worker {
             error,
             had_human_waits,
             events: leftover,
+            held,
         } = ending;
-        let checkpoint =
-            |status: RunStatus, output: Option<serde_json::Value>, error: Option<String>| {
-                let kind = match status {
-                    RunStatus::Succeeded => EventKind::RunSucceeded,
-                    RunStatus::TimedOut => EventKind::RunTimedOut,
-                    _ => EventKind::RunFailed,
-                };
-                let mut cp = Checkpoint::new(fence.clone());
-                cp.events = leftover.clone();
-                cp.events.push(NewEvent::new(
-                    kind,
-                    json!({ "status": status, "error": error }),
-                ));
-                cp.run = Some(RunChange {
-                    status,
-                    output,
-                    error,
-                    wake_at: None,
-                    release: true,
-                    park_remaining_ms: None,
-                    finished: true,
-                    only_if_pause_requested: false,
-                });
-                cp
+        let checkpoint = |status: RunStatus,
+                          output: Option<serde_json::Value>,
+                          error: Option<String>,
+                          held: Option<Checkpoint>| {
+            let kind = match status {
+                RunStatus::Succeeded => EventKind::RunSucceeded,
+                RunStatus::TimedOut => EventKind::RunTimedOut,
+                _ => EventKind::RunFailed,
             };
+            let mut cp = Checkpoint::new(fence.clone());
+            cp.events = leftover.clone();
+            cp.events.push(NewEvent::new(
+                kind,
+                json!({ "status": status, "error": error }),
+            ));
+            cp.run = Some(RunChange {
+                status,
+                output,
+                error,
+                wake_at: None,
+                release: true,
+                park_remaining_ms: None,
+                finished: true,
+                only_if_pause_requested: false,
+            });
+            // The last steps' results, held until now, commit with the end.
+            if let Some(held) = held {
+                cp.absorb_earlier(held);
+            }
+            cp
+        };
         let waits = had_human_waits.then(|| HumanWaitsPolicy {
             close_pending: Some(format!("run ended {status}")),
             ..HumanWaitsPolicy::default()
         });
         let result = match self
-            .commit(checkpoint(status, output, error), waits.as_ref())
+            .commit(checkpoint(status, output, error, held), waits.as_ref())
             .await
         {
             // An output the database cannot store: the run fails, saying why.
             Err(crate::Error::Refused(message)) if status == RunStatus::Succeeded => {
                 let error =
                     crate::storable::scrub(&format!("run output cannot be stored: {message}"));
+                // Without the held results: the run fails either way, and the
+                // refused value might be among them.
                 self.commit(
-                    checkpoint(RunStatus::Failed, None, Some(error)),
+                    checkpoint(RunStatus::Failed, None, Some(error), None),
                     waits.as_ref(),
                 )
                 .await
@@ -547,7 +587,12 @@ impl Worker {
 
     /// Every branch is parked or done and nothing is in flight: write the state the
     /// run waits in, create its approvals/questions, and give the lease back.
-    async fn release_parked(&self, claim: &Claim, shared: &RunShared) -> Result<()> {
+    async fn release_parked(
+        &self,
+        claim: &Claim,
+        shared: &RunShared,
+        held: Option<Checkpoint>,
+    ) -> Result<()> {
         let mut state = std::mem::take(&mut *lock(&shared.park));
         let now = Utc::now();
         let remaining = (shared.deadline_at - now).num_milliseconds().max(0);
@@ -615,6 +660,17 @@ impl Worker {
         cp.events = events;
         cp.approvals = std::mem::take(&mut state.approvals);
         cp.questions = std::mem::take(&mut state.questions);
+        match held {
+            // A pause can still lose to its withdrawal (below): the held results
+            // must not be lost with it.
+            Some(held) if pausing => match self.engine.writer().commit(held).await {
+                Ok(_) => {}
+                Err(crate::Error::LeaseLost(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            },
+            Some(held) => cp.absorb_earlier(held),
+            None => {}
+        }
         cp.run = Some(RunChange {
             status,
             output: None,
@@ -641,7 +697,7 @@ impl Worker {
             // run back as it is, to be claimed and continued at once.
             Err(crate::Error::LeaseLost(_)) if pausing => {
                 if leases::release(self.engine.db(), &shared.fence, Utc::now()).await? {
-                    self.engine.wake_workers();
+                    self.engine.runnable();
                 }
                 return Ok(());
             }
@@ -658,6 +714,7 @@ impl Worker {
                         error: Some(crate::storable::scrub(&message)),
                         had_human_waits: true,
                         events: Vec::new(),
+                        held: None,
                     },
                 )
                 .await;
@@ -709,6 +766,8 @@ struct Ending {
     had_human_waits: bool,
     /// Events the workflow emitted after its last durable operation.
     events: Vec<NewEvent>,
+    /// Step results not committed yet: they commit with the end.
+    held: Option<Checkpoint>,
 }
 
 #[async_trait::async_trait]

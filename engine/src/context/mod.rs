@@ -385,7 +385,12 @@ impl StepContext {
         // A commit under way is work in flight: the run must not be released (and
         // this future dropped) while its outcome is unknown.
         let _in_flight = InFlight::new(&self.shared);
-        match self.shared.writer.commit(cp).await {
+        let committed = match self.shared.submit(cp).await.await {
+            Ok(result) => result,
+            // The writer dropped the reply: it is gone, so is our footing.
+            Err(_) => Err(Error::LeaseLost(self.shared.fence.run_id.to_string())),
+        };
+        match committed {
             Ok(_) => Ok(()),
             Err(Error::Refused(message)) => Err(message),
             Err(e) => {
@@ -417,6 +422,16 @@ impl StepContext {
             Error::Unavailable(message) => Halt::Database(message),
             other => Halt::Database(other.to_string()),
         });
+    }
+
+    /// Makes every held step result durable before anything that may depend on it
+    /// runs; a failed write halts the run here.
+    async fn flush_held(&self) {
+        let _in_flight = InFlight::new(&self.shared);
+        if let Err(e) = self.shared.flush().await {
+            self.shared.halt_on(e);
+            suspend::<()>().await;
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::config::EngineConfig;
 use crate::event::NewEvent;
 use crate::ids::{ApprovalId, QuestionId};
 use crate::store::approvals::Approval;
-use crate::store::checkpoint::{NewApproval, NewQuestion};
+use crate::store::checkpoint::{Checkpoint, NewApproval, NewQuestion};
 use crate::store::leases::Fence;
 use crate::store::questions::Question;
 use crate::store::steps::Step;
@@ -81,6 +81,15 @@ pub(crate) struct RunShared {
     live: crate::bus::EventBus,
     /// The engine executing the run, for reading configuration (`StepContext::engine`).
     pub engine: crate::Engine,
+    /// Step results not committed yet: the run's next commit carries them, and no
+    /// step starts before they are durable (see [`RunShared::hold`]).
+    held: Mutex<Option<Checkpoint>>,
+    /// Taken for every submission of this run's checkpoints, and by a flush until
+    /// what it flushed is durable: submissions keep their order, and a flush returns
+    /// only once every result held before it is durable.
+    pub submitting: Arc<tokio::sync::Mutex<()>>,
+    /// A delayed flush of held results is pending.
+    flush_pending: AtomicBool,
 }
 
 /// Expiring a human wait is a fenced write outside the checkpoint batch (it must
@@ -140,7 +149,79 @@ impl RunShared {
             shutdown: AtomicBool::new(false),
             halt: Mutex::new(None),
             wakeup: Notify::new(),
+            held: Mutex::new(None),
+            submitting: Arc::default(),
+            flush_pending: AtomicBool::new(false),
         }
+    }
+
+    /// Keeps a step's result checkpoint instead of committing it at once: the next
+    /// step flushes it before it starts (nothing that depends on a result runs before
+    /// the result is durable), and any other commit of the run, its final one
+    /// included, carries it along. A run whose last step is followed by its end thus
+    /// commits both at once. Should nothing come along, it is flushed after
+    /// `step_result_hold`, so that watchers are not kept waiting.
+    pub(super) fn hold(self: &Arc<Self>, cp: Checkpoint) {
+        {
+            let mut held = lock(&self.held);
+            let mut cp = cp;
+            if let Some(earlier) = held.take() {
+                cp.absorb_earlier(earlier);
+            }
+            *held = Some(cp);
+        }
+        if !self.flush_pending.swap(true, Ordering::SeqCst) {
+            let shared = self.clone();
+            let delay = self.config.step_result_hold;
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                shared.flush_pending.store(false, Ordering::SeqCst);
+                if let Err(e) = shared.flush().await {
+                    shared.halt_on(e);
+                }
+            });
+        }
+    }
+
+    /// Commits the held results, if any; returns once every result held before the
+    /// call is durable.
+    pub(super) async fn flush(&self) -> crate::Result<()> {
+        let _order = self.submitting.lock().await;
+        let Some(cp) = self.take_held() else {
+            return Ok(());
+        };
+        self.writer.commit(cp).await.map(drop)
+    }
+
+    /// Submits `cp` behind whatever is held, in the run's order; the receiver
+    /// resolves once it is durable.
+    pub(super) async fn submit(
+        &self,
+        mut cp: Checkpoint,
+    ) -> tokio::sync::oneshot::Receiver<crate::Result<Vec<crate::Event>>> {
+        let _order = self.submitting.lock().await;
+        if let Some(held) = self.take_held() {
+            cp.absorb_earlier(held);
+        }
+        self.writer.submit(cp).await
+    }
+
+    /// The held results, taken out (the caller commits them, or drops them with an
+    /// execution that halts).
+    pub fn take_held(&self) -> Option<Checkpoint> {
+        lock(&self.held).take()
+    }
+
+    /// Stops this execution after a failed write: a lost lease means someone else
+    /// owns the run now; a refusal fails the run; anything else means the database
+    /// is unavailable.
+    pub(super) fn halt_on(&self, e: crate::Error) {
+        self.halt(match e {
+            crate::Error::LeaseLost(_) => Halt::LeaseLost,
+            crate::Error::Refused(message) => Halt::Refused(message),
+            crate::Error::Unavailable(message) => Halt::Database(message),
+            other => Halt::Database(other.to_string()),
+        });
     }
 
     pub(super) fn add_usage(&self, usage: Usage) {

@@ -122,6 +122,8 @@ impl StepContext {
             });
         };
         loop {
+            // What earlier steps returned is durable before this attempt runs.
+            self.flush_held().await;
             // In flight only while an attempt runs: a parked retry wait must not count.
             let in_flight = InFlight::new(&self.shared);
             attempts += 1;
@@ -197,7 +199,7 @@ impl StepContext {
                     ));
                     cp.events.append(&mut emitted);
                     cp.events.push(started_event.clone());
-                    started_written = Some(self.shared.writer.submit(cp).await);
+                    started_written = Some(self.shared.submit(cp).await);
                     timed.await
                 }
             };
@@ -254,13 +256,14 @@ impl StepContext {
                                 "duration_ms": (finished_at - started_at).num_milliseconds(),
                             }),
                         ));
-                        match self.try_commit(cp).await {
+                        // Checked as the writer would: a value it refuses fails this
+                        // step, nothing else.
+                        match cp.validate() {
                             Ok(()) => {
+                                self.shared.hold(cp);
                                 ended(StepStatus::Succeeded, started, attempts);
                                 return Ok(value);
                             }
-                            // Refused (the writer's last line of defence): fail this
-                            // step, nothing else.
                             Err(e) => {
                                 StepFailure::permanent(format!("step result cannot be stored: {e}"))
                             }

@@ -39,10 +39,9 @@ use crate::model::{
 };
 use crate::page::{KeyOf, Page, PageRequest};
 use crate::status::ApprovalMode;
+use crate::store;
 use crate::store::alert_instances::{self, Known, NewInstance};
-use crate::store::events::WAKE_CHANNEL;
 use crate::store::runs::{NewRun, RunPatch};
-use crate::store::{self, events};
 use crate::{Error, Result};
 
 use super::StartRun;
@@ -307,7 +306,7 @@ impl Engine {
                         self.inner.bus.publish_events(events);
                     }
                     if started {
-                        self.wake_workers();
+                        self.runnable();
                     }
                     log_outcome(&notification);
                     self.metrics()
@@ -408,7 +407,6 @@ impl Engine {
                     now,
                 )
                 .await?;
-                events::notify(&txn, WAKE_CHANNEL, "").await?;
                 written.push(queued);
                 started = true;
                 (

@@ -8,11 +8,10 @@ use crate::event::{EventKind, NewEvent};
 use crate::ids::{ApprovalId, QuestionId, RunId};
 use crate::page::{KeyOf, Page, PageRequest};
 use crate::status::{ApprovalStatus, QuestionStatus, RunStatus};
+use crate::store;
 use crate::store::approvals::Approval;
-use crate::store::events::WAKE_CHANNEL;
 use crate::store::questions::Question;
 use crate::store::runs::RunPatch;
-use crate::store::{self, events};
 use crate::{Error, Result};
 
 enum HumanDecision<'a> {
@@ -271,13 +270,10 @@ impl Engine {
                 Error::Conflict(format!("run {run_id} changed concurrently; try again"))
             })?;
         let runnable = patch.status.is_some();
-        if runnable {
-            events::notify(&txn, WAKE_CHANNEL, "").await?;
-        }
         txn.commit().await?;
         self.inner.bus.publish_events(&written);
         if runnable {
-            self.wake_workers();
+            self.runnable();
         }
         Ok(true)
     }

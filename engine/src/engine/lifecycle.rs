@@ -12,7 +12,7 @@ use crate::event::{Event, EventKind, NewEvent};
 use crate::ids::{RunId, TeamId};
 use crate::page::{KeyOf, Page, PageRequest};
 use crate::status::{ApprovalMode, RunStatus, Trigger};
-use crate::store::events::{CONTROL_CHANNEL, WAKE_CHANNEL};
+use crate::store::events::CONTROL_CHANNEL;
 use crate::store::runs::{NewRun, Run, RunFilter, RunPatch};
 use crate::store::steps::Step;
 use crate::store::{self, events, is_postgres};
@@ -57,17 +57,56 @@ impl Engine {
     /// before anything is written; a repeated idempotency key returns the first run.
     pub async fn start_run(&self, req: StartRun) -> Result<Run> {
         let new = self.checked_run(req)?;
+        let slot = if self.inner.config.eager_start {
+            self.inner.offers.take()
+        } else {
+            None
+        };
+        let now = Utc::now();
         let txn = store::begin_write(&self.inner.db).await?;
-        let (run, written, created) = store::runs::insert(&txn, new, Utc::now()).await?;
-        if created {
-            events::notify(&txn, WAKE_CHANNEL, "").await?;
-        }
+        let (mut run, written, created) = store::runs::insert(&txn, new, now).await?;
+        let claimed = match &slot {
+            Some(slot) if created => {
+                let ttl = self.inner.config.lease_ttl;
+                store::leases::claim_at_start(&txn, &run, &slot.owner, ttl, now).await?
+            }
+            _ => None,
+        };
         txn.commit().await?;
         self.inner.bus.publish_events(&written);
-        if created {
-            self.wake_workers();
+        match (claimed, slot) {
+            (Some(claim), Some(slot)) => {
+                run.status = crate::status::RunStatus::Running;
+                run.attempt = claim.fence.attempt;
+                run.lease_owner = Some(claim.fence.owner.clone());
+                run.started_at = Some(now);
+                run.deadline_at = Some(claim.deadline_at);
+                run.last_seq += claim.events.len() as i64;
+                self.hand_over(claim, slot.permit, &slot.handoff).await;
+            }
+            _ if created => self.runnable(),
+            _ => {}
         }
         Ok(run)
+    }
+
+    /// Gives a run claimed at its start to the worker whose slot it took; should that
+    /// worker have stopped meanwhile, the lease goes back and any worker may claim it.
+    async fn hand_over(
+        &self,
+        claim: store::leases::Claim,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        handoff: &tokio::sync::mpsc::UnboundedSender<super::eager::Handoff>,
+    ) {
+        if let Err(tokio::sync::mpsc::error::SendError((claim, _))) = handoff.send((claim, permit))
+        {
+            if let Err(e) = store::leases::release(&self.inner.db, &claim.fence, Utc::now()).await {
+                // The lease expires by itself; a worker takes the run over then.
+                tracing::warn!(run_id = %claim.fence.run_id, error = %e, "eager claim not given back");
+            }
+            self.inner.bus.publish_events(&claim.events);
+            self.runnable();
+        }
     }
 
     /// The run `req` asks for, checked (workflow, input, timeout, idempotency key)
@@ -262,9 +301,6 @@ impl Engine {
                 events::notify(&txn, CONTROL_CHANNEL, &format!("{}:{id}", signal.as_str())).await?;
             }
             let runnable = matches!(patch.status, Some(RunStatus::Running | RunStatus::Queued));
-            if runnable {
-                events::notify(&txn, WAKE_CHANNEL, "").await?;
-            }
             txn.commit().await?;
             self.inner.bus.publish_events(&written);
             if let Some(signal) = signal {
@@ -273,7 +309,7 @@ impl Engine {
                     .publish(BusMessage::Control { run_id: id, signal });
             }
             if runnable {
-                self.wake_workers();
+                self.runnable();
             }
             if let Some(status) = patch.status.filter(|s| s.is_terminal()) {
                 let elapsed = (now - run.created_at).to_std().unwrap_or_default();
@@ -470,10 +506,9 @@ impl Engine {
                 txn.rollback().await?;
                 continue;
             };
-            events::notify(&txn, WAKE_CHANNEL, "").await?;
             txn.commit().await?;
             self.inner.bus.publish_events(&written);
-            self.wake_workers();
+            self.runnable();
             return self.run(id).await;
         }
         Err(Error::Conflict(format!(

@@ -8,6 +8,7 @@ mod access;
 mod alert_sources;
 mod alertmanager;
 mod cluster;
+pub(crate) mod eager;
 pub use alert_sources::{
     DEFAULT_SOURCE, DefaultAlertSource, NewAlertSource, Rotation, SourceAuth, SourceConnection,
 };
@@ -51,6 +52,8 @@ struct Inner {
     default_source: Option<DefaultAlertSource>,
     /// Wakes this process's workers when a run becomes runnable.
     work: Notify,
+    /// Free slots of this process's workers, for runs claimed as they start.
+    offers: eager::Offers,
     stats: Arc<crate::stats::Stats>,
     metrics: crate::metrics::Metrics,
     /// The last read of the cluster-wide values, shared by scrapes for a few seconds.
@@ -141,6 +144,7 @@ impl Engine {
                 keyring,
                 default_source,
                 work: Notify::new(),
+                offers: eager::Offers::default(),
                 metrics: crate::metrics::Metrics::new(stats.clone()),
                 stats,
                 cluster: cluster::Cache::default(),
@@ -207,6 +211,18 @@ impl Engine {
         }
     }
 
+    pub(crate) fn offers(&self) -> &eager::Offers {
+        &self.inner.offers
+    }
+
+    /// A run became runnable (its commit is done): wake the workers of this process
+    /// and of the others.
+    pub(crate) fn runnable(&self) {
+        self.wake_workers();
+        self.inner.bus.announce_wake();
+    }
+
+    /// Wakes this process's workers only.
     pub(crate) fn wake_workers(&self) {
         // notify_one keeps a permit when no worker is waiting right now, so a wake-up
         // that arrives while the worker is busy claiming is not lost.

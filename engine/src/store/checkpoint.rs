@@ -16,7 +16,7 @@ use serde_json::{Value as Json, json};
 use uuid::Uuid;
 
 use super::leases::Fence;
-use super::{events, is_postgres, stmt};
+use super::{events, is_postgres, sqlite_batch, stmt};
 use crate::Result;
 use crate::event::{Event, NewEvent};
 use crate::ids::{ApprovalId, QuestionId};
@@ -110,6 +110,21 @@ impl Checkpoint {
 }
 
 impl Checkpoint {
+    /// Puts `earlier` (a checkpoint of the same run submitted before this one)
+    /// ahead of this one's writes, so that one commit makes both durable in order.
+    pub fn absorb_earlier(&mut self, earlier: Checkpoint) {
+        debug_assert_eq!(earlier.fence, self.fence);
+        debug_assert!(earlier.run.is_none(), "only step results are held");
+        fn prepend<T>(later: &mut Vec<T>, mut first: Vec<T>) {
+            first.append(later);
+            *later = first;
+        }
+        prepend(&mut self.steps, earlier.steps);
+        prepend(&mut self.events, earlier.events);
+        prepend(&mut self.approvals, earlier.approvals);
+        prepend(&mut self.questions, earlier.questions);
+    }
+
     /// Checks every value can be stored on both databases; the error says which
     /// value and why. The writer refuses invalid checkpoints before queueing them.
     pub fn validate(&self) -> std::result::Result<(), String> {
@@ -326,12 +341,27 @@ pub async fn commit(
         commit_postgres(db, batch, now).await
     } else {
         let txn = crate::store::begin_write(db).await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for cp in batch {
-            out.push(commit_one(&txn, cp, now).await?);
+        type Indexed<'a> = Vec<(usize, &'a Checkpoint)>;
+        let (plain, other): (Indexed, Indexed) = batch
+            .iter()
+            .enumerate()
+            .partition(|(_, cp)| sqlite_batch::is_plain(cp));
+        let mut out: Vec<Option<Outcome>> = vec![None; batch.len()];
+        if !plain.is_empty() {
+            let cps: Vec<&Checkpoint> = plain.iter().map(|(_, cp)| *cp).collect();
+            let outcomes = sqlite_batch::commit_plain(&txn, &cps, now).await?;
+            for ((i, _), outcome) in plain.iter().zip(outcomes) {
+                out[*i] = Some(outcome);
+            }
+        }
+        for (i, cp) in other {
+            out[i] = Some(commit_one(&txn, cp, now).await?);
         }
         txn.commit().await?;
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or(Outcome::LeaseLost))
+            .collect())
     }
 }
 
@@ -605,36 +635,8 @@ async fn commit_one(
         return Ok(Outcome::LeaseLost);
     };
     let last_seq: i64 = row.try_get_by_index(0)?;
-    for s in &cp.steps {
-        db.execute_raw(stmt(
-            db,
-            "INSERT INTO steps (id, run_id, step_key, status, input, output, usage, error, attempts, \
-                                started_at, finished_at, next_attempt_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
-             ON CONFLICT (run_id, step_key) DO UPDATE SET status = excluded.status, \
-               input = COALESCE(excluded.input, steps.input), output = excluded.output, \
-               usage = COALESCE(excluded.usage, steps.usage), error = excluded.error, \
-               attempts = excluded.attempts, started_at = COALESCE(steps.started_at, excluded.started_at), \
-               finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at, \
-               updated_at = excluded.updated_at",
-            vec![
-                Uuid::now_v7().into(),
-                cp.fence.run_id.0.into(),
-                s.key.clone().into(),
-                s.status.as_str().into(),
-                s.input.clone().into(),
-                s.output.clone().into(),
-                s.usage.clone().into(),
-                s.error.clone().into(),
-                s.attempts.into(),
-                s.started_at.into(),
-                s.finished_at.into(),
-                s.next_attempt_at.into(),
-                now.into(),
-            ],
-        ))
-        .await?;
-    }
+    let steps: Vec<_> = cp.steps.iter().map(|s| (cp.fence.run_id, s)).collect();
+    super::steps::upsert(db, &steps, now).await?;
     for a in &cp.approvals {
         db.execute_raw(stmt(
             db,

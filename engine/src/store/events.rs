@@ -32,45 +32,61 @@ pub async fn insert(
     events: &[NewEvent],
     now: DateTime<Utc>,
 ) -> Result<Vec<Event>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut sql =
-        String::from("INSERT INTO events (id, run_id, seq, kind, payload, created_at) VALUES ");
-    let mut values: Vec<Value> = Vec::with_capacity(events.len() * 6);
-    let mut out = Vec::with_capacity(events.len());
-    for (i, e) in events.iter().enumerate() {
-        let base = i * 6;
-        if i > 0 {
-            sql.push_str(", ");
+    Ok(insert_runs(db, &[(run_id, first_seq, events)], now)
+        .await?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// Rows per INSERT: six values each stay far below SQLite's limit of bound values.
+const ROWS_PER_INSERT: usize = 1000;
+
+/// [`insert`] for several runs at once, in as few statements as the rows need; the
+/// events written, per run, in the order given.
+pub async fn insert_runs(
+    db: &impl ConnectionTrait,
+    runs: &[(RunId, i64, &[NewEvent])],
+    now: DateTime<Utc>,
+) -> Result<Vec<Vec<Event>>> {
+    let out: Vec<Vec<Event>> = runs
+        .iter()
+        .map(|(run_id, first_seq, events)| {
+            events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Event {
+                    run_id: *run_id,
+                    seq: first_seq + i as i64,
+                    kind: e.kind,
+                    payload: e.payload.clone(),
+                    created_at: now,
+                })
+                .collect()
+        })
+        .collect();
+    let rows: Vec<&Event> = out.iter().flatten().collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut sql =
+            String::from("INSERT INTO events (id, run_id, seq, kind, payload, created_at) VALUES ");
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
+        for (i, e) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&super::placeholders(i * 6 + 1, 6));
+            sql.push(')');
+            values.extend([
+                Uuid::now_v7().into(),
+                e.run_id.0.into(),
+                e.seq.into(),
+                e.kind.as_str().into(),
+                e.payload.clone().into(),
+                now.into(),
+            ]);
         }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${})",
-            base + 1,
-            base + 2,
-            base + 3,
-            base + 4,
-            base + 5,
-            base + 6
-        ));
-        let seq = first_seq + i as i64;
-        values.extend([
-            Uuid::now_v7().into(),
-            run_id.0.into(),
-            seq.into(),
-            e.kind.as_str().into(),
-            e.payload.clone().into(),
-            now.into(),
-        ]);
-        out.push(Event {
-            run_id,
-            seq,
-            kind: e.kind,
-            payload: e.payload.clone(),
-            created_at: now,
-        });
+        db.execute_raw(stmt(db, &sql, values)).await?;
     }
-    db.execute_raw(stmt(db, &sql, values)).await?;
     Ok(out)
 }
 

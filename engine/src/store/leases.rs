@@ -248,6 +248,12 @@ async fn claim_sqlite(
         ))
         .await?;
     let mut claims = Vec::new();
+    if candidates.is_empty() {
+        return Ok(claims);
+    }
+    // One transaction for all of them: SQLite commits one writer at a time anyway,
+    // and every run's RUN_STARTED is published together as soon as it commits.
+    let txn = crate::store::begin_write(db).await?;
     for cand in candidates {
         let id: uuid::Uuid = cand.try_get_by_index(0)?;
         let prev: String = cand.try_get_by_index(1)?;
@@ -260,29 +266,13 @@ async fn claim_sqlite(
         let previous: RunStatus = prev.parse()?;
         let deadline =
             deadline.unwrap_or(now + ChronoDuration::milliseconds(remaining.unwrap_or(timeout)));
-        let txn = crate::store::begin_write(db).await?;
-        let row = txn
-            .query_one_raw(stmt(
-                &txn,
-                "UPDATE runs SET status = 'RUNNING', attempt = attempt + 1, lease_owner = $1, lease_expires_at = $2, \
-                     started_at = COALESCE(started_at, $3), deadline_at = $4, remaining_ms = NULL, wake_at = NULL, \
-                     last_seq = last_seq + 1, updated_at = $3 \
-                 WHERE id = $5 AND attempt = $6 AND status = $7 \
-                 RETURNING id, status, workflow, input, attempt, last_seq, deadline_at, pause_requested, \
-                           trigger, team_id, team_version_id, created_at, trigger_id, approval_mode",
-                vec![
-                    owner.into(),
-                    lease_until.into(),
-                    now.into(),
-                    deadline.into(),
-                    id.into(),
-                    attempt.into(),
-                    prev.clone().into(),
-                ],
-            ))
-            .await?;
-        let Some(row) = row else {
-            txn.rollback().await?;
+        let taking = Taking {
+            id,
+            attempt,
+            status: previous,
+            deadline,
+        };
+        let Some(row) = take(&txn, &taking, owner, lease_until, now).await? else {
             continue;
         };
         let (mut claim, last_seq) = claim_from_row(&row, owner)?;
@@ -292,10 +282,78 @@ async fn claim_sqlite(
         claim.fresh = started.is_none();
         let e = claim_event(previous, claim.fence.attempt, owner, held);
         claim.events = events::insert(&txn, claim.fence.run_id, last_seq, &[e], now).await?;
-        txn.commit().await?;
         claims.push(claim);
     }
+    txn.commit().await?;
     Ok(claims)
+}
+
+/// A run about to be taken, as it was read: the update only wins if it still is.
+struct Taking {
+    id: uuid::Uuid,
+    attempt: i64,
+    status: RunStatus,
+    deadline: DateTime<Utc>,
+}
+
+/// Takes the lease of the run `t` describes, guarded by the attempt and status it
+/// was read with; `None` when someone else changed it first.
+async fn take(
+    db: &impl ConnectionTrait,
+    t: &Taking,
+    owner: &str,
+    lease_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Option<QueryResult>> {
+    Ok(db
+        .query_one_raw(stmt(
+            db,
+            "UPDATE runs SET status = 'RUNNING', attempt = attempt + 1, lease_owner = $1, lease_expires_at = $2, \
+                 started_at = COALESCE(started_at, $3), deadline_at = $4, remaining_ms = NULL, wake_at = NULL, \
+                 last_seq = last_seq + 1, updated_at = $3 \
+             WHERE id = $5 AND attempt = $6 AND status = $7 \
+             RETURNING id, status, workflow, input, attempt, last_seq, deadline_at, pause_requested, \
+                       trigger, team_id, team_version_id, created_at, trigger_id, approval_mode",
+            vec![
+                owner.into(),
+                lease_until.into(),
+                now.into(),
+                t.deadline.into(),
+                t.id.into(),
+                t.attempt.into(),
+                t.status.as_str().into(),
+            ],
+        ))
+        .await?)
+}
+
+/// Claims a run inserted in this same transaction, for a worker of this process with
+/// a free slot (eager start): the run goes from QUEUED to RUNNING, with its
+/// RUN_STARTED, in the commit that creates it, so no claim round trip follows.
+pub async fn claim_at_start(
+    txn: &impl ConnectionTrait,
+    run: &crate::model::Run,
+    owner: &str,
+    lease_ttl: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<Option<Claim>> {
+    let lease_until =
+        now + ChronoDuration::from_std(lease_ttl).unwrap_or(ChronoDuration::seconds(30));
+    let taking = Taking {
+        id: run.id.0,
+        attempt: run.attempt,
+        status: RunStatus::Queued,
+        deadline: now + ChronoDuration::milliseconds(run.timeout_ms),
+    };
+    let Some(row) = take(txn, &taking, owner, lease_until, now).await? else {
+        return Ok(None);
+    };
+    let (mut claim, last_seq) = claim_from_row(&row, owner)?;
+    claim.previous = RunStatus::Queued;
+    claim.fresh = true;
+    let e = claim_event(RunStatus::Queued, claim.fence.attempt, owner, false);
+    claim.events = events::insert(txn, claim.fence.run_id, last_seq, &[e], now).await?;
+    Ok(Some(claim))
 }
 
 /// What a heartbeat learned about one held run.

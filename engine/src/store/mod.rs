@@ -23,6 +23,7 @@ pub mod questions;
 pub mod runs;
 pub(crate) mod schedules;
 mod sealed;
+mod sqlite_batch;
 pub mod steps;
 pub mod teams;
 #[cfg(test)]

@@ -2,11 +2,17 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
+use sea_orm::Value;
+use uuid::Uuid;
+
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::Value as Json;
 
+use super::checkpoint::StepRecord;
 use super::entity::step;
 use super::keyset::{self, Direction};
+use super::{placeholders, stmt};
 use crate::Result;
 use crate::ids::RunId;
 pub use crate::model::Step;
@@ -145,4 +151,57 @@ fn steps_with_usage(runs: &[RunId]) -> sea_orm::Select<step::Entity> {
         .column(step::Column::Usage)
         .filter(step::Column::RunId.is_in(runs.iter().map(|r| r.0)))
         .filter(step::Column::Usage.is_not_null())
+}
+
+/// Rows per INSERT of steps: thirteen values each.
+const STEPS_PER_INSERT: usize = 500;
+
+/// Inserts or updates step records (keyed by run and step key), as many per
+/// statement as fit.
+pub(crate) async fn upsert(
+    db: &impl ConnectionTrait,
+    steps: &[(RunId, &StepRecord)],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for chunk in steps.chunks(STEPS_PER_INSERT) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 13);
+        for (run_id, s) in chunk {
+            let at = values.len() + 1;
+            rows.push(format!(
+                "({}, ${n}, ${n})",
+                placeholders(at, 12),
+                n = at + 12
+            ));
+            values.extend([
+                Uuid::now_v7().into(),
+                run_id.0.into(),
+                s.key.clone().into(),
+                s.status.as_str().into(),
+                s.input.clone().into(),
+                s.output.clone().into(),
+                s.usage.clone().into(),
+                s.error.clone().into(),
+                s.attempts.into(),
+                s.started_at.into(),
+                s.finished_at.into(),
+                s.next_attempt_at.into(),
+                now.into(),
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO steps (id, run_id, step_key, status, input, output, usage, error, attempts, \
+                                started_at, finished_at, next_attempt_at, created_at, updated_at) \
+             VALUES {} \
+             ON CONFLICT (run_id, step_key) DO UPDATE SET status = excluded.status, \
+               input = COALESCE(excluded.input, steps.input), output = excluded.output, \
+               usage = COALESCE(excluded.usage, steps.usage), error = excluded.error, \
+               attempts = excluded.attempts, started_at = COALESCE(steps.started_at, excluded.started_at), \
+               finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at, \
+               updated_at = excluded.updated_at",
+            rows.join(", ")
+        );
+        db.execute_raw(stmt(db, &sql, values)).await?;
+    }
+    Ok(())
 }
