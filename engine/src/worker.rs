@@ -288,9 +288,10 @@ impl Worker {
                 fence: claim.fence.clone(),
             };
             self.engine.bus().publish_events(&claim.events);
-            if let Err(e) = self.execute_claim(claim.clone()).await {
+            let fence = claim.fence.clone();
+            if let Err(e) = self.execute_claim(claim).await {
                 tracing::warn!(error = %e, "run execution ended with a database error; releasing it");
-                self.release_with_retry(&claim.fence).await;
+                self.release_with_retry(&fence).await;
             }
             drop(permit);
         }
@@ -312,7 +313,7 @@ impl Worker {
         // The lease expires by itself; another worker reclaims the run then.
     }
 
-    async fn execute_claim(&self, claim: Claim) -> Result<()> {
+    async fn execute_claim(&self, mut claim: Claim) -> Result<()> {
         let db = self.engine.db();
         let fence = claim.fence.clone();
         let Some(workflow) = self.engine.workflows().get(&claim.workflow) else {
@@ -355,7 +356,8 @@ impl Worker {
         };
         let shared = Arc::new(RunShared::new(
             fence.clone(),
-            claim.input.clone(),
+            // The run's one copy of its input (it can be large: alerts, a task).
+            std::mem::take(&mut claim.input),
             self.engine.writer().clone(),
             self.engine.config().clone(),
             info,

@@ -299,10 +299,10 @@ async fn investigate(
         actions,
         notes,
     };
-    let schema = team
-        .output_schema
-        .clone()
-        .unwrap_or_else(report::default_output_schema);
+    let schema: &Json = match &team.output_schema {
+        Some(schema) => schema,
+        None => report::default_output_schema(),
+    };
     let mut result = None;
     if wants_llm(&supervisor_models) && caller.budget.exhausted().is_none() {
         match supervisor::write_result(
@@ -311,7 +311,7 @@ async fn investigate(
             &team,
             &supervisor_models,
             &analysis,
-            &schema,
+            schema,
         )
         .await?
         {
@@ -339,7 +339,7 @@ async fn investigate(
         Some(r) => r,
         None => {
             let r = report::structured(&analysis);
-            if let Err(problems) = report::validate(&r, &schema) {
+            if let Err(problems) = report::validate(&r, schema) {
                 return Err(WorkflowError::Failed(format!(
                     "the result does not match the team's output_schema: {}",
                     problems.join("; ")

@@ -170,19 +170,22 @@ impl LlmClient {
         on_text: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<ChatReply, Failure> {
         let stream = conn.model.supports_streaming;
+        // Serialised once, straight to the bytes sent: a prompt can be large, and
+        // thousands of calls may be in flight at once.
         let body = match endpoint.kind() {
             ProviderKind::Anthropic => {
-                serde_json::to_value(request.to_anthropic(endpoint.model(), stream))
+                serde_json::to_vec(&request.to_anthropic(endpoint.model(), stream))
             }
             ProviderKind::OpenAi | ProviderKind::AzureOpenAi => {
-                serde_json::to_value(request.to_openai(endpoint.model(), stream, include_usage))
+                serde_json::to_vec(&request.to_openai(endpoint.model(), stream, include_usage))
             }
         }
         .map_err(|e| Failure::permanent(format!("{server}: request not serializable: {e}")))?;
-        let prompt_bytes = body.to_string().len();
+        let prompt_bytes = body.len();
         let response = endpoint
             .post(&self.http)
-            .json(&body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .await
             .map_err(|e| Failure::transport(server, &e))?;

@@ -7,7 +7,12 @@ use super::analysis::{Analysis, Evidence, EvidenceKind};
 
 /// The §7 shape: `{summary, severity, root_causes: [{node, alert, confidence,
 /// evidence}], actions: [{description, tool, status}]}`; more fields are allowed.
-pub fn default_output_schema() -> Json {
+pub fn default_output_schema() -> &'static Json {
+    static SCHEMA: std::sync::LazyLock<Json> = std::sync::LazyLock::new(default_schema);
+    &SCHEMA
+}
+
+fn default_schema() -> Json {
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",

@@ -14,10 +14,11 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Actions that change something outside: a little longer, still bounded.
 const ACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Every tool the executor ships with, by name.
+/// Every tool the executor ships with, by name. Cheap to clone: every run holds one,
+/// and the specs (JSON Schemas) are tens of kilobytes.
 #[derive(Clone, Debug)]
 pub struct Registry {
-    tools: BTreeMap<&'static str, ToolSpec>,
+    tools: std::sync::Arc<BTreeMap<&'static str, ToolSpec>>,
 }
 
 impl Registry {
@@ -154,7 +155,7 @@ impl Registry {
             ),
         ];
         Self {
-            tools: tools.into_iter().map(|t| (t.name, t)).collect(),
+            tools: std::sync::Arc::new(tools.into_iter().map(|t| (t.name, t)).collect()),
         }
     }
 
