@@ -271,7 +271,7 @@ pub fn team_report_and_result(run: &Run) -> (String, Value) {
         at += found + section.len();
     }
     let result = output["result"].clone();
-    aiops_engine::report::validate(&result, &aiops_engine::report::default_output_schema())
+    aiops_engine::report::validate(&result, aiops_engine::report::default_output_schema())
         .unwrap_or_else(|problems| panic!("result invalid: {problems:?}\n{result:#}"));
     (report, result)
 }

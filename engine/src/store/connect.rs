@@ -39,8 +39,13 @@ pub(crate) async fn connect_as(url: &str, application_name: &str) -> Result<Data
         probe_postgres(url).await?;
         // The hot-path statements are fixed and parameterised; re-planning them on
         // every execution (custom plans) costs more than executing them.
+        // No ping before every checkout: it was one more round trip per commit (the
+        // writer checks a connection out for each batch). A connection that died
+        // fails its next statement instead, sqlx drops it, and callers retry as they
+        // do for any outage.
         opts.max_connections(16)
             .min_connections(2)
+            .test_before_acquire(false)
             .map_sqlx_postgres_opts({
                 let application_name = application_name.to_owned();
                 move |o| {
