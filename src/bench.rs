@@ -52,13 +52,16 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20)]
     investigation_samples: usize,
     /// Instead of the engine phases: `--runs` team runs at once, each waiting on a
-    /// model call of `--llm-delay-ms` (an in-process fake model server): RSS and CPU
+    /// model call of `--llm-delay-ms` (a fake model server in a child process): RSS and CPU
     /// per in-flight run, and the latency a durable model step adds.
     #[arg(long)]
     llm: bool,
     /// With --llm: how long the fake model takes to answer.
     #[arg(long, default_value_t = 2000)]
     llm_delay_ms: u64,
+    /// With --llm: be only the fake model server (the bench starts one this way).
+    #[arg(long, hide = true)]
+    llm_serve: bool,
     /// Instead of the engine phases: Alertmanager notifications over the real HTTP
     /// API (new groups, then their de-duplicated repeats), and notification →
     /// RUN_STARTED latency.
@@ -80,9 +83,15 @@ pub struct BenchArgs {
     /// With --schedules: how long the tick runs.
     #[arg(long, default_value_t = 30)]
     schedule_seconds: u64,
+    #[command(flatten)]
+    start: crate::bench_start::StartArgs,
+    #[command(flatten)]
+    crash: crate::bench_crash::CrashArgs,
+    #[command(flatten)]
+    history: crate::bench_history::HistoryArgs,
 }
 
-fn noop_script(steps: usize) -> serde_json::Value {
+pub(crate) fn noop_script(steps: usize) -> serde_json::Value {
     json!({ "steps": (0..steps).map(|_| json!({ "kind": "noop" })).collect::<Vec<_>>() })
 }
 
@@ -107,6 +116,18 @@ pub async fn run(
     args: BenchArgs,
     catalog: aiops_engine::topology::Catalog,
 ) -> anyhow::Result<ExitCode> {
+    if args.start.start_runs {
+        return crate::bench_start::run(&args.database_url, args.start).await;
+    }
+    if args.crash.crash_loop {
+        return crate::bench_crash::run(&args.database_url, args.crash).await;
+    }
+    if args.history.history {
+        return crate::bench_history::run(&args.database_url, args.history, catalog).await;
+    }
+    if args.llm_serve {
+        return crate::bench_llm::serve(Duration::from_millis(args.llm_delay_ms)).await;
+    }
     if args.llm {
         return crate::bench_llm::run(
             &args.database_url,
@@ -239,15 +260,20 @@ pub async fn run(
 
     // 2. Single-run latency, nothing else running.
     let mut latencies = Vec::with_capacity(args.latency_samples);
+    let mut timelines = Vec::with_capacity(args.latency_samples);
     for _ in 0..args.latency_samples {
         let t = Instant::now();
+        let t0 = chrono::Utc::now();
         let run = engine
             .start_run(StartRun::new("script", noop_script(args.steps)))
             .await?;
         wait_done(&engine, run.id).await?;
         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        let seen = chrono::Utc::now();
+        timelines.push((t0, engine.events(run.id, 0, 1000).await?, seen));
     }
     let (run_p50, run_p99) = summary(latencies);
+    print_breakdown(&timelines);
 
     // 3. Event latency with `runs` live runs, each watched by a subscriber. Runs use
     //    short work steps so they stay live long enough to overlap.
@@ -310,6 +336,65 @@ pub async fn run(
         enqueue_per_s
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where a single run's time goes: medians over the latency samples of the gaps
+/// between its events' `created_at` (each taken just before its commit starts), so
+/// each gap is one durable commit plus what runs before the next one.
+fn print_breakdown(
+    timelines: &[(
+        chrono::DateTime<chrono::Utc>,
+        Vec<aiops_engine::Event>,
+        chrono::DateTime<chrono::Utc>,
+    )],
+) {
+    let ms = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
+        (b - a).num_microseconds().unwrap_or(0) as f64 / 1000.0
+    };
+    let mut parts: Vec<(&str, Vec<f64>)> = [
+        "start → RUN_QUEUED",
+        "RUN_QUEUED → RUN_STARTED",
+        "RUN_STARTED → first step",
+        "step → next step (mean)",
+        "last step → RUN_SUCCEEDED",
+        "RUN_SUCCEEDED → seen",
+    ]
+    .into_iter()
+    .map(|name| (name, Vec::new()))
+    .collect();
+    for (t0, events, seen) in timelines {
+        let at = |kind: EventKind| events.iter().find(|e| e.kind == kind).map(|e| e.created_at);
+        let steps: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == EventKind::StepSucceeded)
+            .map(|e| e.created_at)
+            .collect();
+        let (Some(queued), Some(started), Some(done), Some(first), Some(last)) = (
+            at(EventKind::RunQueued),
+            at(EventKind::RunStarted),
+            at(EventKind::RunSucceeded),
+            steps.first().copied(),
+            steps.last().copied(),
+        ) else {
+            continue;
+        };
+        let gaps = (steps.len().max(2) - 1) as f64;
+        let values = [
+            ms(*t0, queued),
+            ms(queued, started),
+            ms(started, first),
+            ms(first, last) / gaps,
+            ms(last, done),
+            ms(done, *seen),
+        ];
+        for ((_, xs), v) in parts.iter_mut().zip(values) {
+            xs.push(v);
+        }
+    }
+    println!("single-run breakdown (median of {} runs):", timelines.len());
+    for (name, xs) in parts {
+        println!("  {name}: {:.3} ms", summary(xs).0);
+    }
 }
 
 /// Phase 4: `runs` runs of `steps` × 5 ms work steps are queued while no worker runs,

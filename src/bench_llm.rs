@@ -3,8 +3,9 @@
 //! call gets from being a durable step (commit and event fan-out) on top of the
 //! model server's own latency.
 //!
-//! The model server is in-process: an OpenAI-compatible endpoint on loopback that
-//! waits `--llm-delay-ms` before streaming a short answer. Each team run makes two
+//! The model server is a child process (this binary with `--llm-serve`): an
+//! OpenAI-compatible endpoint on loopback that waits `--llm-delay-ms` before
+//! streaming a short answer. RSS is the worker process's alone. Each team run makes two
 //! model calls (the supervisor's node choice and its result); its node is analysed by
 //! the rule-based analyst, so the numbers are the model path's own cost.
 
@@ -22,6 +23,7 @@ use axum::extract::State;
 use axum::response::Response;
 use futures::StreamExt;
 use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 const TEAM: &str = r#"
@@ -47,16 +49,23 @@ pub async fn run(
     delay: Duration,
     catalog: aiops_engine::topology::Catalog,
 ) -> anyhow::Result<ExitCode> {
-    let model = Arc::new(FakeModel {
-        delay,
-        answered: AtomicU64::new(0),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}/v1", listener.local_addr()?);
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", axum::routing::post(answer))
-        .with_state(model.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // The model server runs in a process of its own, as a real one would: its
+    // connections and buffers are not the worker's memory.
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "--llm-serve", "--database-url", "unused"])
+        .args(["--llm-delay-ms", &delay.as_millis().to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the fake model server")?;
+    let mut lines =
+        tokio::io::BufReader::new(server.stdout.take().context("server stdout")?).lines();
+    let addr = lines
+        .next_line()
+        .await?
+        .context("the fake model server printed no address")?;
+    let base = format!("http://{addr}/v1");
 
     let options = aiops_engine::EngineOptions {
         config: EngineConfig {
@@ -192,8 +201,39 @@ pub async fn run(
     println!(
         "\nall {runs} runs started after {:.1} s; model calls answered: {}; runs not succeeded: {failed} of the 200 sampled",
         all_started.as_secs_f64(),
-        model.answered.load(Ordering::Relaxed)
+        reqwest::get(format!("http://{addr}/answered"))
+            .await?
+            .text()
+            .await?
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `aiops bench --llm --llm-serve`: only the fake model server, on a free loopback
+/// port; prints the address on stdout, answers until its stdin closes.
+pub async fn serve(delay: Duration) -> anyhow::Result<ExitCode> {
+    let model = Arc::new(FakeModel {
+        delay,
+        answered: AtomicU64::new(0),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?);
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(answer))
+        .route(
+            "/answered",
+            axum::routing::get(|State(model): State<Arc<FakeModel>>| async move {
+                model.answered.load(Ordering::Relaxed).to_string()
+            }),
+        )
+        .with_state(model);
+    let stdin_closed = async {
+        let mut sink = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut sink).await;
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stdin_closed)
+        .await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,9 +2,12 @@
 //! benchmark, configured from flags, environment variables and an optional TOML file.
 
 mod bench;
+mod bench_crash;
+mod bench_history;
 mod bench_investigation;
 mod bench_llm;
 mod bench_schedule;
+mod bench_start;
 mod bench_webhook;
 mod cli;
 mod config_file;

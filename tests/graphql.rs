@@ -127,6 +127,18 @@ async fn runs_and_steps(backend: Backend) {
             .iter()
             .all(|e| e["node"]["status"] == "SUCCEEDED" && e["node"]["trigger"] == "API")
     );
+    // Several states at once (written into the SQL as constants, not bound).
+    let ids = |data: &Value| -> Vec<String> {
+        let edges = data["runs"]["edges"].as_array().unwrap();
+        edges
+            .iter()
+            .map(|e| e["node"]["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let either = json!({ "f": { "statuses": ["FAILED", "SUCCEEDED"] } });
+    assert!(ids(&api.data(FILTERED, either).await).contains(&id));
+    let neither = json!({ "f": { "statuses": ["FAILED", "CANCELLED"] } });
+    assert!(!ids(&api.data(FILTERED, neither).await).contains(&id));
     let future = api
         .data(
             FILTERED,

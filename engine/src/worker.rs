@@ -192,7 +192,7 @@ impl Worker {
             }
             let ids: Vec<RunId> = held.iter().map(|(id, _)| *id).collect();
             let mut beat = leases::heartbeat(
-                self.engine.db(),
+                self.engine.lease_db(),
                 &self.id,
                 &ids,
                 config.lease_ttl,
@@ -205,7 +205,7 @@ impl Worker {
                 match &beat {
                     Err(e) if e.is_transient() => {
                         beat = leases::heartbeat(
-                            self.engine.db(),
+                            self.engine.lease_db(),
                             &self.id,
                             &ids,
                             config.lease_ttl,

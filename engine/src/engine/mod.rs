@@ -54,6 +54,8 @@ struct Inner {
     work: Notify,
     /// Free slots of this process's workers, for runs claimed as they start.
     offers: eager::Offers,
+    /// Where heartbeats renew leases: a pool of their own on Postgres.
+    lease_db: Db,
     stats: Arc<crate::stats::Stats>,
     metrics: crate::metrics::Metrics,
     /// The last read of the cluster-wide values, shared by scrapes for a few seconds.
@@ -100,10 +102,11 @@ impl Engine {
     /// and starts the checkpoint writer.
     pub async fn connect(database_url: &str, options: EngineOptions) -> Result<Self> {
         let db = store::connect_as(database_url, &options.application_name).await?;
-        Ok(Self::with_connection(db, options))
+        let leases = store::connect_leases(database_url, &options.application_name).await?;
+        Ok(Self::with_connection(db, leases, options))
     }
 
-    pub(crate) fn with_connection(mut db: Db, options: EngineOptions) -> Self {
+    pub(crate) fn with_connection(mut db: Db, leases: Option<Db>, options: EngineOptions) -> Self {
         let EngineOptions {
             config,
             workflows,
@@ -126,6 +129,7 @@ impl Engine {
             1
         };
 
+        let lease_db = leases.unwrap_or_else(|| db.clone());
         let writer = crate::writer::CheckpointWriter::spawn(
             db.clone(),
             bus.clone(),
@@ -145,6 +149,7 @@ impl Engine {
                 default_source,
                 work: Notify::new(),
                 offers: eager::Offers::default(),
+                lease_db,
                 metrics: crate::metrics::Metrics::new(stats.clone()),
                 stats,
                 cluster: cluster::Cache::default(),
@@ -154,6 +159,11 @@ impl Engine {
 
     pub(crate) fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// The connection heartbeats renew leases on (see `store::connect_leases`).
+    pub(crate) fn lease_db(&self) -> &Db {
+        &self.inner.lease_db
     }
 
     pub(crate) fn bus(&self) -> &EventBus {

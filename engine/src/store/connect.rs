@@ -57,6 +57,32 @@ pub(crate) async fn connect_as(url: &str, application_name: &str) -> Result<Data
     Ok(Database::connect(opts).await?)
 }
 
+/// On Postgres, a small pool of its own for keeping leases (heartbeats): with
+/// thousands of runs in flight the main pool has a queue, and a heartbeat waiting in
+/// it past the lease's expiry would lose every run the worker holds. SQLite has one
+/// writer either way: `None`.
+pub(crate) async fn connect_leases(
+    url: &str,
+    application_name: &str,
+) -> Result<Option<DatabaseConnection>> {
+    if url.starts_with("sqlite:") {
+        return Ok(None);
+    }
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.sqlx_logging(false)
+        .acquire_timeout(Duration::from_secs(10))
+        .max_connections(2)
+        .min_connections(1)
+        .map_sqlx_postgres_opts({
+            let application_name = format!("{application_name} leases");
+            move |o| {
+                o.options([("plan_cache_mode", "force_generic_plan")])
+                    .application_name(&application_name)
+            }
+        });
+    Ok(Some(Database::connect(opts).await?))
+}
+
 /// Opens and closes one Postgres connection, turning a failure into
 /// [`Error::Connect`] that names the server and the likely fix.
 async fn probe_postgres(url: &str) -> Result<()> {

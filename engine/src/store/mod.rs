@@ -39,7 +39,9 @@ use sea_orm::{
 
 use crate::Result;
 
-pub(crate) use connect::{connect_as, create_private_dir, create_sqlite_parent, sqlite_path};
+pub(crate) use connect::{
+    connect_as, connect_leases, create_private_dir, create_sqlite_parent, sqlite_path,
+};
 pub use error::{DatabaseError, DbFailure};
 
 /// A `tracing` filter that keeps the database libraries' own logs to warnings.

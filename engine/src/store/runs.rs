@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
-    QueryOrder, QuerySelect, SqlErr, Value,
+    QueryOrder, QuerySelect, QueryTrait, SqlErr, Value,
 };
 use serde_json::Value as Json;
 
@@ -215,7 +215,16 @@ pub async fn list(
 ) -> Result<Page<Run>> {
     let mut q = run::Entity::find();
     if !filter.statuses.is_empty() {
-        q = q.filter(run::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
+        // The states are written into the SQL, not bound: the plan (generic on
+        // Postgres, see `connect`) then knows how rare they are. With parameters it
+        // guesses, and for several states it walks `ix_runs_created_id` newest first
+        // filtering every run: a whole-table scan when fewer than a page match (rare
+        // states: 0.7 s at 1 M runs). States are our own enum's names.
+        let states = filter
+            .statuses
+            .iter()
+            .map(|s| Expr::Constant(s.as_str().into()));
+        q = q.filter(Expr::col(run::Column::Status).is_in(states));
     }
     if let Some(team) = filter.team_id {
         q = q.filter(run::Column::TeamId.eq(team.0));
@@ -368,23 +377,28 @@ pub async fn apply_patch(
     ))
 }
 
-/// Runs whose `updated_at` is older than `cutoff` and are finished: the retention
-/// job's victims. Returns how many were deleted (steps, events, approvals and
-/// questions go with them by cascade).
+/// Deletes up to `limit` finished runs whose `finished_at` is before `cutoff`, the
+/// oldest first: a batch of the retention job. Returns how many were deleted (steps,
+/// events, approvals, questions and alert instances go with them by cascade).
 pub async fn delete_finished_before(
     db: &impl ConnectionTrait,
     cutoff: DateTime<Utc>,
+    limit: u64,
 ) -> Result<u64> {
-    let res = run::Entity::delete_many()
-        .filter(
-            run::Column::Status.is_in(
-                RunStatus::ALL
-                    .iter()
-                    .filter(|s| s.is_terminal())
-                    .map(|s| s.as_str()),
-            ),
-        )
+    let terminal = RunStatus::ALL
+        .iter()
+        .filter(|s| s.is_terminal())
+        .map(|s| s.as_str());
+    let batch = run::Entity::find()
+        .select_only()
+        .column(run::Column::Id)
+        .filter(run::Column::Status.is_in(terminal))
         .filter(run::Column::FinishedAt.lt(cutoff))
+        .order_by_asc(run::Column::FinishedAt)
+        .limit(limit)
+        .into_query();
+    let res = run::Entity::delete_many()
+        .filter(run::Column::Id.in_subquery(batch))
         .exec(db)
         .await?;
     Ok(res.rows_affected)
