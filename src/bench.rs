@@ -397,6 +397,21 @@ fn print_breakdown(
     }
 }
 
+/// An API key of a new user with `role` (the database may be reused: a fresh user per
+/// invocation), for a bench's clients of the real API.
+pub(crate) async fn bench_api_key(
+    engine: &aiops_engine::Engine,
+    role: aiops_engine::auth::Role,
+) -> anyhow::Result<String> {
+    let username = format!("bench_{}", uuid::Uuid::now_v7().simple());
+    let password = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let user = engine.create_user(&username, &password, role).await?;
+    let (_, token) = engine
+        .create_api_key(aiops_engine::Caller::Local, user.id, "bench", None, None)
+        .await?;
+    Ok(token)
+}
+
 /// Phase 4: `runs` runs of `steps` × 5 ms work steps are queued while no worker runs,
 /// each gets a `graphql-transport-ws` client subscribed to `runEvents` over the real HTTP
 /// API, and only when every subscription has delivered RUN_QUEUED (so it is live) does a
@@ -413,15 +428,7 @@ async fn ws_latency(engine: &aiops_engine::Engine, args: &BenchArgs) -> anyhow::
             aiops_api::serve(listener, engine, async move { shutdown.cancelled().await }).await
         });
     }
-    // The database may be reused: a fresh viewer per invocation.
-    let username = format!("bench_{}", uuid::Uuid::now_v7().simple());
-    let password = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let user = engine
-        .create_user(&username, &password, aiops_engine::auth::Role::Viewer)
-        .await?;
-    let (_, token) = engine
-        .create_api_key(aiops_engine::Caller::Local, user.id, "bench", None, None)
-        .await?;
+    let token = bench_api_key(engine, aiops_engine::auth::Role::Viewer).await?;
 
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(args.runs);
     let mut watchers = Vec::with_capacity(args.runs);

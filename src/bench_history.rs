@@ -544,15 +544,7 @@ impl Api {
         tokio::spawn(async move {
             aiops_api::serve(listener, served, async move { stop.cancelled().await }).await
         });
-        // The database may be reused: a fresh viewer per invocation.
-        let username = format!("bench_{}", uuid::Uuid::now_v7().simple());
-        let password = format!("bench-{}", uuid::Uuid::new_v4().simple());
-        let user = engine
-            .create_user(&username, &password, aiops_engine::auth::Role::Viewer)
-            .await?;
-        let (_, token) = engine
-            .create_api_key(aiops_engine::Caller::Local, user.id, "bench", None, None)
-            .await?;
+        let token = crate::bench::bench_api_key(engine, aiops_engine::auth::Role::Viewer).await?;
         Ok(Api {
             http: reqwest::Client::new(),
             url,

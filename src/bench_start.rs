@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use aiops_engine::{Caller, EngineConfig, StartRun, Trigger};
+use aiops_engine::{EngineConfig, StartRun, Trigger};
 use anyhow::Context;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -93,15 +93,8 @@ pub async fn run(database_url: &str, args: StartArgs) -> anyhow::Result<ExitCode
     let _stop = shutdown.clone().drop_guard();
     super::bench::cancel_queued(&engine, Trigger::Api).await?;
 
-    // startRun needs OPERATOR; the database may be reused: a fresh user per invocation.
-    let username = format!("bench_{}", uuid::Uuid::now_v7().simple());
-    let password = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let user = engine
-        .create_user(&username, &password, aiops_engine::auth::Role::Operator)
-        .await?;
-    let (_, token) = engine
-        .create_api_key(Caller::Local, user.id, "bench", None, None)
-        .await?;
+    // startRun needs OPERATOR.
+    let token = super::bench::bench_api_key(&engine, aiops_engine::auth::Role::Operator).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/graphql", listener.local_addr()?);
     let config = aiops_api::ApiConfig {
