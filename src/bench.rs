@@ -38,7 +38,8 @@ pub struct BenchArgs {
     /// Checkpoint writers committing concurrently (Postgres).
     #[arg(long, default_value_t = aiops_engine::EngineConfig::default().writer_shards)]
     writer_shards: usize,
-    /// Repetitions of the single-run latency phase.
+    /// Repetitions of the single-run latency phase (with --llm: of the one-run-at-a-time
+    /// phase, at most 20).
     #[arg(long, default_value_t = 200)]
     latency_samples: usize,
     /// Instead of the engine phases: time rule-based investigations of a 10-node team
@@ -133,6 +134,9 @@ pub async fn run(
             &args.database_url,
             args.runs,
             Duration::from_millis(args.llm_delay_ms),
+            // One run at a time before the crowd: at most 20 (they take two model
+            // calls each, which is long with a long `--llm-delay-ms`).
+            args.latency_samples.clamp(1, 20),
             catalog,
         )
         .await;

@@ -47,6 +47,7 @@ pub async fn run(
     database_url: &str,
     runs: usize,
     delay: Duration,
+    alone: usize,
     catalog: aiops_engine::topology::Catalog,
 ) -> anyhow::Result<ExitCode> {
     // The model server runs in a process of its own, as a real one would: its
@@ -120,7 +121,7 @@ pub async fn run(
 
     // 1. Overhead per model step, one run at a time.
     let mut added = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..alone {
         let run = start(engine.clone(), alerts.clone()).await?;
         super::bench::wait_done(&engine, run.id).await?;
         added.extend(llm_step_overheads(&engine, run.id, delay).await?);
@@ -158,7 +159,7 @@ pub async fn run(
         let done = count(&[RunStatus::Succeeded, RunStatus::Failed]);
         let running = count(&[RunStatus::Running]);
         in_flight_seen = in_flight_seen.max(running);
-        if done as usize >= runs + 20 {
+        if done as usize >= runs + alone {
             break;
         }
         anyhow::ensure!(

@@ -752,6 +752,61 @@ async fn cancel_long_step(backend: Backend) {
 }
 both_backends!(cancel_aborts_the_step_in_flight, cancel_long_step);
 
+/// A cancel decided in another process reaches the holder at once (Postgres NOTIFY,
+/// sent after the cancel's commit), not at its next heartbeat: the holder's only
+/// slot frees long before the 30 s step or the 60 s heartbeat would free it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_from_another_process_aborts_the_step_at_once() {
+    let slow_heartbeat = EngineConfig {
+        heartbeat_interval: Duration::from_secs(60),
+        lease_ttl: Duration::from_secs(120),
+        ..one_slot()
+    };
+    let Some(h) = Harness::with_config(Backend::Postgres, slow_heartbeat).await else {
+        return;
+    };
+    let _worker = h.spawn_worker();
+    let run = h
+        .engine
+        .start_run(script(json!([{ "kind": "work", "ms": 30_000 }])))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !h
+        .engine
+        .events(run.id, 0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.kind == EventKind::StepStarted)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let other = h.second_engine(common::fast_config()).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        other.cancel_run(run.id).await.unwrap().status,
+        RunStatus::Cancelled
+    );
+    let next = h
+        .engine
+        .start_run(script(json!([{ "kind": "noop" }])))
+        .await
+        .unwrap();
+    h.wait_for_status(next.id, &[RunStatus::Succeeded], Duration::from_secs(10))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the slot freed after {:?}",
+        started.elapsed()
+    );
+    assert_gap_free(&h.engine, run.id).await;
+}
+
 async fn cancel_waiting_approval(backend: Backend) {
     let Some(h) = Harness::new(backend).await else {
         return;

@@ -45,6 +45,8 @@ enum Remote {
     Live(LiveEvent),
     /// Some run became runnable: other processes' workers should look.
     Wake,
+    /// An operator's signal for the run's holder, wherever it runs.
+    Control(RunId, ControlSignal),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +72,9 @@ pub struct EventBus {
     tx: broadcast::Sender<BusMessage>,
     /// On Postgres: hints and live events for other processes, sent by the notifier.
     remote: Option<tokio::sync::mpsc::UnboundedSender<Remote>>,
+    /// This process's mark on its notifications, so that its own listener skips
+    /// them: what they announce was published here already.
+    origin: Arc<str>,
 }
 
 impl Default for EventBus {
@@ -82,7 +87,11 @@ impl EventBus {
     /// A bus for this process only (SQLite: one process serves).
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(16 * 1024);
-        Self { tx, remote: None }
+        Self {
+            tx,
+            remote: None,
+            origin: new_origin(),
+        }
     }
 
     /// A bus that also announces committed events to other processes with
@@ -92,10 +101,23 @@ impl EventBus {
     pub fn with_postgres_notifier(db: Db) -> Self {
         let (tx, _) = broadcast::channel(16 * 1024);
         let (remote, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(notifier(db, rx));
+        let origin = new_origin();
+        tokio::spawn(notifier(db, rx, origin.clone()));
         Self {
             tx,
             remote: Some(remote),
+            origin,
+        }
+    }
+
+    /// What a notification announces, unless this process sent it. Notifications
+    /// carry their sender's mark (`origin|payload`); one without a mark (an older
+    /// version's) is taken as another process's.
+    pub(crate) fn foreign<'a>(&self, payload: &'a str) -> Option<&'a str> {
+        match payload.split_once('|') {
+            Some((origin, _)) if origin == &*self.origin => None,
+            Some((origin, rest)) if is_origin(origin) => Some(rest),
+            _ => Some(payload),
         }
     }
 
@@ -123,6 +145,17 @@ impl EventBus {
         }
     }
 
+    /// Signals a run's holder, here at once and in other processes (Postgres) after
+    /// the commit that decided it, for the reason given at [`EventBus::announce_wake`].
+    /// A signal lost to a crash is covered by the fence: the holder's lease is revoked
+    /// or its pause flag set in the database, which its next write or heartbeat reads.
+    pub fn announce_control(&self, run_id: RunId, signal: ControlSignal) {
+        if let Some(remote) = &self.remote {
+            let _ = remote.send(Remote::Control(run_id, signal));
+        }
+        self.publish(BusMessage::Control { run_id, signal });
+    }
+
     /// Publishes a live-only event here and, on Postgres, to other processes.
     pub fn publish_live(&self, event: LiveEvent) {
         if let Some(remote) = &self.remote {
@@ -136,20 +169,33 @@ impl EventBus {
     }
 }
 
-/// Postgres caps a NOTIFY payload at 8000 bytes.
+/// Postgres caps a NOTIFY payload at 8000 bytes (the sender's mark comes on top).
 const MAX_NOTIFY_PAYLOAD: usize = 7900;
+
+/// A mark for this process's notifications: a UUID.
+fn new_origin() -> Arc<str> {
+    uuid::Uuid::new_v4().to_string().into()
+}
+
+fn is_origin(mark: &str) -> bool {
+    mark.len() == 36 && uuid::Uuid::parse_str(mark).is_ok()
+}
 
 /// Coalesces hints and wake-ups and sends them with `pg_notify`, as fast as they
 /// come, and live events in batches (a JSON array per notification). A hint or
 /// wake-up lost to a crash between commit and notify is covered by subscribers' and
 /// workers' fallback polling; live events are best effort by nature.
-async fn notifier(db: Db, mut rx: tokio::sync::mpsc::UnboundedReceiver<Remote>) {
+async fn notifier(db: Db, mut rx: tokio::sync::mpsc::UnboundedReceiver<Remote>, origin: Arc<str>) {
     let mut latest = std::collections::HashMap::new();
     let mut live = Vec::new();
     let mut wake = false;
+    let mut controls = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut take = |m: Remote| match m {
             Remote::Wake => wake = true,
+            Remote::Control(run, signal) => {
+                controls.push(store::events::control_payload(run, signal))
+            }
             Remote::Hint(run, seq) => {
                 let e = latest.entry(run).or_insert(seq);
                 *e = (*e).max(seq);
@@ -164,7 +210,7 @@ async fn notifier(db: Db, mut rx: tokio::sync::mpsc::UnboundedReceiver<Remote>) 
         for (run, seq) in latest.drain() {
             let hint = store::events::event_hint(run, seq);
             if !payload.is_empty() && payload.len() + hint.len() + 1 > MAX_NOTIFY_PAYLOAD {
-                send(&db, store::events::EVENTS_CHANNEL, &payload).await;
+                send(&db, &origin, store::events::EVENTS_CHANNEL, &payload).await;
                 payload.clear();
             }
             if !payload.is_empty() {
@@ -173,13 +219,16 @@ async fn notifier(db: Db, mut rx: tokio::sync::mpsc::UnboundedReceiver<Remote>) 
             payload.push_str(&hint);
         }
         if !payload.is_empty() {
-            send(&db, store::events::EVENTS_CHANNEL, &payload).await;
+            send(&db, &origin, store::events::EVENTS_CHANNEL, &payload).await;
+        }
+        for control in controls.drain(..) {
+            send(&db, &origin, store::events::CONTROL_CHANNEL, &control).await;
         }
         if std::mem::take(&mut wake) {
-            send(&db, store::events::WAKE_CHANNEL, "").await;
+            send(&db, &origin, store::events::WAKE_CHANNEL, "").await;
         }
         for batch in live_batches(std::mem::take(&mut live)) {
-            send(&db, store::events::LIVE_CHANNEL, &batch).await;
+            send(&db, &origin, store::events::LIVE_CHANNEL, &batch).await;
         }
     }
 }
@@ -211,8 +260,9 @@ fn live_batches(events: Vec<LiveEvent>) -> Vec<String> {
     batches
 }
 
-async fn send(db: &Db, channel: &str, payload: &str) {
-    if let Err(e) = store::events::notify(db, channel, payload).await {
+async fn send(db: &Db, origin: &str, channel: &str, payload: &str) {
+    let payload = format!("{origin}|{payload}");
+    if let Err(e) = store::events::notify_now(db, channel, &payload).await {
         tracing::warn!(error = %e, channel, "could not notify other processes");
     }
 }
@@ -454,5 +504,27 @@ impl Subscription {
         let found = !page.is_empty();
         self.buffered.extend(page);
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process skips its own notifications and reads everyone else's, marked or not.
+    #[test]
+    fn own_notifications_are_skipped() {
+        let here = EventBus::new();
+        let there = EventBus::new();
+        let hint = "0193a8f0-0000-7000-8000-000000000001:7";
+        assert_eq!(here.foreign(&format!("{}|{hint}", here.origin)), None);
+        assert_eq!(
+            here.foreign(&format!("{}|{hint}", there.origin)),
+            Some(hint)
+        );
+        // Unmarked (an older version's), and JSON that happens to hold a '|'.
+        assert_eq!(here.foreign(hint), Some(hint));
+        let live = r#"[{"text":"a|b"}]"#;
+        assert_eq!(here.foreign(live), Some(live));
     }
 }

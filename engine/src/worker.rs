@@ -73,6 +73,11 @@ impl Worker {
         let _helpers = AbortOnDrop(vec![heartbeat.abort_handle(), control.abort_handle()]);
         let mut tasks = tokio::task::JoinSet::new();
         let mut backoff = Duration::from_millis(100);
+        // When this worker last looked beyond the queue (expired leases, parked runs
+        // come due), and whether it was woken or idle since: a worker kept busy by a
+        // backlog looks there once per poll interval, not at every free slot.
+        let mut looked_beyond = std::time::Instant::now();
+        let mut idled = true;
         // Runs started in this process while a slot is free come straight here.
         let (handoff, mut handed) = tokio::sync::mpsc::unbounded_channel();
         if config.eager_start {
@@ -85,12 +90,20 @@ impl Worker {
         tracing::info!(worker = %self.id, "worker started");
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
+            // Runs handed over by eager starts go first, all of them: each holds a lease
+            // that only its execution's heartbeat renews. (Taken one per turn of this
+            // loop, behind a claim query each, they waited here past their lease when
+            // hundreds of runs started per second.)
+            while let Ok((claim, permit)) = handed.try_recv() {
+                tasks.spawn(self.clone().execute(claim, permit));
+            }
             let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                biased;
                 Some((claim, permit)) = handed.recv() => {
                     tasks.spawn(self.clone().execute(claim, permit));
                     continue;
                 }
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
             };
             // Every free slot is held before claiming: a run started here meanwhile
@@ -100,12 +113,20 @@ impl Worker {
                 permits.push(p);
             }
             let free = permits.len();
+            let pick = if idled || looked_beyond.elapsed() >= config.poll_interval {
+                looked_beyond = std::time::Instant::now();
+                leases::Pick::Runnable
+            } else {
+                leases::Pick::Queued
+            };
+            idled = false;
             match leases::claim(
                 self.engine.db(),
                 &self.id,
                 free,
                 config.lease_ttl,
                 Utc::now(),
+                pick,
             )
             .await
             {
@@ -122,12 +143,18 @@ impl Worker {
                         tasks.spawn(self.clone().execute(claim, permit));
                     }
                     drop(permits);
-                    if !full {
+                    if !full && pick == leases::Pick::Queued {
+                        // The queue ran dry: look beyond it at once.
+                        idled = true;
+                    } else if !full {
                         tokio::select! {
+                            biased;
                             Some((claim, permit)) = handed.recv() => {
                                 tasks.spawn(self.clone().execute(claim, permit));
                             }
-                            _ = self.engine.wait_for_work(config.poll_interval, &shutdown) => {}
+                            _ = self.engine.wait_for_work(config.poll_interval, &shutdown) => {
+                                idled = true;
+                            }
                         }
                     }
                 }
@@ -218,8 +245,10 @@ impl Worker {
             }
             match beat {
                 Ok(renewed) => {
+                    let renewed: HashMap<RunId, leases::Renewed> =
+                        renewed.into_iter().map(|r| (r.run_id, r)).collect();
                     for (id, shared) in &held {
-                        match renewed.iter().find(|r| r.run_id == *id) {
+                        match renewed.get(id) {
                             // The database's flag is the truth: a pause requested or
                             // withdrawn by another process arrives here at the latest.
                             Some(r) if r.attempt == shared.fence.attempt => shared

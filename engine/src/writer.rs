@@ -237,9 +237,16 @@ mod tests {
             };
             runs::insert(&db, new, now).await.unwrap();
         }
-        let claims = leases::claim(&db, "w", 3, std::time::Duration::from_secs(30), now)
-            .await
-            .unwrap();
+        let claims = leases::claim(
+            &db,
+            "w",
+            3,
+            std::time::Duration::from_secs(30),
+            now,
+            leases::Pick::Runnable,
+        )
+        .await
+        .unwrap();
         assert_eq!(claims.len(), 3);
         let stats = Arc::new(Stats::default());
         let writer = CheckpointWriter::spawn(db.clone(), EventBus::new(), stats.clone(), 128, 1);

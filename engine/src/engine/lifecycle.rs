@@ -7,15 +7,14 @@ use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
-use crate::bus::{self, BusMessage, ControlSignal};
+use crate::bus::{self, ControlSignal};
 use crate::event::{Event, EventKind, NewEvent};
 use crate::ids::{RunId, TeamId};
 use crate::page::{KeyOf, Page, PageRequest};
 use crate::status::{ApprovalMode, RunStatus, Trigger};
-use crate::store::events::CONTROL_CHANNEL;
 use crate::store::runs::{NewRun, Run, RunFilter, RunPatch};
 use crate::store::steps::Step;
-use crate::store::{self, events, is_postgres};
+use crate::store::{self, is_postgres};
 use crate::{Error, Result};
 use futures::Stream;
 
@@ -300,16 +299,11 @@ impl Engine {
                 txn.rollback().await?;
                 continue;
             };
-            if let Some(signal) = signal {
-                events::notify(&txn, CONTROL_CHANNEL, &format!("{}:{id}", signal.as_str())).await?;
-            }
             let runnable = matches!(patch.status, Some(RunStatus::Running | RunStatus::Queued));
             txn.commit().await?;
             self.inner.bus.publish_events(&written);
             if let Some(signal) = signal {
-                self.inner
-                    .bus
-                    .publish(BusMessage::Control { run_id: id, signal });
+                self.inner.bus.announce_control(id, signal);
             }
             if runnable {
                 self.runnable();

@@ -63,6 +63,10 @@ impl Engine {
     }
 
     fn on_notification(&self, channel: &str, payload: &str) {
+        // This process's own notifications: what they say was published here at once.
+        let Some(payload) = self.inner.bus.foreign(payload) else {
+            return;
+        };
         match channel {
             EVENTS_CHANNEL => {
                 for hint in payload.split(',') {

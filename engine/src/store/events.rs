@@ -157,18 +157,26 @@ fn from_model(m: event::Model) -> Result<Event> {
     })
 }
 
-/// Queues a Postgres notification, delivered when the transaction commits. A no-op
-/// on SQLite, where one process serves and in-process channels carry the news.
-pub async fn notify(db: &impl ConnectionTrait, channel: &str, payload: &str) -> Result<()> {
+/// Sends a Postgres notification in a transaction of its own (a no-op on SQLite,
+/// where one process serves and in-process channels carry the news). That
+/// transaction commits without waiting for its WAL flush (`synchronous_commit` off
+/// for it alone): a notification is a hint, lost to a crash either way, and waiting
+/// would add a second flush to every checkpoint commit it announces.
+pub async fn notify_now(db: &impl ConnectionTrait, channel: &str, payload: &str) -> Result<()> {
     if is_postgres(db) {
         db.execute_raw(stmt(
             db,
-            "SELECT pg_notify($1, $2)",
+            "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)",
             vec![channel.into(), payload.into()],
         ))
         .await?;
     }
     Ok(())
+}
+
+/// The payload of a control signal for `run_id`'s holder.
+pub fn control_payload(run_id: RunId, signal: crate::bus::ControlSignal) -> String {
+    format!("{}:{run_id}", signal.as_str())
 }
 
 /// The payload announcing that `run_id` has events up to `last_seq`.

@@ -54,11 +54,19 @@ pub struct Claim {
     pub events: Vec<Event>,
 }
 
-const CLAIMABLE: &str = "status IN ('QUEUED','RUNNING','RETRY_WAIT','WAITING_APPROVAL','WAITING_INPUT') AND ( \
-       status = 'QUEUED' \
-    OR (status = 'RUNNING' AND (lease_expires_at IS NULL OR lease_expires_at <= $1) \
-        AND (wake_at IS NULL OR wake_at <= $1 OR deadline_at <= $1)) \
-    OR (status IN ('RETRY_WAIT','WAITING_APPROVAL','WAITING_INPUT') AND (wake_at <= $1 OR deadline_at <= $1)))";
+/// Runs not queued that a worker may claim at `$1`: a RUNNING run nobody holds (its
+/// lease expired or was given back) and that is not sleeping, or a parked run whose
+/// wake-up time or deadline has come.
+macro_rules! due {
+    () => {
+        "status IN ('RUNNING','RETRY_WAIT','WAITING_APPROVAL','WAITING_INPUT') AND ( \
+           (status = 'RUNNING' AND (lease_expires_at IS NULL OR lease_expires_at <= $1) \
+            AND (wake_at IS NULL OR wake_at <= $1 OR deadline_at <= $1)) \
+        OR (status IN ('RETRY_WAIT','WAITING_APPROVAL','WAITING_INPUT') AND (wake_at <= $1 OR deadline_at <= $1)))"
+    };
+}
+const DUE: &str = due!();
+const CLAIMABLE: &str = concat!("(status = 'QUEUED' OR (", due!(), "))");
 
 /// How many runs a worker could claim at `now` (the queue depth, for metrics): the
 /// same predicate as the claim's.
@@ -97,31 +105,55 @@ fn claim_event(previous: RunStatus, attempt: i64, owner: &str, was_held: bool) -
     }
 }
 
-/// Claims up to `limit` runnable runs: queued ones, ones whose lease expired, and
-/// parked ones whose wake-up time or deadline has come.
+/// Which runs a claim looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// Queued runs only: cheap however long the queue (an index walk from its head).
+    Queued,
+    /// Every runnable run: queued ones, ones whose lease expired, and parked ones
+    /// whose wake-up time or deadline has come. Finding the latter costs a scan of
+    /// the runs in flight, so a busy worker does it once per poll interval.
+    Runnable,
+}
+
+/// Claims up to `limit` runs, oldest first.
 pub async fn claim(
     db: &(impl ConnectionTrait + TransactionTrait),
     owner: &str,
     limit: usize,
     lease_ttl: std::time::Duration,
     now: DateTime<Utc>,
+    pick: Pick,
 ) -> Result<Vec<Claim>> {
     let lease_until =
         now + ChronoDuration::from_std(lease_ttl).unwrap_or(ChronoDuration::seconds(30));
     if is_postgres(db) {
-        claim_postgres(db, owner, limit, lease_until, now).await
+        claim_postgres(db, owner, limit, lease_until, now, pick).await
     } else {
-        claim_sqlite(db, owner, limit, lease_until, now).await
+        claim_sqlite(db, owner, limit, lease_until, now, pick).await
     }
 }
 
 // One statement: pick with SKIP LOCKED, take the lease, append RUN_STARTED or
-// RUN_RESUMED (announced to other processes by the bus after commit). Event ids (UUIDv7) come from the caller, one per row.
+// RUN_RESUMED. Queued runs are picked apart from the others, oldest first along
+// `ix_runs_status_created`: one ordered pick over every claimable status sorted the
+// whole queue for each claim (3.3 ms per claim with 6,400 queued). What the other
+// branch locked beyond the limit is let go when the statement commits.
+// (RUN_STARTED/RUN_RESUMED are announced to other processes by the bus after commit.) Event ids (UUIDv7) come from the caller, one per row.
 const PG_CLAIM: &str = "\
-WITH c AS (
-  SELECT id, status AS prev, started_at IS NULL AS fresh, lease_owner IS NOT NULL AS held
-  FROM runs WHERE {CLAIMABLE}
+WITH queued AS (
+  SELECT id, created_at, status AS prev, started_at IS NULL AS fresh, lease_owner IS NOT NULL AS held
+  FROM runs WHERE status = 'QUEUED'
+  ORDER BY status, created_at LIMIT $2 FOR UPDATE SKIP LOCKED
+),
+due AS (
+  SELECT id, created_at, status AS prev, started_at IS NULL AS fresh, lease_owner IS NOT NULL AS held
+  FROM runs WHERE {DUE}
   ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED
+),
+c AS (
+  SELECT id, prev, fresh, held FROM (SELECT * FROM queued UNION ALL SELECT * FROM due) picked
+  ORDER BY created_at LIMIT $2
 ),
 claimed AS (
   UPDATE runs r SET status = 'RUNNING', attempt = r.attempt + 1, lease_owner = $3, lease_expires_at = $4,
@@ -160,15 +192,23 @@ async fn claim_postgres(
     limit: usize,
     lease_until: DateTime<Utc>,
     now: DateTime<Utc>,
+    pick: Pick,
 ) -> Result<Vec<Claim>> {
-    let sql = PG_CLAIM.replace("{CLAIMABLE}", CLAIMABLE);
+    static RUNNABLE: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| PG_CLAIM.replace("{DUE}", DUE));
+    static QUEUED: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| PG_CLAIM.replace("{DUE}", "false"));
+    let sql: &str = match pick {
+        Pick::Runnable => &RUNNABLE,
+        Pick::Queued => &QUEUED,
+    };
     let event_ids: Vec<Json> = (0..limit)
         .map(|_| Json::String(uuid::Uuid::now_v7().to_string()))
         .collect();
     let rows = db
         .query_all_raw(stmt(
             db,
-            &sql,
+            sql,
             vec![
                 now.into(),
                 (limit as i64).into(),
@@ -236,12 +276,18 @@ async fn claim_sqlite(
     limit: usize,
     lease_until: DateTime<Utc>,
     now: DateTime<Utc>,
+    pick: Pick,
 ) -> Result<Vec<Claim>> {
+    let which = match pick {
+        Pick::Runnable => CLAIMABLE,
+        // `$1` stays bound (unused) so that both forms take the same parameters.
+        Pick::Queued => "status = 'QUEUED' AND $1 IS NOT NULL",
+    };
     let candidates = db
         .query_all_raw(stmt(
             db,
             &format!(
-                "SELECT id, status, attempt, deadline_at, remaining_ms, timeout_ms, started_at, lease_owner FROM runs WHERE {CLAIMABLE} \
+                "SELECT id, status, attempt, deadline_at, remaining_ms, timeout_ms, started_at, lease_owner FROM runs WHERE {which} \
                  ORDER BY created_at LIMIT $2"
             ),
             vec![now.into(), (limit as i64).into()],
@@ -378,36 +424,45 @@ pub async fn heartbeat(
     }
     let lease_until =
         now + ChronoDuration::from_std(lease_ttl).unwrap_or(ChronoDuration::seconds(30));
-    // Postgres: lock the rows in id order first, as the checkpoint batch does, so the
-    // two multi-row statements cannot deadlock. (SQLite has one writer at a time.)
-    let sql = if is_postgres(db) {
-        format!(
-            "WITH locked AS MATERIALIZED (SELECT id FROM runs WHERE id IN ({}) AND lease_owner = $2 \
-               ORDER BY id FOR UPDATE) \
+    let read = |rows: Vec<QueryResult>| -> Result<Vec<Renewed>> {
+        rows.iter()
+            .map(|row| {
+                Ok(Renewed {
+                    run_id: RunId(row.try_get_by_index(0)?),
+                    attempt: row.try_get_by_index(1)?,
+                    pause_requested: row.try_get_by_index(2)?,
+                })
+            })
+            .collect()
+    };
+    if is_postgres(db) {
+        // Lock the rows in id order first, as the checkpoint batch does, so the two
+        // multi-row statements cannot deadlock. The ids go as one JSON array: one
+        // prepared statement whatever their number (thousands of runs in flight).
+        const SQL: &str = "WITH locked AS MATERIALIZED (\
+               SELECT id FROM runs WHERE id = ANY(ARRAY(SELECT value::uuid FROM jsonb_array_elements_text($4::jsonb))) \
+               AND lease_owner = $2 ORDER BY id FOR UPDATE) \
              UPDATE runs SET lease_expires_at = $1 \
              WHERE id = ANY(ARRAY(SELECT id FROM locked)) AND lease_owner = $2 AND lease_expires_at > $3 \
-             RETURNING id, attempt, pause_requested",
-            placeholders(4, runs.len())
-        )
-    } else {
-        format!(
+             RETURNING id, attempt, pause_requested";
+        let ids = Json::Array(runs.iter().map(|r| Json::String(r.to_string())).collect());
+        let values: Vec<Value> = vec![lease_until.into(), owner.into(), now.into(), ids.into()];
+        return read(db.query_all_raw(stmt(db, SQL, values)).await?);
+    }
+    // SQLite has one writer at a time; chunks keep each statement's parameters well
+    // under its limit.
+    let mut renewed = Vec::with_capacity(runs.len());
+    for chunk in runs.chunks(1000) {
+        let sql = format!(
             "UPDATE runs SET lease_expires_at = $1 WHERE lease_owner = $2 AND lease_expires_at > $3 AND id IN ({}) \
              RETURNING id, attempt, pause_requested",
-            placeholders(4, runs.len())
-        )
-    };
-    let mut values: Vec<Value> = vec![lease_until.into(), owner.into(), now.into()];
-    values.extend(runs.iter().map(|r| Value::from(r.0)));
-    let rows = db.query_all_raw(stmt(db, &sql, values)).await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Renewed {
-                run_id: RunId(row.try_get_by_index(0)?),
-                attempt: row.try_get_by_index(1)?,
-                pause_requested: row.try_get_by_index(2)?,
-            })
-        })
-        .collect()
+            placeholders(4, chunk.len())
+        );
+        let mut values: Vec<Value> = vec![lease_until.into(), owner.into(), now.into()];
+        values.extend(chunk.iter().map(|r| Value::from(r.0)));
+        renewed.extend(read(db.query_all_raw(stmt(db, &sql, values)).await?)?);
+    }
+    Ok(renewed)
 }
 
 /// Gives a held run back without changing its state, so any worker can claim it at
@@ -462,7 +517,7 @@ mod tests {
         };
         let (run, _, _) = runs::insert(db, new, Utc::now()).await.unwrap();
         let ttl = Duration::from_millis(300);
-        let a = leases::claim(db, "worker-a", 1, ttl, Utc::now())
+        let a = leases::claim(db, "worker-a", 1, ttl, Utc::now(), leases::Pick::Runnable)
             .await
             .unwrap()
             .remove(0);
@@ -493,6 +548,21 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(&ok[0], Outcome::Committed(e) if e.len() == 1));
+        // A heartbeat renews it, found among many ids (more than one SQLite chunk).
+        let mut ids: Vec<crate::ids::RunId> = (0..1500)
+            .map(|_| crate::ids::RunId(uuid::Uuid::now_v7()))
+            .collect();
+        ids.insert(700, run.id);
+        assert_eq!(
+            leases::heartbeat(db, "worker-a", &ids, ttl, Utc::now())
+                .await
+                .unwrap(),
+            [leases::Renewed {
+                run_id: run.id,
+                attempt: a.fence.attempt,
+                pause_requested: false
+            }]
+        );
 
         tokio::time::sleep(Duration::from_millis(450)).await;
         // Expired, not yet taken over: still no write, no heartbeat.
@@ -508,10 +578,17 @@ mod tests {
         );
 
         // Taken over: the new holder's fence works, the old one still does not.
-        let b = leases::claim(db, "worker-b", 1, Duration::from_secs(30), Utc::now())
-            .await
-            .unwrap()
-            .remove(0);
+        let b = leases::claim(
+            db,
+            "worker-b",
+            1,
+            Duration::from_secs(30),
+            Utc::now(),
+            leases::Pick::Runnable,
+        )
+        .await
+        .unwrap()
+        .remove(0);
         assert_eq!(
             (b.fence.run_id, b.fence.attempt),
             (run.id, a.fence.attempt + 1)
@@ -546,6 +623,73 @@ mod tests {
         );
         // A worker that lost its lease cannot release it either.
         assert!(!leases::release(db, &a.fence, Utc::now()).await.unwrap());
+    }
+
+    /// A queued-only pick takes queued runs and leaves a run whose lease expired; a
+    /// runnable pick takes both kinds, oldest first across them.
+    async fn picks(backend: Backend) {
+        let Some(t) = TestDb::create(backend).await else {
+            return;
+        };
+        let db = &t.db;
+        let insert = || async {
+            let new = runs::NewRun {
+                workflow: "w".into(),
+                input: json!({}),
+                trigger: Trigger::Manual,
+                trigger_id: None,
+                idempotency_key: None,
+                approval_mode: crate::status::ApprovalMode::Wait,
+                team_id: None,
+                team_version_id: None,
+                timeout_ms: 60_000,
+            };
+            let (run, _, _) = runs::insert(db, new, Utc::now()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            run.id
+        };
+        let ttl = Duration::from_secs(30);
+        let claim = |owner: &'static str, limit, pick, ttl| async move {
+            leases::claim(db, owner, limit, ttl, Utc::now(), pick)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.fence.run_id, c.previous))
+                .collect::<Vec<_>>()
+        };
+        let oldest = insert().await;
+        let taken = claim("a", 1, leases::Pick::Runnable, Duration::from_millis(200)).await;
+        assert_eq!(taken, [(oldest, crate::status::RunStatus::Queued)]);
+        let (second, third) = (insert().await, insert().await);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+
+        let queued = claim("b", 1, leases::Pick::Queued, ttl).await;
+        assert_eq!(queued, [(second, crate::status::RunStatus::Queued)]);
+        let fourth = insert().await;
+        // The expired lease is older than every queued run: a runnable pick takes it first.
+        let runnable = claim("b", 2, leases::Pick::Runnable, ttl).await;
+        assert_eq!(
+            runnable,
+            [
+                (oldest, crate::status::RunStatus::Running),
+                (third, crate::status::RunStatus::Queued)
+            ]
+        );
+        assert_eq!(
+            claim("b", 5, leases::Pick::Queued, ttl).await,
+            [(fourth, crate::status::RunStatus::Queued)]
+        );
+        assert!(claim("b", 5, leases::Pick::Runnable, ttl).await.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn picks_postgres() {
+        picks(Backend::Postgres).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn picks_sqlite() {
+        picks(Backend::Sqlite).await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -311,7 +311,10 @@ impl<DB: Database> Floating<DB, Live<DB>> {
         // returned to the pool; also of course, if it was dropped due to an error
         // this is simply a band-aid as SQLx-next connections should be able
         // to recover from cancellations
-        if let Err(error) = self.raw.ping().await {
+        // AIOPS PATCH: finish what a dropped query left in flight (`flush` waits for its
+        // ReadyForQuery) instead of a ping, which cost a round trip per release;
+        // a broken connection still fails here or at its next use and is closed.
+        if let Err(error) = self.raw.flush().await {
             tracing::warn!(
                 %error,
                 "error occurred while testing the connection on-release",
