@@ -458,6 +458,14 @@ question_rows AS (
 )
 SELECT f.id, f.last_seq FROM fenced f";
 
+/// `PG_BATCH` with its fence.
+static BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    PG_BATCH.replace(
+        "{FENCE}",
+        &super::leases::fence("r.", "o.attempt", "o.owner", "$2"),
+    )
+});
+
 async fn commit_postgres(
     db: &impl ConnectionTrait,
     batch: &[Checkpoint],
@@ -538,12 +546,6 @@ async fn commit_postgres(
         Json::Array(approvals).into(),
         Json::Array(questions).into(),
     ];
-    static BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        PG_BATCH.replace(
-            "{FENCE}",
-            &super::leases::fence("r.", "o.attempt", "o.owner", "$2"),
-        )
-    });
     let rows = db.query_all_raw(stmt(db, &BATCH, values)).await?;
     let mut committed = std::collections::HashMap::with_capacity(rows.len());
     for row in rows {
@@ -684,4 +686,51 @@ async fn commit_one(
     Ok(Outcome::Committed(
         events::insert(db, cp.fence.run_id, first, &cp.events, now).await?,
     ))
+}
+
+#[cfg(test)]
+pub(crate) mod plan_tests {
+    use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+
+    use crate::store::testing::{Backend, TestDb};
+
+    /// The generic plan of `sql` (prepared with `types`) on one of the engine's own
+    /// Postgres sessions, as `EXPLAIN` prints it.
+    pub(crate) async fn generic_plan(db: &TestDb, types: &str, sql: &str, args: &str) -> String {
+        let txn = db.db.begin().await.unwrap();
+        txn.execute_unprepared(&format!("PREPARE planned({types}) AS {sql}"))
+            .await
+            .unwrap();
+        let rows = txn
+            .query_all_raw(Statement::from_string(
+                txn.get_database_backend(),
+                format!("EXPLAIN EXECUTE planned({args})"),
+            ))
+            .await
+            .unwrap();
+        txn.rollback().await.unwrap();
+        rows.iter()
+            .map(|r| r.try_get_by_index::<String>(0).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// On a new database (empty, never analysed) the checkpoint statement's cached
+    /// generic plan finds runs by their primary key: a sequential scan planned now
+    /// would stay cached while the table grows (`PG_SESSION` in `store/connect.rs`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checkpoint_plan_uses_the_primary_key_on_a_new_database() {
+        let Some(t) = TestDb::create(Backend::Postgres).await else {
+            return;
+        };
+        let plan = generic_plan(
+            &t,
+            "jsonb, timestamptz, jsonb, jsonb, jsonb, jsonb",
+            &super::BATCH,
+            "'[]', now(), '[]', '[]', '[]', '[]'",
+        )
+        .await;
+        assert!(!plan.contains("Seq Scan on runs"), "{plan}");
+        assert!(plan.contains("runs_pkey"), "{plan}");
+    }
 }

@@ -186,6 +186,12 @@ event_rows AS (
 SELECT id, prev, workflow, input, attempt, last_seq, deadline_at, pause_requested, fresh, held,
        trigger, team_id, team_version_id, created_at, trigger_id, approval_mode FROM claimed";
 
+/// `PG_CLAIM` for [`Pick::Runnable`] and for [`Pick::Queued`].
+static PG_CLAIM_RUNNABLE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| PG_CLAIM.replace("{DUE}", DUE));
+static PG_CLAIM_QUEUED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| PG_CLAIM.replace("{DUE}", "false"));
+
 async fn claim_postgres(
     db: &(impl ConnectionTrait + TransactionTrait),
     owner: &str,
@@ -194,13 +200,9 @@ async fn claim_postgres(
     now: DateTime<Utc>,
     pick: Pick,
 ) -> Result<Vec<Claim>> {
-    static RUNNABLE: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| PG_CLAIM.replace("{DUE}", DUE));
-    static QUEUED: std::sync::LazyLock<String> =
-        std::sync::LazyLock::new(|| PG_CLAIM.replace("{DUE}", "false"));
     let sql: &str = match pick {
-        Pick::Runnable => &RUNNABLE,
-        Pick::Queued => &QUEUED,
+        Pick::Runnable => &PG_CLAIM_RUNNABLE,
+        Pick::Queued => &PG_CLAIM_QUEUED,
     };
     let event_ids: Vec<Json> = (0..limit)
         .map(|_| Json::String(uuid::Uuid::now_v7().to_string()))
@@ -680,6 +682,25 @@ mod tests {
             [(fourth, crate::status::RunStatus::Queued)]
         );
         assert!(claim("b", 5, leases::Pick::Runnable, ttl).await.is_empty());
+    }
+
+    /// On a new database both claims walk an index of `runs`, never the whole table.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_claim_plans_use_indexes_on_a_new_database() {
+        let Some(t) = TestDb::create(Backend::Postgres).await else {
+            return;
+        };
+        for sql in [&*super::PG_CLAIM_RUNNABLE, &*super::PG_CLAIM_QUEUED] {
+            let plan = crate::store::checkpoint::plan_tests::generic_plan(
+                &t,
+                "timestamptz, bigint, text, timestamptz, jsonb",
+                sql,
+                "now(), 8, 'w', now(), '[]'",
+            )
+            .await;
+            assert!(!plan.contains("Seq Scan on runs"), "{plan}");
+            assert!(plan.contains("ix_runs_status_created"), "{plan}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
