@@ -689,31 +689,8 @@ async fn commit_one(
 }
 
 #[cfg(test)]
-pub(crate) mod plan_tests {
-    use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
-
+mod plan_tests {
     use crate::store::testing::{Backend, TestDb};
-
-    /// The generic plan of `sql` (prepared with `types`) on one of the engine's own
-    /// Postgres sessions, as `EXPLAIN` prints it.
-    pub(crate) async fn generic_plan(db: &TestDb, types: &str, sql: &str, args: &str) -> String {
-        let txn = db.db.begin().await.unwrap();
-        txn.execute_unprepared(&format!("PREPARE planned({types}) AS {sql}"))
-            .await
-            .unwrap();
-        let rows = txn
-            .query_all_raw(Statement::from_string(
-                txn.get_database_backend(),
-                format!("EXPLAIN EXECUTE planned({args})"),
-            ))
-            .await
-            .unwrap();
-        txn.rollback().await.unwrap();
-        rows.iter()
-            .map(|r| r.try_get_by_index::<String>(0).unwrap())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
 
     /// On a new database (empty, never analysed) the checkpoint statement's cached
     /// generic plan finds runs by their primary key: a sequential scan planned now
@@ -723,13 +700,13 @@ pub(crate) mod plan_tests {
         let Some(t) = TestDb::create(Backend::Postgres).await else {
             return;
         };
-        let plan = generic_plan(
-            &t,
-            "jsonb, timestamptz, jsonb, jsonb, jsonb, jsonb",
-            &super::BATCH,
-            "'[]', now(), '[]', '[]', '[]', '[]'",
-        )
-        .await;
+        let plan = t
+            .generic_plan(
+                "jsonb, timestamptz, jsonb, jsonb, jsonb, jsonb",
+                &super::BATCH,
+                "'[]', now(), '[]', '[]', '[]', '[]'",
+            )
+            .await;
         assert!(!plan.contains("Seq Scan on runs"), "{plan}");
         assert!(plan.contains("runs_pkey"), "{plan}");
     }

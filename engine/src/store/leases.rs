@@ -499,14 +499,8 @@ mod tests {
     use crate::store::testing::{Backend, TestDb};
     use crate::store::{events, leases, runs, steps};
 
-    /// Every write of a lease holder is fenced: an expired or taken-over holder
-    /// writes nothing (no step, no event) and cannot release the run either.
-    async fn fencing(backend: Backend) {
-        let Some(t) = TestDb::create(backend).await else {
-            return;
-        };
-        let db = &t.db;
-        let new = runs::NewRun {
+    fn new_run() -> runs::NewRun {
+        runs::NewRun {
             workflow: "w".into(),
             input: json!({}),
             trigger: Trigger::Manual,
@@ -516,8 +510,17 @@ mod tests {
             team_id: None,
             team_version_id: None,
             timeout_ms: 60_000,
+        }
+    }
+
+    /// Every write of a lease holder is fenced: an expired or taken-over holder
+    /// writes nothing (no step, no event) and cannot release the run either.
+    async fn fencing(backend: Backend) {
+        let Some(t) = TestDb::create(backend).await else {
+            return;
         };
-        let (run, _, _) = runs::insert(db, new, Utc::now()).await.unwrap();
+        let db = &t.db;
+        let (run, _, _) = runs::insert(db, new_run(), Utc::now()).await.unwrap();
         let ttl = Duration::from_millis(300);
         let a = leases::claim(db, "worker-a", 1, ttl, Utc::now(), leases::Pick::Runnable)
             .await
@@ -635,18 +638,7 @@ mod tests {
         };
         let db = &t.db;
         let insert = || async {
-            let new = runs::NewRun {
-                workflow: "w".into(),
-                input: json!({}),
-                trigger: Trigger::Manual,
-                trigger_id: None,
-                idempotency_key: None,
-                approval_mode: crate::status::ApprovalMode::Wait,
-                team_id: None,
-                team_version_id: None,
-                timeout_ms: 60_000,
-            };
-            let (run, _, _) = runs::insert(db, new, Utc::now()).await.unwrap();
+            let (run, _, _) = runs::insert(db, new_run(), Utc::now()).await.unwrap();
             tokio::time::sleep(Duration::from_millis(5)).await;
             run.id
         };
@@ -691,13 +683,13 @@ mod tests {
             return;
         };
         for sql in [&*super::PG_CLAIM_RUNNABLE, &*super::PG_CLAIM_QUEUED] {
-            let plan = crate::store::checkpoint::plan_tests::generic_plan(
-                &t,
-                "timestamptz, bigint, text, timestamptz, jsonb",
-                sql,
-                "now(), 8, 'w', now(), '[]'",
-            )
-            .await;
+            let plan = t
+                .generic_plan(
+                    "timestamptz, bigint, text, timestamptz, jsonb",
+                    sql,
+                    "now(), 8, 'w', now(), '[]'",
+                )
+                .await;
             assert!(!plan.contains("Seq Scan on runs"), "{plan}");
             assert!(plan.contains("ix_runs_status_created"), "{plan}");
         }

@@ -26,6 +26,29 @@ fn admin_url() -> String {
 }
 
 impl TestDb {
+    /// The generic plan of `sql` (prepared with `types`) on one of the engine's own
+    /// Postgres sessions, as `EXPLAIN` prints it.
+    #[cfg(test)]
+    pub(crate) async fn generic_plan(&self, types: &str, sql: &str, args: &str) -> String {
+        use sea_orm::{Statement, TransactionTrait};
+        let txn = self.db.begin().await.unwrap();
+        txn.execute_unprepared(&format!("PREPARE planned({types}) AS {sql}"))
+            .await
+            .unwrap();
+        let rows = txn
+            .query_all_raw(Statement::from_string(
+                txn.get_database_backend(),
+                format!("EXPLAIN EXECUTE planned({args})"),
+            ))
+            .await
+            .unwrap();
+        txn.rollback().await.unwrap();
+        rows.iter()
+            .map(|r| r.try_get_by_index::<String>(0).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     pub async fn create(backend: Backend) -> Option<TestDb> {
         let name = format!("aiops_unit_{}", uuid::Uuid::now_v7().simple());
         let (url, drop_name, dir) = match backend {
