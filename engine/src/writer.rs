@@ -13,6 +13,7 @@ use crate::error::DbFailure;
 use crate::event::Event;
 use crate::stats::Stats;
 use crate::store::checkpoint::{self, Checkpoint, Outcome};
+use crate::store::own_connection::OwnConnection;
 use crate::{Error, Result};
 
 struct Pending {
@@ -99,6 +100,7 @@ async fn run(
     batch_max: usize,
 ) {
     let mut carry: Option<Pending> = None;
+    let mut own = OwnConnection::default();
     loop {
         let first = match carry.take() {
             Some(p) => p,
@@ -123,7 +125,7 @@ async fn run(
         }
         let checkpoints: Vec<Checkpoint> = batch.iter().map(|p| p.checkpoint.clone()).collect();
         let started = std::time::Instant::now();
-        let committed = commit_retrying(&db, &stats, &checkpoints).await;
+        let committed = commit_retrying(&db, &mut own, &stats, &checkpoints).await;
         tracing::trace!(
             batch = checkpoints.len(),
             micros = started.elapsed().as_micros() as u64,
@@ -141,10 +143,14 @@ async fn run(
                 tracing::warn!(error = %e, batch = batch.len(), "checkpoint batch refused; isolating");
                 Stats::add(&stats.checkpoint_batches_isolated);
                 for pending in batch {
-                    let alone =
-                        commit_retrying(&db, &stats, std::slice::from_ref(&pending.checkpoint))
-                            .await
-                            .map(|mut o| o.pop().unwrap_or(Outcome::LeaseLost));
+                    let alone = commit_retrying(
+                        &db,
+                        &mut own,
+                        &stats,
+                        std::slice::from_ref(&pending.checkpoint),
+                    )
+                    .await
+                    .map(|mut o| o.pop().unwrap_or(Outcome::LeaseLost));
                     deliver(&bus, &stats, pending, alone);
                 }
             }
@@ -169,10 +175,17 @@ fn is_content_error(e: &Error) -> bool {
 }
 
 /// Commits a batch, retrying at once when it lost a race (deadlock, busy database).
-async fn commit_retrying(db: &Db, stats: &Stats, batch: &[Checkpoint]) -> Result<Vec<Outcome>> {
+async fn commit_retrying(
+    db: &Db,
+    own: &mut OwnConnection,
+    stats: &Stats,
+    batch: &[Checkpoint],
+) -> Result<Vec<Outcome>> {
     let mut tries = 0;
     loop {
-        match checkpoint::commit(db, batch, chrono::Utc::now()).await {
+        // The writer's own connection is not the pool sea-orm counts statements on.
+        Stats::add(&stats.statements);
+        match checkpoint::commit_on(db, own, batch, chrono::Utc::now()).await {
             Err(e) if e.is_transient() && tries < 5 => {
                 tries += 1;
                 Stats::add(&stats.checkpoint_retries);

@@ -16,7 +16,9 @@ use serde_json::{Value as Json, json};
 use uuid::Uuid;
 
 use super::leases::Fence;
-use super::{events, is_postgres, sqlite_batch, stmt};
+use super::own_connection::OwnConnection;
+use super::sqlite_batch;
+use super::{events, is_postgres, stmt};
 use crate::Result;
 use crate::event::{Event, NewEvent};
 use crate::ids::{ApprovalId, QuestionId};
@@ -318,11 +320,23 @@ pub async fn expire_wait(
     Ok(Expiry::Expired(written))
 }
 
-/// Commits a batch of checkpoints of distinct runs. The batch either commits as a
-/// whole or fails as a whole with a database error; fencing failures are per
-/// checkpoint and leave the others unaffected.
+/// [`commit_on`] on a connection of its own, for tests.
+#[cfg(test)]
 pub async fn commit(
-    db: &(impl ConnectionTrait + TransactionTrait),
+    db: &super::Db,
+    batch: &[Checkpoint],
+    now: DateTime<Utc>,
+) -> Result<Vec<Outcome>> {
+    commit_on(db, &mut OwnConnection::default(), batch, now).await
+}
+
+/// Commits a batch of checkpoints of distinct runs on the writer's own connection
+/// (`own`, kept from one batch to the next). The batch either commits as a whole or
+/// fails as a whole with a database error; fencing failures are per checkpoint and
+/// leave the others unaffected.
+pub(crate) async fn commit_on(
+    db: &super::Db,
+    own: &mut OwnConnection,
     batch: &[Checkpoint],
     now: DateTime<Utc>,
 ) -> Result<Vec<Outcome>> {
@@ -338,31 +352,20 @@ pub async fn commit(
         return Ok(Vec::new());
     }
     if is_postgres(db) {
-        commit_postgres(db, batch, now).await
-    } else {
-        let txn = crate::store::begin_write(db).await?;
-        type Indexed<'a> = Vec<(usize, &'a Checkpoint)>;
-        let (plain, other): (Indexed, Indexed) = batch
-            .iter()
-            .enumerate()
-            .partition(|(_, cp)| sqlite_batch::is_plain(cp));
-        let mut out: Vec<Option<Outcome>> = vec![None; batch.len()];
-        if !plain.is_empty() {
-            let cps: Vec<&Checkpoint> = plain.iter().map(|(_, cp)| *cp).collect();
-            let outcomes = sqlite_batch::commit_plain(&txn, &cps, now).await?;
-            for ((i, _), outcome) in plain.iter().zip(outcomes) {
-                out[*i] = Some(outcome);
-            }
-        }
-        for (i, cp) in other {
-            out[i] = Some(commit_one(&txn, cp, now).await?);
-        }
-        txn.commit().await?;
-        Ok(out
-            .into_iter()
-            .map(|o| o.unwrap_or(Outcome::LeaseLost))
-            .collect())
+        return commit_postgres(db.get_postgres_connection_pool(), own, batch, now).await;
     }
+    if let Some(script) = sqlite_batch::Script::build(batch, now) {
+        let pool = db.get_sqlite_connection_pool();
+        return sqlite_batch::commit(own, pool, batch, script, now).await;
+    }
+    // Too large for one script: statement by statement, in one transaction.
+    let txn = crate::store::begin_write(db).await?;
+    let mut out = Vec::with_capacity(batch.len());
+    for cp in batch {
+        out.push(commit_one(&txn, cp, now).await?);
+    }
+    txn.commit().await?;
+    Ok(out)
 }
 
 fn ts(t: Option<DateTime<Utc>>) -> Json {
@@ -467,7 +470,8 @@ static BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 async fn commit_postgres(
-    db: &impl ConnectionTrait,
+    pool: &sea_orm::sqlx::PgPool,
+    own: &mut OwnConnection,
     batch: &[Checkpoint],
     now: DateTime<Utc>,
 ) -> Result<Vec<Outcome>> {
@@ -546,11 +550,16 @@ async fn commit_postgres(
         Json::Array(approvals).into(),
         Json::Array(questions).into(),
     ];
-    let rows = db.query_all_raw(stmt(db, &BATCH, values)).await?;
+    let rows = own.fetch_postgres(pool, &BATCH, values).await?;
     let mut committed = std::collections::HashMap::with_capacity(rows.len());
     for row in rows {
-        let id: Uuid = row.try_get_by_index(0)?;
-        let last_seq: i64 = row.try_get_by_index(1)?;
+        use sea_orm::sqlx::Row;
+        let id: Uuid = row
+            .try_get(0)
+            .map_err(super::own_connection::database_error)?;
+        let last_seq: i64 = row
+            .try_get(1)
+            .map_err(super::own_connection::database_error)?;
         committed.insert(id, last_seq);
     }
     Ok(batch
@@ -562,7 +571,7 @@ async fn commit_postgres(
         .collect())
 }
 
-fn numbered(cp: &Checkpoint, last_seq: i64, now: DateTime<Utc>) -> Vec<Event> {
+pub(super) fn numbered(cp: &Checkpoint, last_seq: i64, now: DateTime<Utc>) -> Vec<Event> {
     let first = last_seq - cp.events.len() as i64 + 1;
     cp.events
         .iter()
@@ -577,7 +586,8 @@ fn numbered(cp: &Checkpoint, last_seq: i64, now: DateTime<Utc>) -> Vec<Event> {
         .collect()
 }
 
-// The per-checkpoint path used on SQLite, inside the batch's transaction.
+// One checkpoint on SQLite, statement by statement, inside the caller's transaction
+// (batches too large for one script, and commits that involve people).
 async fn commit_one(
     db: &impl ConnectionTrait,
     cp: &Checkpoint,

@@ -494,24 +494,10 @@ mod tests {
     use serde_json::json;
 
     use crate::event::{EventKind, NewEvent};
-    use crate::status::{StepStatus, Trigger};
+    use crate::status::StepStatus;
     use crate::store::checkpoint::{self, Checkpoint, Outcome, StepRecord};
-    use crate::store::testing::{Backend, TestDb};
+    use crate::store::testing::{Backend, TestDb, new_run};
     use crate::store::{events, leases, runs, steps};
-
-    fn new_run() -> runs::NewRun {
-        runs::NewRun {
-            workflow: "w".into(),
-            input: json!({}),
-            trigger: Trigger::Manual,
-            trigger_id: None,
-            idempotency_key: None,
-            approval_mode: crate::status::ApprovalMode::Wait,
-            team_id: None,
-            team_version_id: None,
-            timeout_ms: 60_000,
-        }
-    }
 
     /// Every write of a lease holder is fenced: an expired or taken-over holder
     /// writes nothing (no step, no event) and cannot release the run either.

@@ -19,6 +19,7 @@ pub mod listener;
 pub(crate) mod llm_credentials;
 pub(crate) mod llm_models;
 pub(crate) mod llm_providers;
+pub(crate) mod own_connection;
 pub mod questions;
 pub mod runs;
 pub(crate) mod schedules;

@@ -156,6 +156,25 @@ fn steps_with_usage(runs: &[RunId]) -> sea_orm::Select<step::Entity> {
 /// Rows per INSERT of steps: thirteen values each.
 const STEPS_PER_INSERT: usize = 500;
 
+/// A new step row's values, in the column order `id, run_id, step_key, status, input,
+/// output, usage, error, attempts, started_at, finished_at, next_attempt_at`.
+pub(crate) fn row_values(run_id: RunId, s: &StepRecord) -> Vec<Value> {
+    vec![
+        Uuid::now_v7().into(),
+        run_id.0.into(),
+        s.key.clone().into(),
+        s.status.as_str().into(),
+        s.input.clone().into(),
+        s.output.clone().into(),
+        s.usage.clone().into(),
+        s.error.clone().into(),
+        s.attempts.into(),
+        s.started_at.into(),
+        s.finished_at.into(),
+        s.next_attempt_at.into(),
+    ]
+}
+
 /// Inserts or updates step records (keyed by run and step key), as many per
 /// statement as fit.
 pub(crate) async fn upsert(
@@ -173,21 +192,8 @@ pub(crate) async fn upsert(
                 placeholders(at, 12),
                 n = at + 12
             ));
-            values.extend([
-                Uuid::now_v7().into(),
-                run_id.0.into(),
-                s.key.clone().into(),
-                s.status.as_str().into(),
-                s.input.clone().into(),
-                s.output.clone().into(),
-                s.usage.clone().into(),
-                s.error.clone().into(),
-                s.attempts.into(),
-                s.started_at.into(),
-                s.finished_at.into(),
-                s.next_attempt_at.into(),
-                now.into(),
-            ]);
+            values.extend(row_values(*run_id, s));
+            values.push(now.into());
         }
         let sql = format!(
             "INSERT INTO steps (id, run_id, step_key, status, input, output, usage, error, attempts, \

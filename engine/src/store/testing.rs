@@ -108,3 +108,18 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// A manual run of workflow "w", for store tests.
+pub(crate) fn new_run() -> crate::store::runs::NewRun {
+    crate::store::runs::NewRun {
+        workflow: "w".into(),
+        input: serde_json::json!({}),
+        trigger: crate::status::Trigger::Manual,
+        trigger_id: None,
+        idempotency_key: None,
+        approval_mode: crate::status::ApprovalMode::Wait,
+        team_id: None,
+        team_version_id: None,
+        timeout_ms: 60_000,
+    }
+}
