@@ -6,8 +6,9 @@
 //! and reports [`Outcome::LeaseLost`].
 //!
 //! Many runs' checkpoints commit together: on Postgres a whole batch is a single
-//! statement (data-modifying CTEs over `jsonb_to_recordset`), so the cost of a commit
-//! is shared by every run in it. A batch holds at most one checkpoint per run, which
+//! statement (data-modifying CTEs over `jsonb_to_recordset`), on SQLite one script
+//! sent in one call (`sqlite_batch`), so the cost of a commit is shared by every run
+//! in it. Both run on the writer's own connection (`own_connection`). A batch holds at most one checkpoint per run, which
 //! keeps each run's writes in submission order.
 
 use chrono::{DateTime, SecondsFormat, Utc};
