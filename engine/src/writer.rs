@@ -222,7 +222,7 @@ fn deliver(bus: &EventBus, stats: &Stats, pending: Pending, result: Result<Outco
 mod tests {
     use super::*;
     use crate::ids::ApprovalId;
-    use crate::status::{StepStatus, Trigger};
+    use crate::status::StepStatus;
     use crate::store::checkpoint::{NewApproval, StepRecord};
     use crate::store::{self, leases, runs};
 
@@ -237,18 +237,9 @@ mod tests {
         let db = test_db.db.clone();
         let now = chrono::Utc::now();
         for _ in 0..3 {
-            let new = runs::NewRun {
-                workflow: "w".into(),
-                input: serde_json::json!({}),
-                trigger: Trigger::Manual,
-                trigger_id: None,
-                idempotency_key: None,
-                approval_mode: crate::status::ApprovalMode::Wait,
-                team_id: None,
-                team_version_id: None,
-                timeout_ms: 60_000,
-            };
-            runs::insert(&db, new, now).await.unwrap();
+            runs::insert(&db, store::testing::new_run(), now)
+                .await
+                .unwrap();
         }
         let claims = leases::claim(
             &db,

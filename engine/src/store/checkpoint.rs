@@ -375,6 +375,43 @@ fn ts(t: Option<DateTime<Utc>>) -> Json {
     })
 }
 
+/// What one checkpoint does to its run's row, as both backends' batch statements take
+/// it: `last_seq` rises by `n_events`; each `set_*`/flag says whether a column changes.
+pub(super) struct RowUpdate<'a> {
+    pub n_events: i64,
+    pub status: Option<&'static str>,
+    pub has_output: bool,
+    pub output: Option<&'a Json>,
+    pub error: Option<&'a str>,
+    pub set_wake: bool,
+    pub wake_at: Option<DateTime<Utc>>,
+    pub release: bool,
+    pub park: bool,
+    pub remaining_ms: Option<i64>,
+    pub finished: bool,
+    pub need_pause: bool,
+}
+
+impl<'a> RowUpdate<'a> {
+    pub(super) fn of(cp: &'a Checkpoint) -> Self {
+        let change = cp.run.as_ref();
+        Self {
+            n_events: cp.events.len() as i64,
+            status: change.map(|c| c.status.as_str()),
+            has_output: change.is_some_and(|c| c.output.is_some()),
+            output: change.and_then(|c| c.output.as_ref()),
+            error: change.and_then(|c| c.error.as_deref()),
+            set_wake: change.is_some(),
+            wake_at: change.and_then(|c| c.wake_at),
+            release: change.is_some_and(|c| c.release),
+            park: change.is_some_and(|c| c.park_remaining_ms.is_some()),
+            remaining_ms: change.and_then(|c| c.park_remaining_ms),
+            finished: change.is_some_and(|c| c.finished),
+            need_pause: change.is_some_and(|c| c.only_if_pause_requested),
+        }
+    }
+}
+
 // `{FENCE}` is replaced by the lease fence (`leases::fence`).
 const PG_BATCH: &str = "\
 WITH ops AS (
@@ -483,23 +520,23 @@ async fn commit_postgres(
     let mut questions = Vec::new();
     for cp in batch {
         let run_id = cp.fence.run_id.0;
-        let change = cp.run.as_ref();
+        let u = RowUpdate::of(cp);
         ops.push(json!({
             "run_id": run_id,
             "owner": cp.fence.owner,
             "attempt": cp.fence.attempt,
-            "n_events": cp.events.len(),
-            "status": change.map(|c| c.status.as_str()),
-            "has_output": change.is_some_and(|c| c.output.is_some()),
-            "output": change.and_then(|c| c.output.clone()),
-            "error": change.and_then(|c| c.error.clone()),
-            "set_wake": change.is_some(),
-            "wake_at": ts(change.and_then(|c| c.wake_at)),
-            "release": change.is_some_and(|c| c.release),
-            "park": change.is_some_and(|c| c.park_remaining_ms.is_some()),
-            "remaining_ms": change.and_then(|c| c.park_remaining_ms),
-            "finished": change.is_some_and(|c| c.finished),
-            "need_pause": change.is_some_and(|c| c.only_if_pause_requested),
+            "n_events": u.n_events,
+            "status": u.status,
+            "has_output": u.has_output,
+            "output": u.output,
+            "error": u.error,
+            "set_wake": u.set_wake,
+            "wake_at": ts(u.wake_at),
+            "release": u.release,
+            "park": u.park,
+            "remaining_ms": u.remaining_ms,
+            "finished": u.finished,
+            "need_pause": u.need_pause,
         }));
         for s in &cp.steps {
             steps.push(json!({

@@ -23,7 +23,7 @@ use sea_orm::Value;
 use sea_orm::sqlx;
 use uuid::Uuid;
 
-use super::checkpoint::{Checkpoint, Outcome, numbered};
+use super::checkpoint::{Checkpoint, Outcome, RowUpdate, numbered};
 use super::own_connection::{OwnConnection, database_error};
 use crate::Result;
 
@@ -69,10 +69,7 @@ impl Script {
                 cp.fence.run_id.0.into(),
                 cp.fence.attempt.into(),
                 cp.fence.owner.clone().into(),
-                cp.run
-                    .as_ref()
-                    .is_some_and(|c| c.only_if_pause_requested)
-                    .into(),
+                RowUpdate::of(cp).need_pause.into(),
             ]
         }));
         s.sql.push_str(&format!(
@@ -229,20 +226,20 @@ impl Script {
     /// rows as they were (a lease released here still fenced the inserts).
     fn update_runs(&mut self, batch: &[Checkpoint], now: DateTime<Utc>) {
         let rows = self.rows(batch.iter().map(|cp| {
-            let change = cp.run.as_ref();
+            let u = RowUpdate::of(cp);
             vec![
                 cp.fence.run_id.0.into(),
-                (cp.events.len() as i64).into(),
-                change.map(|c| c.status.as_str()).into(),
-                change.is_some_and(|c| c.output.is_some()).into(),
-                change.and_then(|c| c.output.clone()).into(),
-                change.and_then(|c| c.error.clone()).into(),
-                change.is_some().into(),
-                change.and_then(|c| c.wake_at).into(),
-                change.is_some_and(|c| c.release).into(),
-                change.is_some_and(|c| c.park_remaining_ms.is_some()).into(),
-                change.and_then(|c| c.park_remaining_ms).into(),
-                change.is_some_and(|c| c.finished).into(),
+                u.n_events.into(),
+                u.status.into(),
+                u.has_output.into(),
+                u.output.cloned().into(),
+                u.error.map(str::to_owned).into(),
+                u.set_wake.into(),
+                u.wake_at.into(),
+                u.release.into(),
+                u.park.into(),
+                u.remaining_ms.into(),
+                u.finished.into(),
             ]
         }));
         let statement = format!(
