@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
@@ -64,30 +64,21 @@ impl Engine {
         } else {
             None
         };
-        let now = Utc::now();
-        let txn = store::begin_write(&self.inner.db).await?;
-        let (mut run, written, created) = store::runs::insert(&txn, new, now).await?;
-        let claimed = match &slot {
-            Some(slot) if created => {
-                let ttl = self.inner.config.lease_ttl;
-                store::leases::claim_at_start(&txn, &run, &slot.owner, ttl, now).await?
-            }
-            _ => None,
+        // The database keeps microseconds: the run returned is the run stored.
+        let now = Utc::now().trunc_subsecs(6);
+        let eager = slot.as_ref().map(|slot| store::runs::EagerClaim {
+            owner: &slot.owner,
+            lease_ttl: self.inner.config.lease_ttl,
+        });
+        let (run, queued, claim) = match store::runs::start(&self.inner.db, new, eager, now).await?
+        {
+            store::runs::Started::New { run, queued, claim } => (run, queued, claim),
+            store::runs::Started::Existing(run) => return Ok(run),
         };
-        txn.commit().await?;
-        self.inner.bus.publish_events(&written);
-        match (claimed, slot) {
-            (Some(claim), Some(slot)) => {
-                run.status = crate::status::RunStatus::Running;
-                run.attempt = claim.fence.attempt;
-                run.lease_owner = Some(claim.fence.owner.clone());
-                run.started_at = Some(now);
-                run.deadline_at = Some(claim.deadline_at);
-                run.last_seq += claim.events.len() as i64;
-                self.hand_over(claim, slot.permit, &slot.handoff).await;
-            }
-            _ if created => self.runnable(),
-            _ => {}
+        self.inner.bus.publish_events(&queued);
+        match (claim, slot) {
+            (Some(claim), Some(slot)) => self.hand_over(*claim, slot.permit, &slot.handoff).await,
+            _ => self.runnable(),
         }
         Ok(run)
     }

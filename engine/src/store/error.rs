@@ -51,6 +51,14 @@ impl DatabaseError {
     pub fn failure(&self) -> DbFailure {
         classify(&self.0)
     }
+
+    /// A unique index refused the row (an idempotency key already taken, say).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self.0.sql_err(),
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+        )
+    }
 }
 
 impl From<sea_orm::DbErr> for crate::Error {

@@ -66,28 +66,35 @@ pub async fn insert_runs(
         .collect();
     let rows: Vec<&Event> = out.iter().flatten().collect();
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut sql =
-            String::from("INSERT INTO events (id, run_id, seq, kind, payload, created_at) VALUES ");
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 6);
-        for (i, e) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            sql.push_str(&super::placeholders(i * 6 + 1, 6));
-            sql.push(')');
-            values.extend([
-                Uuid::now_v7().into(),
-                e.run_id.0.into(),
-                e.seq.into(),
-                e.kind.as_str().into(),
-                e.payload.clone().into(),
-                now.into(),
-            ]);
-        }
+        let (sql, values) = insert_sql(chunk, 1);
         db.execute_raw(stmt(db, &sql, values)).await?;
     }
     Ok(out)
+}
+
+/// One INSERT of `rows`, its placeholders numbered from `$first` (the caller turns
+/// them into SQLite's when it needs to), and its values.
+pub(super) fn insert_sql(rows: &[&Event], first: usize) -> (String, Vec<Value>) {
+    let mut sql =
+        String::from("INSERT INTO events (id, run_id, seq, kind, payload, created_at) VALUES ");
+    let mut values: Vec<Value> = Vec::with_capacity(rows.len() * 6);
+    for (i, e) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        sql.push_str(&super::placeholders(first + i * 6, 6));
+        sql.push(')');
+        values.extend([
+            Uuid::now_v7().into(),
+            e.run_id.0.into(),
+            e.seq.into(),
+            e.kind.as_str().into(),
+            e.payload.clone().into(),
+            e.created_at.into(),
+        ]);
+    }
+    (sql, values)
 }
 
 /// Events of a run with `seq > after_seq`, oldest first, at most `limit`.

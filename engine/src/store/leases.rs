@@ -375,33 +375,34 @@ async fn take(
         .await?)
 }
 
-/// Claims a run inserted in this same transaction, for a worker of this process with
-/// a free slot (eager start): the run goes from QUEUED to RUNNING, with its
-/// RUN_STARTED, in the commit that creates it, so no claim round trip follows.
-pub async fn claim_at_start(
-    txn: &impl ConnectionTrait,
-    run: &crate::model::Run,
-    owner: &str,
-    lease_ttl: std::time::Duration,
-    now: DateTime<Utc>,
-) -> Result<Option<Claim>> {
-    let lease_until =
-        now + ChronoDuration::from_std(lease_ttl).unwrap_or(ChronoDuration::seconds(30));
-    let taking = Taking {
-        id: run.id.0,
-        attempt: run.attempt,
-        status: RunStatus::Queued,
-        deadline: now + ChronoDuration::milliseconds(run.timeout_ms),
-    };
-    let Some(row) = take(txn, &taking, owner, lease_until, now).await? else {
-        return Ok(None);
-    };
-    let (mut claim, last_seq) = claim_from_row(&row, owner)?;
-    claim.previous = RunStatus::Queued;
-    claim.fresh = true;
-    let e = claim_event(RunStatus::Queued, claim.fence.attempt, owner, false);
-    claim.events = events::insert(txn, claim.fence.run_id, last_seq, &[e], now).await?;
-    Ok(Some(claim))
+/// RUN_STARTED of a run claimed at its start (eager start) by `owner`.
+pub(super) fn started_at_start(attempt: i64, owner: &str) -> NewEvent {
+    claim_event(RunStatus::Queued, attempt, owner, false)
+}
+
+/// The claim on a run written already RUNNING for `owner` (eager start), with
+/// `started` (its RUN_STARTED) committed in the same statement.
+pub(super) fn claim_of_new(run: &crate::model::Run, owner: &str, started: Vec<Event>) -> Claim {
+    Claim {
+        fence: Fence {
+            run_id: run.id,
+            owner: owner.to_owned(),
+            attempt: run.attempt,
+        },
+        previous: RunStatus::Queued,
+        fresh: true,
+        workflow: run.workflow.clone(),
+        input: run.input.clone(),
+        deadline_at: run.deadline_at.unwrap_or(run.created_at),
+        pause_requested: false,
+        trigger: run.trigger,
+        team_id: run.team_id,
+        team_version_id: run.team_version_id,
+        created_at: run.created_at,
+        trigger_id: run.trigger_id.clone(),
+        approval_mode: run.approval_mode,
+        events: started,
+    }
 }
 
 /// What a heartbeat learned about one held run.

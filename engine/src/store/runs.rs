@@ -4,14 +4,16 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, SqlErr, Value,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, SqlErr, Statement, Value,
 };
 use serde_json::Value as Json;
 
 use super::entity::run;
 use super::keyset::{self, Direction};
-use super::{events, stmt};
+use super::leases::{self, Claim};
+use super::own_connection::OwnConnection;
+use super::{events, is_postgres, stmt};
 use crate::event::{Event, NewEvent};
 use crate::ids::{RunId, TeamId};
 pub use crate::model::{Run, RunFilter};
@@ -66,8 +68,9 @@ pub struct NewRun {
     pub timeout_ms: i64,
 }
 
-/// Inserts a QUEUED run and its RUN_QUEUED event. With an idempotency key that is
-/// already taken, returns the existing run and `false` instead.
+/// Inserts a QUEUED run and its RUN_QUEUED event, inside the caller's transaction.
+/// With an idempotency key that is already taken, returns the existing run and
+/// `false` instead.
 pub async fn insert(
     db: &impl ConnectionTrait,
     new: NewRun,
@@ -78,62 +81,202 @@ pub async fn insert(
     {
         return Ok((existing, Vec::new(), false));
     }
-    let id = RunId::new();
-    let model = run::ActiveModel {
-        id: Set(id.0),
-        team_id: Set(new.team_id.map(|t| t.0)),
-        team_version_id: Set(new.team_version_id),
-        workflow: Set(new.workflow.clone()),
-        trigger: Set(new.trigger.as_str().to_owned()),
-        trigger_id: Set(new.trigger_id.clone()),
-        idempotency_key: Set(new.idempotency_key.clone()),
-        approval_mode: Set(new.approval_mode.as_str().to_owned()),
-        input: Set(new.input.clone()),
-        status: Set(RunStatus::Queued.as_str().to_owned()),
-        output: Set(None),
-        error: Set(None),
-        attempt: Set(0),
-        lease_owner: Set(None),
-        lease_expires_at: Set(None),
-        wake_at: Set(None),
-        deadline_at: Set(None),
-        timeout_ms: Set(new.timeout_ms),
-        remaining_ms: Set(None),
-        pause_requested: Set(false),
-        last_seq: Set(1),
-        created_at: Set(now),
-        updated_at: Set(now),
-        started_at: Set(None),
-        finished_at: Set(None),
-    };
-    match run::Entity::insert(model).exec_without_returning(db).await {
+    let row = new_row(&new, None, now);
+    match run::Entity::insert(row.clone().into_active_model())
+        .exec_without_returning(db)
+        .await
+    {
         Ok(_) => {}
         Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-            // Lost a race with another request carrying the same key.
-            if let Some(key) = &new.idempotency_key
-                && let Some(existing) = find_by_idempotency_key(db, key).await?
-            {
-                return Ok((existing, Vec::new(), false));
-            }
-            return Err(e.into());
+            return lost_key_race(db, &new, e.into()).await;
         }
         Err(e) => return Err(e.into()),
     }
-    let queued = events::insert(
-        db,
-        id,
-        1,
-        &[NewEvent::new(
-            crate::event::EventKind::RunQueued,
-            queued_data(&new),
-        )],
-        now,
-    )
-    .await?;
-    let run = get(db, id)
-        .await?
-        .ok_or_else(|| Error::not_found("run", id))?;
+    let run = Run::try_from(row)?;
+    let queued = events::insert(db, run.id, 1, &[queued_event(&new)], now).await?;
     Ok((run, queued, true))
+}
+
+/// A worker of this process that takes a new run at its start (eager start).
+pub struct EagerClaim<'a> {
+    pub owner: &'a str,
+    pub lease_ttl: std::time::Duration,
+}
+
+/// What [`start`] wrote.
+pub enum Started {
+    /// A new run, its RUN_QUEUED event, and the claim when a worker took it at once.
+    New {
+        run: Run,
+        queued: Vec<Event>,
+        claim: Option<Box<Claim>>,
+    },
+    /// The idempotency key was taken: the run that has it.
+    Existing(Run),
+}
+
+/// Starts a run in one round trip and one commit: its row and RUN_QUEUED — and with
+/// `eager`, the row already RUNNING for that worker and its RUN_STARTED, as a claim
+/// would leave them — in one statement (Postgres) or one script (SQLite).
+pub async fn start(
+    db: &super::Db,
+    new: NewRun,
+    eager: Option<EagerClaim<'_>>,
+    now: DateTime<Utc>,
+) -> Result<Started> {
+    if let Some(key) = &new.idempotency_key
+        && let Some(existing) = find_by_idempotency_key(db, key).await?
+    {
+        return Ok(Started::Existing(existing));
+    }
+    let row = new_row(&new, eager.as_ref(), now);
+    let run = Run::try_from(row.clone())?;
+    let mut written = events_of(run.id, 1, now, vec![queued_event(&new)]);
+    if let Some(eager) = &eager {
+        let started = leases::started_at_start(run.attempt, eager.owner);
+        written.extend(events_of(run.id, 2, now, vec![started]));
+    }
+    let insert = run::Entity::insert(row.into_active_model()).build(db.get_database_backend());
+    let mut values = insert.values.map(|v| v.0).unwrap_or_default();
+    let rows: Vec<&Event> = written.iter().collect();
+    let (events_sql, events_values) = events::insert_sql(&rows, values.len() + 1);
+    values.extend(events_values);
+    let wrote = if is_postgres(db) {
+        // A data-modifying CTE always runs; the events' foreign key is checked at the
+        // statement's end, when the run's row is there.
+        let sql = format!("WITH r AS ({}) {events_sql}", insert.sql);
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await
+        .map(drop)
+        .map_err(Error::from)
+    } else {
+        let script = format!(
+            "BEGIN IMMEDIATE; {}; {}; COMMIT",
+            insert.sql,
+            anonymous_placeholders(&events_sql)
+        );
+        OwnConnection::default()
+            .run_sqlite_script(db.get_sqlite_connection_pool(), script, values)
+            .await
+            .map(drop)
+    };
+    match wrote {
+        Ok(()) => {}
+        Err(Error::Database(e)) if e.is_unique_violation() => {
+            let (run, _, _) = lost_key_race(db, &new, Error::Database(e)).await?;
+            return Ok(Started::Existing(run));
+        }
+        Err(e) => return Err(e),
+    }
+    let claim = eager.map(|e| Box::new(leases::claim_of_new(&run, e.owner, written.split_off(1))));
+    Ok(Started::New {
+        run,
+        queued: written,
+        claim,
+    })
+}
+
+/// The run that took `new`'s idempotency key while `new` was being inserted; `err`
+/// (the insert's failure) when no run has it, as then the key was not the conflict.
+async fn lost_key_race(
+    db: &impl ConnectionTrait,
+    new: &NewRun,
+    err: Error,
+) -> Result<(Run, Vec<Event>, bool)> {
+    if let Some(key) = &new.idempotency_key
+        && let Some(existing) = find_by_idempotency_key(db, key).await?
+    {
+        return Ok((existing, Vec::new(), false));
+    }
+    Err(err)
+}
+
+/// A new run's row: QUEUED, or with `eager` RUNNING under that worker's first lease.
+fn new_row(new: &NewRun, eager: Option<&EagerClaim<'_>>, now: DateTime<Utc>) -> run::Model {
+    let claimed = eager.map(|e| {
+        let ttl = chrono::Duration::from_std(e.lease_ttl).unwrap_or(chrono::Duration::seconds(30));
+        (e.owner.to_owned(), now + ttl)
+    });
+    let running = claimed.is_some();
+    run::Model {
+        id: RunId::new().0,
+        team_id: new.team_id.map(|t| t.0),
+        team_version_id: new.team_version_id,
+        workflow: new.workflow.clone(),
+        trigger: new.trigger.as_str().to_owned(),
+        trigger_id: new.trigger_id.clone(),
+        idempotency_key: new.idempotency_key.clone(),
+        approval_mode: new.approval_mode.as_str().to_owned(),
+        input: new.input.clone(),
+        status: if running {
+            RunStatus::Running
+        } else {
+            RunStatus::Queued
+        }
+        .as_str()
+        .to_owned(),
+        output: None,
+        error: None,
+        attempt: i64::from(running),
+        lease_expires_at: claimed.as_ref().map(|c| c.1),
+        lease_owner: claimed.map(|c| c.0),
+        wake_at: None,
+        deadline_at: running.then(|| now + chrono::Duration::milliseconds(new.timeout_ms)),
+        timeout_ms: new.timeout_ms,
+        remaining_ms: None,
+        pause_requested: false,
+        last_seq: if running { 2 } else { 1 },
+        created_at: now,
+        updated_at: now,
+        started_at: running.then_some(now),
+        finished_at: None,
+    }
+}
+
+/// `events` as written from `first_seq` on at `now`.
+fn events_of(
+    run_id: RunId,
+    first_seq: i64,
+    now: DateTime<Utc>,
+    events: Vec<NewEvent>,
+) -> Vec<Event> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| Event {
+            run_id,
+            seq: first_seq + i as i64,
+            kind: e.kind,
+            payload: e.payload,
+            created_at: now,
+        })
+        .collect()
+}
+
+/// `$n` placeholders as SQLite's anonymous `?`, bound in order (the values are
+/// appended in the order the placeholders appear).
+fn anonymous_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' {
+            out.push('?');
+            while chars.peek().is_some_and(char::is_ascii_digit) {
+                chars.next();
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn queued_event(new: &NewRun) -> NewEvent {
+    NewEvent::new(crate::event::EventKind::RunQueued, queued_data(new))
 }
 
 /// RUN_QUEUED's data: the workflow and what started the run.
@@ -415,4 +558,138 @@ pub async fn count_by_status(db: &impl ConnectionTrait) -> Result<Vec<(RunStatus
         .all(db)
         .await?;
     rows.into_iter().map(|(s, n)| Ok((s.parse()?, n))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::{SubsecRound, Utc};
+
+    use super::{EagerClaim, Started, get, start};
+    use crate::event::EventKind;
+    use crate::status::RunStatus;
+    use crate::store::testing::{Backend, TestDb, new_run};
+    use crate::store::{Db, events, leases};
+
+    async fn each_backend(test: impl AsyncFn(&Db)) {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            if let Some(t) = TestDb::create(backend).await {
+                test(&t.db).await;
+            }
+        }
+    }
+
+    fn eager() -> Option<EagerClaim<'static>> {
+        Some(EagerClaim {
+            owner: "w1",
+            lease_ttl: Duration::from_secs(30),
+        })
+    }
+
+    fn new_one(
+        started: Started,
+    ) -> (
+        crate::model::Run,
+        Vec<crate::event::Event>,
+        Option<leases::Claim>,
+    ) {
+        match started {
+            Started::New { run, queued, claim } => (run, queued, claim.map(|c| *c)),
+            Started::Existing(run) => panic!("run {} already existed", run.id),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_start_returns_exactly_the_run_and_events_it_stored() {
+        each_backend(async |db| {
+            let now = Utc::now().trunc_subsecs(6);
+            let (queued_run, queued, claim) =
+                new_one(start(db, new_run(), None, now).await.unwrap());
+            assert!(claim.is_none());
+            assert_eq!(queued_run.status, RunStatus::Queued);
+            assert_eq!(get(db, queued_run.id).await.unwrap().unwrap(), queued_run);
+            assert_eq!(
+                events::list_after(db, queued_run.id, 0, 10).await.unwrap(),
+                queued
+            );
+
+            let (run, queued, claim) = new_one(start(db, new_run(), eager(), now).await.unwrap());
+            let claim = claim.expect("claimed at start");
+            let stored = get(db, run.id).await.unwrap().unwrap();
+            assert_eq!(stored, run);
+            assert_eq!(stored.status, RunStatus::Running);
+            assert_eq!(stored.attempt, 1);
+            assert_eq!(stored.lease_owner.as_deref(), Some("w1"));
+            assert_eq!(
+                stored.lease_expires_at,
+                Some(now + chrono::Duration::seconds(30))
+            );
+            assert_eq!(stored.deadline_at, Some(claim.deadline_at));
+            assert_eq!(stored.last_seq, 2);
+            let all = events::list_after(db, run.id, 0, 10).await.unwrap();
+            let kinds: Vec<_> = all.iter().map(|e| e.kind).collect();
+            assert_eq!(kinds, [EventKind::RunQueued, EventKind::RunStarted]);
+            assert_eq!(all[..1], queued[..]);
+            assert_eq!(all[1..], claim.events[..]);
+            assert_eq!(claim.fence.attempt, 1);
+            assert!(claim.fresh);
+            // The lease is a real one: the holder's heartbeat renews it.
+            let renewed =
+                leases::heartbeat(db, "w1", &[run.id], Duration::from_secs(30), Utc::now())
+                    .await
+                    .unwrap();
+            assert_eq!(renewed.len(), 1);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_repeated_idempotency_key_returns_the_first_run_and_writes_nothing() {
+        each_backend(async |db| {
+            let keyed = || super::NewRun {
+                idempotency_key: Some("alert-42".into()),
+                ..new_run()
+            };
+            let (first, _, _) = new_one(start(db, keyed(), eager(), Utc::now()).await.unwrap());
+            let Started::Existing(again) = start(db, keyed(), eager(), Utc::now()).await.unwrap()
+            else {
+                panic!("a second run was started under the same key");
+            };
+            assert_eq!(again.id, first.id);
+            assert_eq!(
+                crate::store::runs::count_by_status(db)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.1)
+                    .sum::<i64>(),
+                1
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_start_leaves_nothing_behind_and_the_next_one_works() {
+        each_backend(async |db| {
+            // No such team version: the foreign key refuses the run.
+            let bad = super::NewRun {
+                team_version_id: Some(uuid::Uuid::now_v7()),
+                ..new_run()
+            };
+            assert!(start(db, bad, eager(), Utc::now()).await.is_err());
+            assert!(
+                crate::store::runs::count_by_status(db)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            // Every pooled connection is usable: no transaction was left open.
+            for _ in 0..12 {
+                new_one(start(db, new_run(), None, Utc::now()).await.unwrap());
+            }
+        })
+        .await;
+    }
 }
