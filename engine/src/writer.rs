@@ -13,7 +13,7 @@ use crate::error::DbFailure;
 use crate::event::Event;
 use crate::stats::Stats;
 use crate::store::checkpoint::{self, Checkpoint, Outcome};
-use crate::store::own_connection::OwnConnection;
+use crate::store::own_connection::{OwnConnection, SharedConnection};
 use crate::{Error, Result};
 
 struct Pending {
@@ -29,6 +29,8 @@ struct Pending {
 #[derive(Clone)]
 pub struct CheckpointWriter {
     shards: std::sync::Arc<[mpsc::Sender<Pending>]>,
+    /// The connection the first writer commits on (SQLite's only one).
+    first: SharedConnection,
 }
 
 impl CheckpointWriter {
@@ -40,14 +42,21 @@ impl CheckpointWriter {
         batch_max: usize,
         shards: usize,
     ) -> Self {
+        let first = SharedConnection::default();
         let shards: Vec<_> = (0..shards.max(1))
-            .map(|_| {
+            .map(|i| {
                 let (tx, rx) = mpsc::channel(4096);
+                let own = if i == 0 {
+                    first.clone()
+                } else {
+                    SharedConnection::default()
+                };
                 tokio::spawn(run(
                     db.clone(),
                     bus.clone(),
                     stats.clone(),
                     rx,
+                    own,
                     batch_max.max(1),
                 ));
                 tx
@@ -55,7 +64,14 @@ impl CheckpointWriter {
             .collect();
         Self {
             shards: shards.into(),
+            first,
         }
+    }
+
+    /// The connection SQLite's writer commits on, for other writes to share (see
+    /// [`SharedConnection`]).
+    pub(crate) fn sqlite_connection(&self) -> &SharedConnection {
+        &self.first
     }
 
     fn shard(&self, run_id: crate::ids::RunId) -> &mpsc::Sender<Pending> {
@@ -97,10 +113,10 @@ async fn run(
     bus: EventBus,
     stats: Arc<Stats>,
     mut rx: mpsc::Receiver<Pending>,
+    own: SharedConnection,
     batch_max: usize,
 ) {
     let mut carry: Option<Pending> = None;
-    let mut own = OwnConnection::default();
     loop {
         let first = match carry.take() {
             Some(p) => p,
@@ -124,8 +140,10 @@ async fn run(
             }
         }
         let checkpoints: Vec<Checkpoint> = batch.iter().map(|p| p.checkpoint.clone()).collect();
+        let mut own = own.lock().await;
+        let own = &mut *own;
         let started = std::time::Instant::now();
-        let committed = commit_retrying(&db, &mut own, &stats, &checkpoints).await;
+        let committed = commit_retrying(&db, own, &stats, &checkpoints).await;
         tracing::trace!(
             batch = checkpoints.len(),
             micros = started.elapsed().as_micros() as u64,
@@ -145,7 +163,7 @@ async fn run(
                 for pending in batch {
                     let alone = commit_retrying(
                         &db,
-                        &mut own,
+                        own,
                         &stats,
                         std::slice::from_ref(&pending.checkpoint),
                     )

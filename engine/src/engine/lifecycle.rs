@@ -70,8 +70,9 @@ impl Engine {
             owner: &slot.owner,
             lease_ttl: self.inner.config.lease_ttl,
         });
-        let (run, queued, claim) = match store::runs::start(&self.inner.db, new, eager, now).await?
-        {
+        let sqlite = self.inner.writer.sqlite_connection();
+        let started = store::runs::start(&self.inner.db, new, eager, now, sqlite).await?;
+        let (run, queued, claim) = match started {
             store::runs::Started::New { run, queued, claim } => (run, queued, claim),
             store::runs::Started::Existing(run) => return Ok(run),
         };

@@ -12,6 +12,11 @@ use sea_query_sqlx::SqlxValues;
 
 use crate::Result;
 
+/// An [`OwnConnection`] that other writes share with the checkpoint writer: on SQLite
+/// a run's start goes through the writer's connection, so that the next checkpoint
+/// finds its page cache still valid.
+pub(crate) type SharedConnection = std::sync::Arc<tokio::sync::Mutex<OwnConnection>>;
+
 #[derive(Default)]
 pub struct OwnConnection {
     sqlite: Option<PoolConnection<Sqlite>>,
@@ -32,6 +37,13 @@ impl OwnConnection {
         sql: String,
         values: Vec<Value>,
     ) -> Result<Vec<sqlx::sqlite::SqliteRow>> {
+        if self.in_script {
+            // A shared holder was cut short inside its script: the connection may be
+            // in that script's transaction. Closing it rolls that back.
+            if let Some(mut conn) = self.sqlite.take() {
+                conn.close_on_drop();
+            }
+        }
         let conn = match &mut self.sqlite {
             Some(conn) => conn,
             empty => empty.insert(pool.acquire().await.map_err(database_error)?),

@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 use super::entity::run;
 use super::keyset::{self, Direction};
 use super::leases::{self, Claim};
-use super::own_connection::OwnConnection;
+use super::own_connection::SharedConnection;
 use super::{events, is_postgres, stmt};
 use crate::event::{Event, NewEvent};
 use crate::ids::{RunId, TeamId};
@@ -117,12 +117,14 @@ pub enum Started {
 
 /// Starts a run in one round trip and one commit: its row and RUN_QUEUED — and with
 /// `eager`, the row already RUNNING for that worker and its RUN_STARTED, as a claim
-/// would leave them — in one statement (Postgres) or one script (SQLite).
+/// would leave them — in one statement (Postgres) or one script (SQLite, on
+/// `sqlite`: the checkpoint writer's connection).
 pub async fn start(
     db: &super::Db,
     new: NewRun,
     eager: Option<EagerClaim<'_>>,
     now: DateTime<Utc>,
+    sqlite: &SharedConnection,
 ) -> Result<Started> {
     if let Some(key) = &new.idempotency_key
         && let Some(existing) = find_by_idempotency_key(db, key).await?
@@ -159,7 +161,9 @@ pub async fn start(
             insert.sql,
             anonymous_placeholders(&events_sql)
         );
-        OwnConnection::default()
+        sqlite
+            .lock()
+            .await
             .run_sqlite_script(db.get_sqlite_connection_pool(), script, values)
             .await
             .map(drop)
@@ -580,6 +584,10 @@ mod tests {
         }
     }
 
+    fn shared() -> crate::store::own_connection::SharedConnection {
+        Default::default()
+    }
+
     fn eager() -> Option<EagerClaim<'static>> {
         Some(EagerClaim {
             owner: "w1",
@@ -605,7 +613,7 @@ mod tests {
         each_backend(async |db| {
             let now = Utc::now().trunc_subsecs(6);
             let (queued_run, queued, claim) =
-                new_one(start(db, new_run(), None, now).await.unwrap());
+                new_one(start(db, new_run(), None, now, &shared()).await.unwrap());
             assert!(claim.is_none());
             assert_eq!(queued_run.status, RunStatus::Queued);
             assert_eq!(get(db, queued_run.id).await.unwrap().unwrap(), queued_run);
@@ -614,7 +622,8 @@ mod tests {
                 queued
             );
 
-            let (run, queued, claim) = new_one(start(db, new_run(), eager(), now).await.unwrap());
+            let (run, queued, claim) =
+                new_one(start(db, new_run(), eager(), now, &shared()).await.unwrap());
             let claim = claim.expect("claimed at start");
             let stored = get(db, run.id).await.unwrap().unwrap();
             assert_eq!(stored, run);
@@ -651,8 +660,14 @@ mod tests {
                 idempotency_key: Some("alert-42".into()),
                 ..new_run()
             };
-            let (first, _, _) = new_one(start(db, keyed(), eager(), Utc::now()).await.unwrap());
-            let Started::Existing(again) = start(db, keyed(), eager(), Utc::now()).await.unwrap()
+            let (first, _, _) = new_one(
+                start(db, keyed(), eager(), Utc::now(), &shared())
+                    .await
+                    .unwrap(),
+            );
+            let Started::Existing(again) = start(db, keyed(), eager(), Utc::now(), &shared())
+                .await
+                .unwrap()
             else {
                 panic!("a second run was started under the same key");
             };
@@ -673,23 +688,61 @@ mod tests {
     #[tokio::test]
     async fn a_refused_start_leaves_nothing_behind_and_the_next_one_works() {
         each_backend(async |db| {
+            let connection = shared();
             // No such team version: the foreign key refuses the run.
             let bad = super::NewRun {
                 team_version_id: Some(uuid::Uuid::now_v7()),
                 ..new_run()
             };
-            assert!(start(db, bad, eager(), Utc::now()).await.is_err());
+            assert!(
+                start(db, bad, eager(), Utc::now(), &connection)
+                    .await
+                    .is_err()
+            );
             assert!(
                 crate::store::runs::count_by_status(db)
                     .await
                     .unwrap()
                     .is_empty()
             );
-            // Every pooled connection is usable: no transaction was left open.
-            for _ in 0..12 {
-                new_one(start(db, new_run(), None, Utc::now()).await.unwrap());
+            // The same connection starts the next run: no transaction was left open.
+            for _ in 0..3 {
+                new_one(
+                    start(db, new_run(), None, Utc::now(), &connection)
+                        .await
+                        .unwrap(),
+                );
             }
         })
         .await;
+    }
+
+    /// A start dropped while its script runs (a client gone) must not leave the
+    /// shared connection inside the script's transaction for the writer.
+    #[tokio::test]
+    async fn a_start_cut_short_leaves_the_shared_connection_usable() {
+        let t = TestDb::create(Backend::Sqlite).await.unwrap();
+        let db = &t.db;
+        let connection = shared();
+        let mut cut = 0;
+        for _ in 0..50 {
+            let started = start(db, new_run(), None, Utc::now(), &connection);
+            // Polled once or a few times, then dropped part-way.
+            if tokio::time::timeout(Duration::from_micros(50), started)
+                .await
+                .is_err()
+            {
+                cut += 1;
+            }
+            new_one(
+                start(db, new_run(), None, Utc::now(), &connection)
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert!(cut > 0, "no start was cut short: the test proves nothing");
+        let counts = crate::store::runs::count_by_status(db).await.unwrap();
+        assert_eq!(counts.len(), 1);
+        assert!(counts[0].1 >= 50);
     }
 }
