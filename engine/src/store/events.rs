@@ -50,19 +50,7 @@ pub async fn insert_runs(
 ) -> Result<Vec<Vec<Event>>> {
     let out: Vec<Vec<Event>> = runs
         .iter()
-        .map(|(run_id, first_seq, events)| {
-            events
-                .iter()
-                .enumerate()
-                .map(|(i, e)| Event {
-                    run_id: *run_id,
-                    seq: first_seq + i as i64,
-                    kind: e.kind,
-                    payload: e.payload.clone(),
-                    created_at: now,
-                })
-                .collect()
-        })
+        .map(|(run_id, first_seq, events)| numbered(*run_id, *first_seq, events, now))
         .collect();
     let rows: Vec<&Event> = out.iter().flatten().collect();
     for chunk in rows.chunks(ROWS_PER_INSERT) {
@@ -70,6 +58,26 @@ pub async fn insert_runs(
         db.execute_raw(stmt(db, &sql, values)).await?;
     }
     Ok(out)
+}
+
+/// `events` as they are written for `run_id`: numbered from `first_seq`, at `now`.
+pub(super) fn numbered(
+    run_id: RunId,
+    first_seq: i64,
+    events: &[NewEvent],
+    now: DateTime<Utc>,
+) -> Vec<Event> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Event {
+            run_id,
+            seq: first_seq + i as i64,
+            kind: e.kind,
+            payload: e.payload.clone(),
+            created_at: now,
+        })
+        .collect()
 }
 
 /// One INSERT of `rows`, its placeholders numbered from `$first` (the caller turns

@@ -133,11 +133,11 @@ pub async fn start(
     }
     let row = new_row(&new, eager.as_ref(), now);
     let run = Run::try_from(row.clone())?;
-    let mut written = events_of(run.id, 1, now, vec![queued_event(&new)]);
+    let mut news = vec![queued_event(&new)];
     if let Some(eager) = &eager {
-        let started = leases::started_at_start(run.attempt, eager.owner);
-        written.extend(events_of(run.id, 2, now, vec![started]));
+        news.push(leases::started_at_start(run.attempt, eager.owner));
     }
+    let mut written = events::numbered(run.id, 1, &news, now);
     let insert = run::Entity::insert(row.into_active_model()).build(db.get_database_backend());
     let mut values = insert.values.map(|v| v.0).unwrap_or_default();
     let rows: Vec<&Event> = written.iter().collect();
@@ -239,26 +239,6 @@ fn new_row(new: &NewRun, eager: Option<&EagerClaim<'_>>, now: DateTime<Utc>) -> 
         started_at: running.then_some(now),
         finished_at: None,
     }
-}
-
-/// `events` as written from `first_seq` on at `now`.
-fn events_of(
-    run_id: RunId,
-    first_seq: i64,
-    now: DateTime<Utc>,
-    events: Vec<NewEvent>,
-) -> Vec<Event> {
-    events
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| Event {
-            run_id,
-            seq: first_seq + i as i64,
-            kind: e.kind,
-            payload: e.payload,
-            created_at: now,
-        })
-        .collect()
 }
 
 /// `$n` placeholders as SQLite's anonymous `?`, bound in order (the values are
