@@ -665,6 +665,39 @@ mod tests {
         .await;
     }
 
+    /// Starts racing with one key: those that miss the first lookup are refused by
+    /// the unique index and answer with the run that won.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn starts_racing_with_one_key_all_answer_with_one_run() {
+        each_backend(async |db| {
+            let connection = shared();
+            let keyed = || super::NewRun {
+                idempotency_key: Some("alert-7".into()),
+                ..new_run()
+            };
+            let racing = (0..8).map(|_| {
+                let (db, connection) = (db.clone(), connection.clone());
+                tokio::spawn(async move {
+                    match start(&db, keyed(), None, Utc::now(), &connection)
+                        .await
+                        .unwrap()
+                    {
+                        Started::New { run, .. } | Started::Existing(run) => run.id,
+                    }
+                })
+            });
+            let ids: Vec<_> = futures::future::join_all(racing)
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+            let counts = crate::store::runs::count_by_status(db).await.unwrap();
+            assert_eq!(counts, [(RunStatus::Queued, 1)]);
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn a_refused_start_leaves_nothing_behind_and_the_next_one_works() {
         each_backend(async |db| {
