@@ -8,8 +8,8 @@
 //! Many runs' checkpoints commit together: on Postgres a whole batch is a single
 //! statement (data-modifying CTEs over `jsonb_to_recordset`), on SQLite one script
 //! sent in one call (`sqlite_batch`), so the cost of a commit is shared by every run
-//! in it. Both run on the writer's own connection (`own_connection`). A batch holds at most one checkpoint per run, which
-//! keeps each run's writes in submission order.
+//! in it. Both run on the writer's own connection (`own_connection`). A batch holds
+//! at most one checkpoint per run, which keeps each run's writes in submission order.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::{ConnectionTrait, TransactionSession, TransactionTrait, Value};
@@ -609,19 +609,10 @@ async fn commit_postgres(
         .collect())
 }
 
+/// `cp`'s events as committed, the last of them numbered `last_seq`.
 pub(super) fn numbered(cp: &Checkpoint, last_seq: i64, now: DateTime<Utc>) -> Vec<Event> {
     let first = last_seq - cp.events.len() as i64 + 1;
-    cp.events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| Event {
-            run_id: cp.fence.run_id,
-            seq: first + i as i64,
-            kind: e.kind,
-            payload: e.payload.clone(),
-            created_at: now,
-        })
-        .collect()
+    events::numbered(cp.fence.run_id, first, &cp.events, now)
 }
 
 // One checkpoint on SQLite, statement by statement, inside the caller's transaction
