@@ -33,10 +33,15 @@ fn classify(e: &sea_orm::DbErr) -> DbFailure {
             _ => DbFailure::Unavailable,
         };
     }
-    // SQLite result codes (the primary code is the low byte of an extended one).
-    match code.parse::<i64>().map(|c| c & 0xff) {
-        Ok(5 | 6) => DbFailure::Conflict,            // BUSY, LOCKED
-        Ok(18 | 19 | 20 | 25) => DbFailure::Content, // TOOBIG, CONSTRAINT, MISMATCH, RANGE
+    code.parse::<i32>()
+        .map_or(DbFailure::Unavailable, classify_sqlite)
+}
+
+/// An SQLite result code (the primary code is the low byte of an extended one).
+fn classify_sqlite(code: i32) -> DbFailure {
+    match code & 0xff {
+        5 | 6 => DbFailure::Conflict,            // BUSY, LOCKED
+        18 | 19 | 20 | 25 => DbFailure::Content, // TOOBIG, CONSTRAINT, MISMATCH, RANGE
         _ => DbFailure::Unavailable,
     }
 }
@@ -44,25 +49,54 @@ fn classify(e: &sea_orm::DbErr) -> DbFailure {
 /// A statement the database failed.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-pub struct DatabaseError(#[from] sea_orm::DbErr);
+pub struct DatabaseError(Cause);
+
+/// Through sea-orm and sqlx, or on the SQLite writer's own connection (rusqlite).
+#[derive(Debug, thiserror::Error)]
+enum Cause {
+    #[error(transparent)]
+    Orm(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
 
 impl DatabaseError {
     /// What kind of failure this is: a lost race, refused data, or an unavailable database.
     pub fn failure(&self) -> DbFailure {
-        classify(&self.0)
+        match &self.0 {
+            Cause::Orm(e) => classify(e),
+            Cause::Sqlite(e) => e
+                .sqlite_error()
+                .map_or(DbFailure::Unavailable, |e| classify_sqlite(e.extended_code)),
+        }
     }
 
     /// A unique index refused the row (an idempotency key already taken, say).
     pub fn is_unique_violation(&self) -> bool {
-        matches!(
-            self.0.sql_err(),
-            Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-        )
+        use rusqlite::ffi::{SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE};
+        match &self.0 {
+            Cause::Orm(e) => matches!(
+                e.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ),
+            Cause::Sqlite(e) => e.sqlite_error().is_some_and(|e| {
+                matches!(
+                    e.extended_code,
+                    SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY
+                )
+            }),
+        }
     }
 }
 
 impl From<sea_orm::DbErr> for crate::Error {
     fn from(e: sea_orm::DbErr) -> Self {
-        crate::Error::Database(DatabaseError(e))
+        crate::Error::Database(DatabaseError(Cause::Orm(e)))
+    }
+}
+
+impl From<rusqlite::Error> for crate::Error {
+    fn from(e: rusqlite::Error) -> Self {
+        crate::Error::Database(DatabaseError(Cause::Sqlite(e)))
     }
 }

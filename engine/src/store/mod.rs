@@ -25,6 +25,7 @@ pub mod runs;
 pub(crate) mod schedules;
 mod sealed;
 mod sqlite_batch;
+mod sqlite_direct;
 pub mod steps;
 pub mod teams;
 #[cfg(test)]

@@ -5,11 +5,14 @@
 //! connection wrote since its last transaction, so nearly every commit read the
 //! pages of `runs`, `steps`, `events` and their indexes from the operating system
 //! again; on both databases every release spawned a task to hand the connection back.
+//! On SQLite the connection is not sqlx's at all but one called inline
+//! ([`DirectConnection`]).
 
-use sea_orm::sqlx::{self, Postgres, Sqlite, pool::PoolConnection};
+use sea_orm::sqlx::{self, Postgres, pool::PoolConnection};
 use sea_orm::{DbErr, RuntimeErr, Value, Values};
 use sea_query_sqlx::SqlxValues;
 
+use super::sqlite_direct::{DirectConnection, Row, Statement};
 use crate::Result;
 
 /// An [`OwnConnection`] that other writes share with the checkpoint writer: on SQLite
@@ -19,66 +22,28 @@ pub(crate) type SharedConnection = std::sync::Arc<tokio::sync::Mutex<OwnConnecti
 
 #[derive(Default)]
 pub struct OwnConnection {
-    sqlite: Option<PoolConnection<Sqlite>>,
+    /// SQLite's is not the pool's: it is called inline (see [`DirectConnection`]).
+    sqlite: Option<DirectConnection>,
     postgres: Option<PoolConnection<Postgres>>,
-    /// An SQLite script is under way: if this is dropped now (its caller cut short),
-    /// the connection may be inside the script's transaction, and it is closed
-    /// instead of going back to the pool.
-    in_script: bool,
 }
 
 impl OwnConnection {
-    /// Runs a script of several statements that begins and commits its own
-    /// transaction, in one call to the connection's thread; its rows. A script that
-    /// fails part-way is rolled back before this returns.
-    pub(super) async fn run_sqlite_script(
+    /// Runs `statements` in one transaction on the database of `pool`; their rows.
+    /// Either all of them commit or none does.
+    pub(super) async fn sqlite_transaction(
         &mut self,
         pool: &sqlx::SqlitePool,
-        sql: String,
-        values: Vec<Value>,
-    ) -> Result<Vec<sqlx::sqlite::SqliteRow>> {
-        if self.in_script {
-            // A shared holder was cut short inside its script: the connection may be
-            // in that script's transaction. Closing it rolls that back.
-            if let Some(mut conn) = self.sqlite.take() {
-                conn.close_on_drop();
-            }
-        }
+        statements: Vec<Statement>,
+    ) -> Result<Vec<Row>> {
         let conn = match &mut self.sqlite {
             Some(conn) => conn,
-            empty => empty.insert(pool.acquire().await.map_err(database_error)?),
+            empty => empty.insert(DirectConnection::open(&pool.connect_options())?),
         };
-        let query = sqlx::query_with(sqlx::AssertSqlSafe(sql), SqlxValues(Values(values)));
-        self.in_script = true;
-        match query.fetch_all(&mut **conn).await {
-            Ok(rows) => {
-                self.in_script = false;
-                Ok(rows)
-            }
-            Err(e) => {
-                self.roll_back().await;
-                Err(database_error(e))
-            }
+        let done = conn.transaction(statements).await;
+        if !conn.usable() {
+            self.sqlite = None;
         }
-    }
-
-    /// Ends whatever part of a failed script's transaction is open. "No transaction
-    /// is active" (the script failed at BEGIN) is fine; if the rollback fails too,
-    /// the connection is closed and the next batch takes another.
-    async fn roll_back(&mut self) {
-        let Some(conn) = self.sqlite.as_mut() else {
-            return;
-        };
-        match sqlx::query("ROLLBACK").execute(&mut **conn).await {
-            Ok(_) => {}
-            Err(e) if e.to_string().contains("no transaction is active") => {}
-            Err(_) => {
-                if let Some(mut conn) = self.sqlite.take() {
-                    conn.close_on_drop();
-                }
-            }
-        }
-        self.in_script = false;
+        done
     }
 
     /// Runs one Postgres statement (its own transaction); its rows. After a failure
@@ -100,16 +65,6 @@ impl OwnConnection {
             self.postgres = None;
         }
         rows.map_err(database_error)
-    }
-}
-
-impl Drop for OwnConnection {
-    fn drop(&mut self) {
-        if self.in_script
-            && let Some(conn) = self.sqlite.as_mut()
-        {
-            conn.close_on_drop();
-        }
     }
 }
 

@@ -13,6 +13,7 @@ use super::entity::run;
 use super::keyset::{self, Direction};
 use super::leases::{self, Claim};
 use super::own_connection::SharedConnection;
+use super::sqlite_direct;
 use super::{events, is_postgres, stmt};
 use crate::event::{Event, NewEvent};
 use crate::ids::{RunId, TeamId};
@@ -117,7 +118,7 @@ pub enum Started {
 
 /// Starts a run in one round trip and one commit: its row and RUN_QUEUED — and with
 /// `eager`, the row already RUNNING for that worker and its RUN_STARTED, as a claim
-/// would leave them — in one statement (Postgres) or one script (SQLite, on
+/// would leave them — in one statement (Postgres) or one transaction (SQLite, on
 /// `sqlite`: the checkpoint writer's connection).
 pub async fn start(
     db: &super::Db,
@@ -142,8 +143,8 @@ pub async fn start(
     let mut values = insert.values.map(|v| v.0).unwrap_or_default();
     let rows: Vec<&Event> = written.iter().collect();
     let (events_sql, events_values) = events::insert_sql(&rows, values.len() + 1);
-    values.extend(events_values);
     let wrote = if is_postgres(db) {
+        values.extend(events_values);
         // A data-modifying CTE always runs; the events' foreign key is checked at the
         // statement's end, when the run's row is there.
         let sql = format!("WITH r AS ({}) {events_sql}", insert.sql);
@@ -156,15 +157,20 @@ pub async fn start(
         .map(drop)
         .map_err(Error::from)
     } else {
-        let script = format!(
-            "BEGIN IMMEDIATE; {}; {}; COMMIT",
-            insert.sql,
-            anonymous_placeholders(&events_sql)
-        );
+        let statements = vec![
+            sqlite_direct::Statement {
+                sql: insert.sql,
+                values,
+            },
+            sqlite_direct::Statement {
+                sql: anonymous_placeholders(&events_sql),
+                values: events_values,
+            },
+        ];
         sqlite
             .lock()
             .await
-            .run_sqlite_script(db.get_sqlite_connection_pool(), script, values)
+            .sqlite_transaction(db.get_sqlite_connection_pool(), statements)
             .await
             .map(drop)
     };
@@ -730,32 +736,33 @@ mod tests {
         .await;
     }
 
-    /// A start dropped while its script runs (a client gone) must not leave the
-    /// shared connection inside the script's transaction for the writer.
+    /// A start dropped while it waits for the write lock (a client gone) writes
+    /// nothing and leaves the shared connection usable for the writer. (Once it has
+    /// the lock, a start runs to its commit without awaiting.)
     #[tokio::test]
     async fn a_start_cut_short_leaves_the_shared_connection_usable() {
         let t = TestDb::create(Backend::Sqlite).await.unwrap();
         let db = &t.db;
         let connection = shared();
-        let mut cut = 0;
-        for _ in 0..50 {
-            let started = start(db, new_run(), None, Utc::now(), &connection);
-            // Polled once or a few times, then dropped part-way.
-            if tokio::time::timeout(Duration::from_micros(50), started)
+        new_one(
+            start(db, new_run(), None, Utc::now(), &connection)
                 .await
-                .is_err()
-            {
-                cut += 1;
-            }
+                .unwrap(),
+        );
+        let pool = db.get_sqlite_connection_pool();
+        for _ in 0..5 {
+            let other = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            let started = start(db, new_run(), None, Utc::now(), &connection);
+            let waited = tokio::time::timeout(Duration::from_millis(20), started).await;
+            assert!(waited.is_err(), "the start did not wait for the write lock");
+            other.rollback().await.unwrap();
             new_one(
                 start(db, new_run(), None, Utc::now(), &connection)
                     .await
                     .unwrap(),
             );
         }
-        assert!(cut > 0, "no start was cut short: the test proves nothing");
         let counts = crate::store::runs::count_by_status(db).await.unwrap();
-        assert_eq!(counts.len(), 1);
-        assert!(counts[0].1 >= 50);
+        assert_eq!(counts, [(RunStatus::Queued, 6)]);
     }
 }

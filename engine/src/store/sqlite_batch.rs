@@ -1,9 +1,5 @@
-//! A checkpoint batch on SQLite in one call to the connection's thread.
-//!
-//! SQLite runs everything a connection does on that connection's own thread, and each
-//! call there costs two thread hand-offs whatever it does. With one writer for the
-//! whole process, a plain checkpoint took five calls (BEGIN, three statements,
-//! COMMIT). A batch is now one script sent in one call:
+//! A checkpoint batch on SQLite: one transaction of a few statements, run inline on
+//! the writer's own connection ([`DirectConnection`](super::sqlite_direct)).
 //!
 //! ```text
 //! BEGIN IMMEDIATE;
@@ -15,32 +11,33 @@
 //!
 //! The fence is read once, before anything changes, and only the last statement
 //! changes `runs` (a lease it releases still fenced the inserts): a run's rows are
-//! written exactly when the UPDATE returns it. The script runs on the writer's own
-//! connection ([`OwnConnection`]), which rolls back one that fails part-way.
+//! written exactly when the UPDATE returns it. A statement that fails rolls the whole
+//! batch back.
 
 use chrono::{DateTime, Utc};
+use rusqlite::types::Value as SqlValue;
 use sea_orm::Value;
 use sea_orm::sqlx;
 use uuid::Uuid;
 
 use super::checkpoint::{Checkpoint, Outcome, RowUpdate, numbered};
-use super::own_connection::{OwnConnection, database_error};
-use crate::Result;
+use super::own_connection::OwnConnection;
+use super::sqlite_direct::Statement;
+use crate::{Error, Result};
 
 /// SQLite refuses more than 32,766 parameters in one statement; a batch needing
 /// more in any of its statements takes the statement-by-statement path.
 const MAX_PARAMETERS: usize = 32_000;
 
-/// One batch as a script and its parameters. Parameters are anonymous (`?`, bound in
-/// the order they appear): SQLite looks numbered ones up by a linear scan, which made
-/// binding a large batch quadratic.
+/// One batch as statements with their parameters. Parameters are anonymous (`?`,
+/// bound in the order they appear): SQLite looks numbered ones up by a linear scan,
+/// which made binding a large batch quadratic.
 pub(super) struct Script {
-    sql: String,
-    values: Vec<Value>,
+    statements: Vec<Statement>,
 }
 
 impl Script {
-    /// The script of `batch`; `None` when a statement would need too many parameters.
+    /// The statements of `batch`; `None` when one would need too many parameters.
     pub(super) fn build(batch: &[Checkpoint], now: DateTime<Utc>) -> Option<Self> {
         let count =
             |per: usize, f: fn(&Checkpoint) -> usize| per * batch.iter().map(f).sum::<usize>();
@@ -55,70 +52,70 @@ impl Script {
             return None;
         }
         let mut s = Script {
-            sql: String::from(
-                "CREATE TEMP TABLE IF NOT EXISTS checkpoint_held \
-                   (id BLOB PRIMARY KEY, last_seq INTEGER NOT NULL);\n\
-                 BEGIN IMMEDIATE;\n\
-                 DELETE FROM temp.checkpoint_held;\n",
-            ),
-            values: Vec::new(),
+            statements: vec![
+                // Once per connection in effect: a no-op once the table exists.
+                Statement {
+                    sql: "CREATE TEMP TABLE IF NOT EXISTS checkpoint_held \
+                            (id BLOB PRIMARY KEY, last_seq INTEGER NOT NULL)"
+                        .into(),
+                    values: Vec::new(),
+                },
+                Statement {
+                    sql: "DELETE FROM temp.checkpoint_held".into(),
+                    values: Vec::new(),
+                },
+            ],
         };
         // The runs whose fence holds, with their last event's number before this commit.
-        let fences = s.rows(batch.iter().map(|cp| {
-            vec![
-                cp.fence.run_id.0.into(),
-                cp.fence.attempt.into(),
-                cp.fence.owner.clone().into(),
-                RowUpdate::of(cp).need_pause.into(),
-            ]
-        }));
-        s.sql.push_str(&format!(
-            "WITH f (id, attempt, owner, need_pause) AS (VALUES {fences})
-             INSERT INTO temp.checkpoint_held (id, last_seq)
-             SELECT r.id, r.last_seq FROM f JOIN runs r ON r.id = f.id
-             WHERE {} AND (NOT f.need_pause OR r.pause_requested);\n",
-            super::leases::fence("r.", "f.attempt", "f.owner", "?")
-        ));
-        s.values.push(now.into());
+        let mut values = Vec::new();
+        let fences = rows(
+            &mut values,
+            batch.iter().map(|cp| {
+                vec![
+                    cp.fence.run_id.0.into(),
+                    cp.fence.attempt.into(),
+                    cp.fence.owner.clone().into(),
+                    RowUpdate::of(cp).need_pause.into(),
+                ]
+            }),
+        );
+        s.push(
+            format!(
+                "WITH f (id, attempt, owner, need_pause) AS (VALUES {fences})
+                 INSERT INTO temp.checkpoint_held (id, last_seq)
+                 SELECT r.id, r.last_seq FROM f JOIN runs r ON r.id = f.id
+                 WHERE {} AND (NOT f.need_pause OR r.pause_requested)",
+                super::leases::fence("r.", "f.attempt", "f.owner", "?")
+            ),
+            values,
+            1,
+            now,
+        );
         s.insert_steps(batch, now);
         s.insert_events(batch, now);
         s.insert_approvals(batch, now);
         s.insert_questions(batch, now);
         s.update_runs(batch, now);
-        s.sql.push_str("COMMIT;");
         Some(s)
     }
 
-    /// Appends each row's values and returns the rows as `(?, ?, …), (…)`.
-    fn rows(&mut self, rows: impl Iterator<Item = Vec<Value>>) -> String {
-        let mut sql = String::new();
-        for row in rows {
-            if !sql.is_empty() {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            sql.push_str(&vec!["?"; row.len()].join(", "));
-            sql.push(')');
-            self.values.extend(row);
-        }
-        sql
-    }
-
-    /// Appends `statement` and the commit time for each of its `times` parameters
-    /// that follow its rows.
-    fn push(&mut self, statement: &str, times: usize, now: DateTime<Utc>) {
-        self.sql.push_str(statement);
-        self.sql.push_str(";\n");
-        self.values
-            .extend(std::iter::repeat_n(Value::from(now), times));
+    /// Appends `sql` with `values` and the commit time for each of its `times`
+    /// parameters that follow its rows.
+    fn push(&mut self, sql: String, mut values: Vec<Value>, times: usize, now: DateTime<Utc>) {
+        values.extend(std::iter::repeat_n(Value::from(now), times));
+        self.statements.push(Statement { sql, values });
     }
 
     fn insert_steps(&mut self, batch: &[Checkpoint], now: DateTime<Utc>) {
-        let rows = self.rows(batch.iter().flat_map(|cp| {
-            cp.steps
-                .iter()
-                .map(|s| super::steps::row_values(cp.fence.run_id, s))
-        }));
+        let mut values = Vec::new();
+        let rows = rows(
+            &mut values,
+            batch.iter().flat_map(|cp| {
+                cp.steps
+                    .iter()
+                    .map(|s| super::steps::row_values(cp.fence.run_id, s))
+            }),
+        );
         if rows.is_empty() {
             return;
         }
@@ -136,21 +133,25 @@ impl Script {
                finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at,
                updated_at = excluded.updated_at"
         );
-        self.push(&statement, 2, now);
+        self.push(statement, values, 2, now);
     }
 
     fn insert_events(&mut self, batch: &[Checkpoint], now: DateTime<Utc>) {
-        let rows = self.rows(batch.iter().flat_map(|cp| {
-            cp.events.iter().enumerate().map(|(i, e)| {
-                vec![
-                    Uuid::now_v7().into(),
-                    cp.fence.run_id.0.into(),
-                    (i as i64 + 1).into(),
-                    e.kind.as_str().into(),
-                    e.payload.clone().into(),
-                ]
-            })
-        }));
+        let mut values = Vec::new();
+        let rows = rows(
+            &mut values,
+            batch.iter().flat_map(|cp| {
+                cp.events.iter().enumerate().map(|(i, e)| {
+                    vec![
+                        Uuid::now_v7().into(),
+                        cp.fence.run_id.0.into(),
+                        (i as i64 + 1).into(),
+                        e.kind.as_str().into(),
+                        e.payload.clone().into(),
+                    ]
+                })
+            }),
+        );
         if rows.is_empty() {
             return;
         }
@@ -161,31 +162,35 @@ impl Script {
              SELECT v.id, v.run_id, h.last_seq + v.nth, v.kind, v.payload, ?
              FROM v JOIN temp.checkpoint_held h ON h.id = v.run_id"
         );
-        self.push(&statement, 1, now);
+        self.push(statement, values, 1, now);
     }
 
     fn insert_approvals(&mut self, batch: &[Checkpoint], now: DateTime<Utc>) {
-        let rows = self.rows(batch.iter().flat_map(|cp| {
-            cp.approvals.iter().map(move |a| {
-                let decided = a.decided.as_ref();
-                vec![
-                    a.id.0.into(),
-                    cp.fence.run_id.0.into(),
-                    a.step_key.clone().into(),
-                    a.tool.clone().into(),
-                    a.args.clone().into(),
-                    a.risk_note.clone().into(),
-                    decided
-                        .map_or(crate::status::ApprovalStatus::Pending, |d| d.status)
-                        .as_str()
-                        .into(),
-                    a.expires_at.into(),
-                    decided.map(|d| d.by.clone()).into(),
-                    decided.map(|_| now).into(),
-                    decided.map(|d| d.comment.clone()).into(),
-                ]
-            })
-        }));
+        let mut values = Vec::new();
+        let rows = rows(
+            &mut values,
+            batch.iter().flat_map(|cp| {
+                cp.approvals.iter().map(move |a| {
+                    let decided = a.decided.as_ref();
+                    vec![
+                        a.id.0.into(),
+                        cp.fence.run_id.0.into(),
+                        a.step_key.clone().into(),
+                        a.tool.clone().into(),
+                        a.args.clone().into(),
+                        a.risk_note.clone().into(),
+                        decided
+                            .map_or(crate::status::ApprovalStatus::Pending, |d| d.status)
+                            .as_str()
+                            .into(),
+                        a.expires_at.into(),
+                        decided.map(|d| d.by.clone()).into(),
+                        decided.map(|_| now).into(),
+                        decided.map(|d| d.comment.clone()).into(),
+                    ]
+                })
+            }),
+        );
         if rows.is_empty() {
             return;
         }
@@ -196,21 +201,25 @@ impl Script {
                                     decided_by, decided_at, comment, requested_at, created_at, updated_at)
              SELECT *, ?, ?, ? FROM v WHERE run_id IN (SELECT id FROM temp.checkpoint_held)"
         );
-        self.push(&statement, 3, now);
+        self.push(statement, values, 3, now);
     }
 
     fn insert_questions(&mut self, batch: &[Checkpoint], now: DateTime<Utc>) {
-        let rows = self.rows(batch.iter().flat_map(|cp| {
-            cp.questions.iter().map(|q| {
-                vec![
-                    q.id.0.into(),
-                    cp.fence.run_id.0.into(),
-                    q.step_key.clone().into(),
-                    q.question.clone().into(),
-                    q.expires_at.into(),
-                ]
-            })
-        }));
+        let mut values = Vec::new();
+        let rows = rows(
+            &mut values,
+            batch.iter().flat_map(|cp| {
+                cp.questions.iter().map(|q| {
+                    vec![
+                        q.id.0.into(),
+                        cp.fence.run_id.0.into(),
+                        q.step_key.clone().into(),
+                        q.question.clone().into(),
+                        q.expires_at.into(),
+                    ]
+                })
+            }),
+        );
         if rows.is_empty() {
             return;
         }
@@ -219,29 +228,33 @@ impl Script {
              INSERT INTO questions (id, run_id, step_key, question, expires_at, status, created_at, updated_at)
              SELECT *, 'PENDING', ?, ? FROM v WHERE run_id IN (SELECT id FROM temp.checkpoint_held)"
         );
-        self.push(&statement, 2, now);
+        self.push(statement, values, 2, now);
     }
 
     /// Last: the only statement that changes `runs`, so every fence above read the
     /// rows as they were (a lease released here still fenced the inserts).
     fn update_runs(&mut self, batch: &[Checkpoint], now: DateTime<Utc>) {
-        let rows = self.rows(batch.iter().map(|cp| {
-            let u = RowUpdate::of(cp);
-            vec![
-                cp.fence.run_id.0.into(),
-                u.n_events.into(),
-                u.status.into(),
-                u.has_output.into(),
-                u.output.cloned().into(),
-                u.error.map(str::to_owned).into(),
-                u.set_wake.into(),
-                u.wake_at.into(),
-                u.release.into(),
-                u.park.into(),
-                u.remaining_ms.into(),
-                u.finished.into(),
-            ]
-        }));
+        let mut values = Vec::new();
+        let rows = rows(
+            &mut values,
+            batch.iter().map(|cp| {
+                let u = RowUpdate::of(cp);
+                vec![
+                    cp.fence.run_id.0.into(),
+                    u.n_events.into(),
+                    u.status.into(),
+                    u.has_output.into(),
+                    u.output.cloned().into(),
+                    u.error.map(str::to_owned).into(),
+                    u.set_wake.into(),
+                    u.wake_at.into(),
+                    u.release.into(),
+                    u.park.into(),
+                    u.remaining_ms.into(),
+                    u.finished.into(),
+                ]
+            }),
+        );
         let statement = format!(
             "WITH f (id, n_events, status, has_output, output, error, set_wake, wake_at,
                      release_lease, park, remaining_ms, finished) AS (VALUES {rows})
@@ -262,8 +275,23 @@ impl Script {
              WHERE runs.id = f.id AND runs.id IN (SELECT id FROM temp.checkpoint_held)
              RETURNING runs.id, runs.last_seq"
         );
-        self.push(&statement, 2, now);
+        self.push(statement, values, 2, now);
     }
+}
+
+/// Appends each row's values to `values` and returns the rows as `(?, ?, …), (…)`.
+fn rows(values: &mut Vec<Value>, rows: impl Iterator<Item = Vec<Value>>) -> String {
+    let mut sql = String::new();
+    for row in rows {
+        if !sql.is_empty() {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        sql.push_str(&vec!["?"; row.len()].join(", "));
+        sql.push(')');
+        values.extend(row);
+    }
+    sql
 }
 
 /// Runs `script` for `batch` on the writer's connection; the outcomes are in the
@@ -275,15 +303,16 @@ pub(super) async fn commit(
     script: Script,
     now: DateTime<Utc>,
 ) -> Result<Vec<Outcome>> {
-    let rows = own
-        .run_sqlite_script(pool, script.sql, script.values)
-        .await?;
+    let rows = own.sqlite_transaction(pool, script.statements).await?;
     let mut committed = std::collections::HashMap::with_capacity(rows.len());
-    for row in &rows {
-        use sqlx::Row;
-        let id: Uuid = row.try_get(0).map_err(database_error)?;
-        let last_seq: i64 = row.try_get(1).map_err(database_error)?;
-        committed.insert(id, last_seq);
+    for row in rows {
+        let (Some(SqlValue::Blob(id)), Some(SqlValue::Integer(last_seq))) =
+            (row.first(), row.get(1))
+        else {
+            return Err(Error::Invalid(format!("unexpected checkpoint row {row:?}")));
+        };
+        let id = Uuid::from_slice(id).map_err(|e| Error::Invalid(e.to_string()))?;
+        committed.insert(id, *last_seq);
     }
     Ok(batch
         .iter()
