@@ -37,7 +37,7 @@ impl OwnConnection {
     ) -> Result<Vec<Row>> {
         let conn = match &mut self.sqlite {
             Some(conn) => conn,
-            empty => empty.insert(DirectConnection::open(pool)?),
+            empty => empty.insert(DirectConnection::open(&pool.connect_options())?),
         };
         let done = conn.transaction(statements).await;
         if !conn.usable() {

@@ -9,30 +9,22 @@
 //!
 //! Nothing awaits inside a transaction, so a caller cut short can never leave one
 //! open. The one wait, for another connection's write lock, comes before `BEGIN` and
-//! is asynchronous: SQLite's own busy wait would block the runtime's thread. The WAL is
-//! checkpointed as SQLite does by default (once it holds 1,000 pages, by the commit
-//! that filled it), but that checkpoint waits for the disk, so it is announced to
-//! tokio, which moves the thread's other tasks elsewhere meanwhile. (Checkpointing from
-//! another connection instead never let the WAL restart: the writer always added
-//! frames before the checkpoint had caught up.)
+//! is asynchronous: SQLite's own busy wait would block the runtime's thread.
 
 use std::time::{Duration, Instant};
 
 use chrono::SecondsFormat;
-use rusqlite::hooks::{CheckpointMode, Wal};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags};
 use sea_orm::Value;
-use sea_orm::sqlx::{self, ConnectOptions};
+use sea_orm::sqlx::ConnectOptions;
+use sea_orm::sqlx::sqlite::SqliteConnectOptions;
 
 use crate::{Error, Result};
 
 /// How long a transaction waits for another connection's write lock, as long as the
 /// pool's connections wait (`connect.rs`).
 const BUSY_WAIT: Duration = Duration::from_secs(10);
-
-/// WAL pages that start a checkpoint (SQLite's default autocheckpoint).
-const CHECKPOINT_PAGES: i32 = 1000;
 
 /// Prepared statements kept: the statements of every batch size up to 128 runs.
 const STATEMENT_CACHE: usize = 1024;
@@ -51,10 +43,9 @@ pub(crate) struct DirectConnection {
 }
 
 impl DirectConnection {
-    /// Opens the database `pool` opens (an in-memory one is shared with the pool as
-    /// sqlx shares it between its own connections).
-    pub(crate) fn open(pool: &sqlx::SqlitePool) -> Result<Self> {
-        let options = pool.connect_options();
+    /// Opens the database the pool with `options` opens (an in-memory one is shared
+    /// with the pool as sqlx shares it between its own connections).
+    pub(crate) fn open(options: &SqliteConnectOptions) -> Result<Self> {
         let url = options.to_url_lossy();
         let param = |name: &str| {
             url.query_pairs()
@@ -78,10 +69,8 @@ impl DirectConnection {
         // The pool's settings that matter to a writer (journal_mode is the file's);
         // statement journals and the batch's temp table in memory, not in temp files.
         conn.execute_batch(
-            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;
-",
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;",
         )?;
-        conn.wal_hook(Some(checkpoint_when_full));
         // A batch's statements differ with its size (seven per size up to the largest
         // batch): keep every shape a busy writer uses, as compiling one costs more
         // than running it.
@@ -157,21 +146,6 @@ impl DirectConnection {
             }
         }
         Ok(rows)
-    }
-}
-
-/// After each commit: SQLite's autocheckpoint, but announced to tokio as blocking
-/// when it runs on a worker of a multi-threaded runtime.
-fn checkpoint_when_full(wal: &Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
-    if pages < CHECKPOINT_PAGES {
-        return Ok(());
-    }
-    let checkpoint = || wal.checkpoint_v2(CheckpointMode::PASSIVE).map(drop);
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(checkpoint)
-        }
-        _ => checkpoint(),
     }
 }
 
@@ -272,7 +246,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let mut direct = DirectConnection::open(pool).unwrap();
+        let mut direct = DirectConnection::open(&pool.connect_options()).unwrap();
         let statements = values
             .into_iter()
             .enumerate()
@@ -312,7 +286,7 @@ mod tests {
             sql: "INSERT INTO u VALUES (?)".into(),
             values: vec![k.into()],
         };
-        let mut direct = DirectConnection::open(pool).unwrap();
+        let mut direct = DirectConnection::open(&pool.connect_options()).unwrap();
         let e = direct
             .transaction(vec![insert("a"), insert("b"), insert("a")])
             .await
@@ -349,7 +323,7 @@ mod tests {
             .execute(&mut *other)
             .await
             .unwrap();
-        let mut direct = DirectConnection::open(pool).unwrap();
+        let mut direct = DirectConnection::open(&pool.connect_options()).unwrap();
         let waiting = direct.transaction(vec![Statement {
             sql: "INSERT INTO w VALUES (2)".into(),
             values: vec![],
@@ -368,45 +342,5 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(n, 2);
-    }
-
-    /// The WAL is checkpointed once it holds `CHECKPOINT_PAGES` pages, on either
-    /// kind of runtime (on a multi-threaded one through `block_in_place`, which
-    /// panics on a current-thread one). Without a checkpoint each of these one-row
-    /// commits would add a frame and the WAL would hold all of them.
-    async fn checkpoints_the_wal() {
-        let t = TestDb::create(Backend::Sqlite).await.unwrap();
-        let pool = t.db.get_sqlite_connection_pool();
-        sqlx::query("CREATE TABLE c (k INTEGER)")
-            .execute(pool)
-            .await
-            .unwrap();
-        let mut direct = DirectConnection::open(pool).unwrap();
-        let commits = super::CHECKPOINT_PAGES * 3;
-        for k in 0..commits {
-            let insert = Statement {
-                sql: "INSERT INTO c VALUES (?)".into(),
-                values: vec![i64::from(k).into()],
-            };
-            direct.transaction(vec![insert]).await.unwrap();
-        }
-        let wal = format!("{}-wal", pool.connect_options().get_filename().display());
-        let bytes = std::fs::metadata(&wal).unwrap().len();
-        // A WAL frame is a 24-byte header and one page.
-        let frames = bytes.saturating_sub(32) / (24 + 4096);
-        assert!(
-            frames < commits as u64 / 2,
-            "{frames} frames in the WAL after {commits} commits"
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn checkpoints_the_wal_on_a_multi_threaded_runtime() {
-        checkpoints_the_wal().await;
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn checkpoints_the_wal_on_a_current_thread_runtime() {
-        checkpoints_the_wal().await;
     }
 }
