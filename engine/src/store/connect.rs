@@ -37,9 +37,16 @@ pub(crate) async fn connect_as(url: &str, application_name: &str) -> Result<Data
     opts.sqlx_logging(false)
         .acquire_timeout(Duration::from_secs(10));
     if url.starts_with("sqlite:") {
-        if let Some(path) = sqlite_path(url) {
-            create_private_file(Path::new(&path))?;
-        }
+        // Each connection to an in-memory database would see one of its own (the
+        // checkpoint writer's is not the pool's), and nothing would outlive the process.
+        let Some(path) = sqlite_path(url).filter(|_| !url.contains("mode=memory")) else {
+            return Err(Error::Invalid(
+                "an in-memory SQLite database is not supported: give a file, \
+                 e.g. sqlite://data/aiops.db"
+                    .into(),
+            ));
+        };
+        create_private_file(Path::new(&path))?;
         opts.max_connections(8).map_sqlx_sqlite_opts(|o| {
             o.create_if_missing(true)
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
@@ -230,6 +237,22 @@ pub(crate) fn sqlite_path(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_in_memory_sqlite_database_is_refused_in_words() {
+        for url in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://x.db?mode=memory",
+        ] {
+            let e = connect_as(url, "test").await.unwrap_err();
+            assert!(
+                matches!(&e, Error::Invalid(m) if m.contains("in-memory SQLite database")),
+                "{url}: {e}"
+            );
+        }
+        assert!(!Path::new("x.db").exists());
+    }
 
     #[test]
     fn only_the_database_directory_is_created() {

@@ -19,7 +19,6 @@ use chrono::SecondsFormat;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags};
 use sea_orm::Value;
-use sea_orm::sqlx::ConnectOptions;
 use sea_orm::sqlx::sqlite::SqliteConnectOptions;
 
 use crate::{Error, Result};
@@ -45,27 +44,13 @@ pub(crate) struct DirectConnection {
 }
 
 impl DirectConnection {
-    /// Opens the database the pool with `options` opens (an in-memory one is shared
-    /// with the pool as sqlx shares it between its own connections).
+    /// Opens the file the pool with `options` opens (`connect_as` refuses an
+    /// in-memory database).
     pub(crate) fn open(options: &SqliteConnectOptions) -> Result<Self> {
-        let url = options.to_url_lossy();
-        let param = |name: &str| {
-            url.query_pairs()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-        };
-        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        if param("mode").as_deref() == Some("memory") {
-            flags |= OpenFlags::SQLITE_OPEN_MEMORY;
-        }
-        flags |= if param("cache").as_deref() == Some("shared") {
-            OpenFlags::SQLITE_OPEN_SHARED_CACHE
-        } else {
-            OpenFlags::SQLITE_OPEN_PRIVATE_CACHE
-        };
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_PRIVATE_CACHE;
         let conn = Connection::open_with_flags(options.get_filename(), flags)?;
         conn.busy_timeout(Duration::ZERO)?;
         // The pool's settings that matter to a writer (journal_mode is the file's);
