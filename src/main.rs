@@ -21,6 +21,11 @@ mod webhooks;
 
 use clap::Parser;
 
+/// glibc's allocator serialises threads on its arena locks: 4 % of the SQLite
+/// throughput profile waited there (BENCHMARKS.md, "mimalloc").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     // First, while this is the only thread: the config file's values become
     // environment variables (see config_file.rs), so that clap and every other
