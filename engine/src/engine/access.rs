@@ -313,12 +313,10 @@ impl Engine {
                 crate::auth::validate_password(p)?;
                 (p.to_owned(), None)
             }
-            None => {
-                if path.exists() {
-                    return Err(crate::auth::password_file_exists(&path));
-                }
-                (crate::auth::random_password(24), Some(path))
-            }
+            // Whether the file exists is only asked when it is created, under the
+            // write: a bootstrap racing this one may have written it already, before
+            // its commit, and this one must then find its admin, not the file.
+            None => (crate::auth::random_password(24), Some(path)),
         };
         let hash = crate::auth::hash_password_off_thread(password.clone()).await?;
         // Insert first, count after: the write comes before any read in the transaction,
@@ -344,9 +342,12 @@ impl Engine {
             txn.commit().await?;
             return Ok(Some(crate::auth::Bootstrapped::GivenPassword));
         };
-        // Written before the commit: if writing fails, no admin exists whose password
-        // nobody knows, and the next start tries again.
-        crate::auth::write_secret_file(&path, &password)?;
+        // Written before the commit: if writing fails (also when the file exists), no
+        // admin exists whose password nobody knows, and the next start tries again.
+        if let Err(e) = crate::auth::write_secret_file(&path, &password) {
+            txn.rollback().await?;
+            return Err(e);
+        }
         if let Err(e) = txn.commit().await {
             let _ = std::fs::remove_file(&path);
             return Err(e.into());
