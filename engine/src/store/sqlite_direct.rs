@@ -197,17 +197,23 @@ mod tests {
     use super::{DirectConnection, Statement};
     use crate::store::testing::{Backend, TestDb};
 
+    /// A new SQLite database with one table, created through the pool.
+    async fn with_table(create: &str) -> TestDb {
+        let t = TestDb::create(Backend::Sqlite).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(create.to_owned()))
+            .execute(t.db.get_sqlite_connection_pool())
+            .await
+            .unwrap();
+        t
+    }
+
     /// Every kind of value the engine writes, stored once through sqlx and once
     /// through the direct connection, is the same bytes with the same type: rows the
     /// writer writes must read back, sort and compare as the pool's do.
     #[tokio::test]
     async fn values_are_stored_exactly_as_sqlx_stores_them() {
-        let t = TestDb::create(Backend::Sqlite).await.unwrap();
+        let t = with_table("CREATE TABLE v (via TEXT, n INTEGER, x)").await;
         let pool = t.db.get_sqlite_connection_pool();
-        sqlx::query("CREATE TABLE v (via TEXT, n INTEGER, x)")
-            .execute(pool)
-            .await
-            .unwrap();
         let at = Utc.with_ymd_and_hms(2026, 12, 2, 6, 7, 8).unwrap()
             + chrono::Duration::microseconds(123_450);
         let values: Vec<Value> = vec![
@@ -264,12 +270,8 @@ mod tests {
     /// and the same connection commits the next transaction.
     #[tokio::test]
     async fn a_failing_statement_rolls_back_the_whole_transaction() {
-        let t = TestDb::create(Backend::Sqlite).await.unwrap();
+        let t = with_table("CREATE TABLE u (k TEXT PRIMARY KEY)").await;
         let pool = t.db.get_sqlite_connection_pool();
-        sqlx::query("CREATE TABLE u (k TEXT PRIMARY KEY)")
-            .execute(pool)
-            .await
-            .unwrap();
         let insert = |k: &str| Statement {
             sql: "INSERT INTO u VALUES (?)".into(),
             values: vec![k.into()],
@@ -300,12 +302,8 @@ mod tests {
     /// blocking the runtime's thread, and commits once the lock is free.
     #[tokio::test(flavor = "current_thread")]
     async fn waits_for_another_writer_without_blocking_the_runtime() {
-        let t = TestDb::create(Backend::Sqlite).await.unwrap();
+        let t = with_table("CREATE TABLE w (k INTEGER)").await;
         let pool = t.db.get_sqlite_connection_pool();
-        sqlx::query("CREATE TABLE w (k INTEGER)")
-            .execute(pool)
-            .await
-            .unwrap();
         let mut other = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
         sqlx::query("INSERT INTO w VALUES (1)")
             .execute(&mut *other)
@@ -337,12 +335,8 @@ mod tests {
     /// hold all of them.
     #[tokio::test]
     async fn the_wal_is_checkpointed() {
-        let t = TestDb::create(Backend::Sqlite).await.unwrap();
+        let t = with_table("CREATE TABLE c (k INTEGER)").await;
         let pool = t.db.get_sqlite_connection_pool();
-        sqlx::query("CREATE TABLE c (k INTEGER)")
-            .execute(pool)
-            .await
-            .unwrap();
         let mut direct = DirectConnection::open(&pool.connect_options()).unwrap();
         let commits = 3_000;
         for k in 0..commits {
