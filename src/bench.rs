@@ -113,6 +113,59 @@ pub(crate) fn summary(mut xs: Vec<f64>) -> (f64, f64) {
     (percentile(&xs, 0.5), percentile(&xs, 0.99))
 }
 
+/// Event latencies by where in its run the event falls: the start (RUN_STARTED and
+/// the first STEP_STARTED: every run is claimed at once, so these queue behind each
+/// other), the steps after it, and RUN_SUCCEEDED. Where the tail comes from.
+#[derive(Default)]
+struct RunLags {
+    start: Vec<f64>,
+    steps: Vec<f64>,
+    end: Vec<f64>,
+    /// Whether this run's first step event was seen (one run per value, then merged).
+    stepped: bool,
+}
+
+impl RunLags {
+    fn record(&mut self, kind: &str, lag_ms: f64) {
+        match kind {
+            "RUN_STARTED" => self.start.push(lag_ms),
+            "RUN_SUCCEEDED" => self.end.push(lag_ms),
+            _ if !self.stepped => {
+                self.stepped = true;
+                self.start.push(lag_ms)
+            }
+            _ => self.steps.push(lag_ms),
+        }
+    }
+
+    fn merge(&mut self, run: RunLags) {
+        self.start.extend(run.start);
+        self.steps.extend(run.steps);
+        self.end.extend(run.end);
+    }
+
+    fn all(&self) -> Vec<f64> {
+        [&self.start, &self.steps, &self.end]
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        let part = |name: &str, xs: &[f64]| {
+            let (p50, p99) = summary(xs.to_vec());
+            format!("{name} {p50:.2}/{p99:.2} ms ({})", xs.len())
+        };
+        format!(
+            "{}, {}, {}",
+            part("start", &self.start),
+            part("steps", &self.steps),
+            part("end", &self.end)
+        )
+    }
+}
+
 pub async fn run(
     args: BenchArgs,
     catalog: aiops_engine::topology::Catalog,
@@ -289,7 +342,7 @@ pub async fn run(
         let stream = engine.subscribe(run.id, 0);
         watchers.push(tokio::spawn(async move {
             let mut stream = Box::pin(stream);
-            let mut lags = Vec::new();
+            let mut lags = RunLags::default();
             while let Some(event) = stream.next().await {
                 let event = event?;
                 // created_at is taken just before the commit; this includes the commit itself.
@@ -298,16 +351,21 @@ pub async fn run(
                     .unwrap_or(0) as f64
                     / 1000.0;
                 if event.kind != EventKind::RunQueued {
-                    lags.push(lag);
+                    lags.record(event.kind.as_str(), lag);
                 }
             }
             anyhow::Ok(lags)
         }));
     }
-    let mut lags = Vec::new();
+    let mut lags = RunLags::default();
     for w in watchers {
-        lags.extend(w.await??);
+        lags.merge(w.await??);
     }
+    println!(
+        "event latency p50/p99 by part of the run: {}",
+        lags.describe()
+    );
+    let lags = lags.all();
     let samples = lags.len();
     let (ev_p50, ev_p99) = summary(lags);
 
@@ -316,6 +374,11 @@ pub async fn run(
 
     // 4. The same through the real GraphQL API, as a WebSocket client sees it.
     let ws_lags = ws_latency(&engine, &args).await?;
+    println!(
+        "WebSocket latency p50/p99 by part of the run: {}",
+        ws_lags.describe()
+    );
+    let ws_lags = ws_lags.all();
     let ws_samples = ws_lags.len();
     let (ws_p50, ws_p99) = summary(ws_lags);
 
@@ -420,7 +483,7 @@ pub(crate) async fn bench_api_key(
 /// each gets a `graphql-transport-ws` client subscribed to `runEvents` over the real HTTP
 /// API, and only when every subscription has delivered RUN_QUEUED (so it is live) does a
 /// worker start. Returns receive time − `createdAt` in ms for every event but RUN_QUEUED.
-async fn ws_latency(engine: &aiops_engine::Engine, args: &BenchArgs) -> anyhow::Result<Vec<f64>> {
+async fn ws_latency(engine: &aiops_engine::Engine, args: &BenchArgs) -> anyhow::Result<RunLags> {
     let shutdown = CancellationToken::new();
     tokio::spawn(engine.clone().listen(shutdown.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -466,10 +529,10 @@ async fn ws_latency(engine: &aiops_engine::Engine, args: &BenchArgs) -> anyhow::
         }
     }
     let worker = tokio::spawn(aiops_engine::Worker::new(engine.clone()).run(shutdown.clone()));
-    let mut lags = Vec::new();
+    let mut lags = RunLags::default();
     let result = async {
         for w in watchers {
-            lags.extend(w.await??);
+            lags.merge(w.await??);
         }
         anyhow::Ok(())
     }
@@ -486,7 +549,7 @@ async fn ws_watch(
     token: String,
     run_id: String,
     ready: tokio::sync::mpsc::Sender<()>,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<RunLags> {
     let mut req = format!("ws://127.0.0.1:{port}/graphql/ws").into_client_request()?;
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
@@ -500,7 +563,7 @@ async fn ws_watch(
     );
     let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let mut lags = Vec::new();
+    let mut lags = RunLags::default();
     let mut last_kind = String::new();
     let mut ready = Some(ready);
     loop {
@@ -538,7 +601,7 @@ async fn ws_watch(
                         .num_microseconds()
                         .unwrap_or(0) as f64
                         / 1000.0;
-                    lags.push(lag);
+                    lags.record(kind, lag);
                 }
                 last_kind = kind.to_owned();
             }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Result;
-use crate::bus::{BusMessage, ControlSignal};
+use crate::bus::ControlSignal;
 use crate::context::{Halt, HumanWaits, Park, RunShared, StepContext, panic_message};
 use crate::engine::Engine;
 use crate::event::{EventKind, NewEvent};
@@ -268,14 +268,14 @@ impl Worker {
     }
 
     async fn control_loop(self, shutdown: CancellationToken) {
-        let mut rx = self.engine.bus().receiver();
+        let mut rx = self.engine.bus().controls();
         loop {
             let msg = tokio::select! {
                 m = rx.recv() => m,
                 _ = shutdown.cancelled() => return,
             };
             match msg {
-                Ok(BusMessage::Control { run_id, signal }) => {
+                Ok((run_id, signal)) => {
                     let shared = lock(&self.active).get(&run_id).cloned();
                     if let Some(shared) = shared {
                         match signal {
@@ -294,7 +294,6 @@ impl Worker {
                         }
                     }
                 }
-                Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }

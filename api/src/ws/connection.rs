@@ -11,7 +11,7 @@ use aiops_engine::Engine;
 use async_graphql::{Data, Response, ServerError};
 use axum::extract::ws::{Message, WebSocket};
 use futures::stream::{AbortHandle, BoxStream, SelectAll};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -57,7 +57,14 @@ struct Peer {
 }
 
 impl Peer {
+    /// Sends one message at once.
     async fn send(&mut self, msg: ServerMessage<'_>) -> Result<(), Close> {
+        self.feed(msg).await?;
+        self.flush().await
+    }
+
+    /// Queues one message; [`Peer::flush`] writes what is queued.
+    async fn feed(&mut self, msg: ServerMessage<'_>) -> Result<(), Close> {
         let text = match self.protocol.encode(&msg) {
             None => return Ok(()),
             Some(Ok(text)) => text,
@@ -69,9 +76,13 @@ impl Peer {
         };
         // A failed send means the peer is gone: end quietly.
         self.socket
-            .send(Message::text(text))
+            .feed(Message::text(text))
             .await
             .map_err(|_| Close::Normal)
+    }
+
+    async fn flush(&mut self) -> Result<(), Close> {
+        self.socket.flush().await.map_err(|_| Close::Normal)
     }
 
     /// The next protocol message, `Err(Close::Normal)` when the peer has gone.
@@ -232,6 +243,18 @@ async fn operate(
             }
             Some((id, output)) = streams.next(), if !streams.is_empty() => {
                 deliver(peer, &mut operations, id, output).await?;
+                // Results already waiting go out in the same write: under load a
+                // socket's events come in bursts, and a write per event costs a
+                // system call each.
+                for _ in 1..MAX_BURST {
+                    match streams.next().now_or_never() {
+                        Some(Some((id, output))) => {
+                            deliver(peer, &mut operations, id, output).await?
+                        }
+                        _ => break,
+                    }
+                }
+                peer.flush().await?;
             }
             msg = peer.recv() => match msg? {
                 ClientMessage::Init(_) => return Err(Close::TooManyInits),
@@ -276,8 +299,11 @@ async fn operate(
     }
 }
 
-/// Sends one output of operation `id`: `error` for a request that failed before
-/// executing, else `next`; `complete` when it ends.
+/// Most results queued for one write.
+const MAX_BURST: usize = 64;
+
+/// Queues one output of operation `id` (the caller flushes): `error` for a request
+/// that failed before executing, else `next`; `complete` when it ends.
 async fn deliver(
     peer: &mut Peer,
     operations: &mut HashMap<String, Operation>,
@@ -289,7 +315,7 @@ async fn deliver(
     };
     let Some(mut response) = output else {
         operations.remove(&id);
-        return peer.send(ServerMessage::Complete { id: &id }).await;
+        return peer.feed(ServerMessage::Complete { id: &id }).await;
     };
     ensure_code(&mut response.errors);
     if !op.answered && is_request_error(&response) {
@@ -297,14 +323,14 @@ async fn deliver(
             op.abort.abort();
         }
         return peer
-            .send(ServerMessage::Error {
+            .feed(ServerMessage::Error {
                 id: &id,
                 errors: &response.errors,
             })
             .await;
     }
     op.answered = true;
-    peer.send(ServerMessage::Next {
+    peer.feed(ServerMessage::Next {
         id: &id,
         response: &response,
     })

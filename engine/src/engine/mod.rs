@@ -30,7 +30,7 @@ pub use schedules::{NewSchedule, ScheduleUpdate, next_fire_times};
 pub use webhooks::{NewWebhook, WebhookTarget};
 
 use crate::Result;
-use crate::bus::{BusMessage, EventBus};
+use crate::bus::EventBus;
 use crate::config::EngineConfig;
 use crate::store::Db;
 use crate::store::{self, is_postgres};
@@ -182,7 +182,7 @@ impl Engine {
     /// What happens to runs, as this process hears it (for live views): events
     /// committed here, hints of commits elsewhere, and when to re-read.
     pub fn changes(&self) -> crate::bus::Changes {
-        crate::bus::Changes::new(self.inner.bus.receiver())
+        self.inner.bus.changes()
     }
 
     pub fn workflows(&self) -> &Workflows {
@@ -237,7 +237,6 @@ impl Engine {
         // notify_one keeps a permit when no worker is waiting right now, so a wake-up
         // that arrives while the worker is busy claiming is not lost.
         self.inner.work.notify_one();
-        self.inner.bus.publish(BusMessage::Wake);
     }
 
     /// Checks the database answers; used by `/readyz`.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
-use crate::bus::{BusMessage, ControlSignal};
+use crate::bus::ControlSignal;
 use crate::ids::RunId;
 use crate::store::events::{CONTROL_CHANNEL, EVENTS_CHANNEL, LIVE_CHANNEL, WAKE_CHANNEL};
 use crate::store::is_postgres;
@@ -58,7 +58,7 @@ impl Engine {
     /// database: subscribers catch up, live views re-read what changed, idle
     /// workers look for runnable runs.
     fn resync(&self) {
-        self.inner.bus.publish(BusMessage::Resync);
+        self.inner.bus.resync();
         self.wake_workers();
     }
 
@@ -74,9 +74,7 @@ impl Engine {
                         && let (Ok(run_id), Ok(last_seq)) =
                             (id.parse::<RunId>(), seq.parse::<i64>())
                     {
-                        self.inner
-                            .bus
-                            .publish(BusMessage::Hint { run_id, last_seq });
+                        self.inner.bus.hint(run_id, last_seq);
                     }
                 }
             }
@@ -91,9 +89,7 @@ impl Engine {
                     Some((signal, id.parse::<RunId>().ok()?))
                 });
                 if let Some((signal, run_id)) = parsed {
-                    self.inner
-                        .bus
-                        .publish(BusMessage::Control { run_id, signal });
+                    self.inner.bus.control(run_id, signal);
                 }
             }
             WAKE_CHANNEL => self.wake_workers(),
@@ -102,9 +98,7 @@ impl Engine {
                 if let Ok(events) = serde_json::from_str::<Vec<crate::context::LiveEvent>>(payload)
                 {
                     for e in events {
-                        self.inner
-                            .bus
-                            .publish(BusMessage::Live(std::sync::Arc::new(e)));
+                        self.inner.bus.live(e);
                     }
                 }
             }

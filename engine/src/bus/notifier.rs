@@ -1,0 +1,121 @@
+//! Announcing this process's commits to other processes (Postgres `NOTIFY`).
+
+use std::sync::Arc;
+
+use super::ControlSignal;
+use crate::context::LiveEvent;
+use crate::ids::RunId;
+use crate::store;
+use crate::store::Db;
+
+/// What goes to other processes, through the notifier task.
+pub(super) enum Remote {
+    Hint(RunId, i64),
+    Live(LiveEvent),
+    /// Some run became runnable: other processes' workers should look.
+    Wake,
+    /// An operator's signal for the run's holder, wherever it runs.
+    Control(RunId, ControlSignal),
+}
+
+/// Postgres caps a NOTIFY payload at 8000 bytes (the sender's mark comes on top).
+const MAX_NOTIFY_PAYLOAD: usize = 7900;
+
+/// A mark for this process's notifications: a UUID.
+pub(super) fn new_origin() -> Arc<str> {
+    uuid::Uuid::new_v4().to_string().into()
+}
+
+pub(super) fn is_origin(mark: &str) -> bool {
+    mark.len() == 36 && uuid::Uuid::parse_str(mark).is_ok()
+}
+
+/// Coalesces hints and wake-ups and sends them with `pg_notify`, as fast as they
+/// come, and live events in batches (a JSON array per notification). A hint or
+/// wake-up lost to a crash between commit and notify is covered by subscribers' and
+/// workers' fallback polling; live events are best effort by nature.
+pub(super) async fn notifier(
+    db: Db,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Remote>,
+    origin: Arc<str>,
+) {
+    let mut latest = std::collections::HashMap::new();
+    let mut live = Vec::new();
+    let mut wake = false;
+    let mut controls = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut take = |m: Remote| match m {
+            Remote::Wake => wake = true,
+            Remote::Control(run, signal) => {
+                controls.push(store::events::control_payload(run, signal))
+            }
+            Remote::Hint(run, seq) => {
+                let e = latest.entry(run).or_insert(seq);
+                *e = (*e).max(seq);
+            }
+            Remote::Live(event) => live.push(event),
+        };
+        take(first);
+        while let Ok(m) = rx.try_recv() {
+            take(m);
+        }
+        let mut payload = String::new();
+        for (run, seq) in latest.drain() {
+            let hint = store::events::event_hint(run, seq);
+            if !payload.is_empty() && payload.len() + hint.len() + 1 > MAX_NOTIFY_PAYLOAD {
+                send(&db, &origin, store::events::EVENTS_CHANNEL, &payload).await;
+                payload.clear();
+            }
+            if !payload.is_empty() {
+                payload.push(',');
+            }
+            payload.push_str(&hint);
+        }
+        if !payload.is_empty() {
+            send(&db, &origin, store::events::EVENTS_CHANNEL, &payload).await;
+        }
+        for control in controls.drain(..) {
+            send(&db, &origin, store::events::CONTROL_CHANNEL, &control).await;
+        }
+        if std::mem::take(&mut wake) {
+            send(&db, &origin, store::events::WAKE_CHANNEL, "").await;
+        }
+        for batch in live_batches(std::mem::take(&mut live)) {
+            send(&db, &origin, store::events::LIVE_CHANNEL, &batch).await;
+        }
+    }
+}
+
+/// Live events as JSON arrays that each fit one notification; an event too large
+/// for one alone is dropped (live events are best effort).
+fn live_batches(events: Vec<LiveEvent>) -> Vec<String> {
+    let mut batches = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    let mut size = 2;
+    for e in events {
+        let Ok(text) = serde_json::to_string(&e) else {
+            continue;
+        };
+        if text.len() + 2 > MAX_NOTIFY_PAYLOAD {
+            continue;
+        }
+        if size + text.len() + 1 > MAX_NOTIFY_PAYLOAD {
+            batches.push(format!("[{}]", current.join(",")));
+            current.clear();
+            size = 2;
+        }
+        size += text.len() + 1;
+        current.push(text);
+    }
+    if !current.is_empty() {
+        batches.push(format!("[{}]", current.join(",")));
+    }
+    batches
+}
+
+async fn send(db: &Db, origin: &str, channel: &str, payload: &str) {
+    let payload = format!("{origin}|{payload}");
+    if let Err(e) = store::events::notify_now(db, channel, &payload).await {
+        tracing::warn!(error = %e, channel, "could not notify other processes");
+    }
+}
