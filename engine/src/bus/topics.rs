@@ -50,7 +50,7 @@ impl Topics {
             .or_insert_with(|| broadcast::channel(RUN_CAPACITY).0)
             .subscribe();
         Follower {
-            rx,
+            rx: Some(rx),
             run_id,
             topics: self.clone(),
         }
@@ -93,24 +93,30 @@ impl Topics {
 
 /// A follower of one run; its run's channel goes with its last follower.
 pub(crate) struct Follower {
-    rx: broadcast::Receiver<RunMessage>,
+    /// Always `Some` until dropped: the receiver goes under the map's lock.
+    rx: Option<broadcast::Receiver<RunMessage>>,
     run_id: RunId,
     topics: Topics,
 }
 
 impl Follower {
     pub(crate) async fn recv(&mut self) -> Result<RunMessage, broadcast::error::RecvError> {
-        self.rx.recv().await
+        match &mut self.rx {
+            Some(rx) => rx.recv().await,
+            None => Err(broadcast::error::RecvError::Closed),
+        }
     }
 }
 
 impl Drop for Follower {
     fn drop(&mut self) {
+        // Followers come and go under the lock, so the last one out sees no receiver
+        // left, however many leave at once.
         let mut map = self.topics.map();
-        // Followers come and go under the lock: a count of one is this follower.
+        drop(self.rx.take());
         if map
             .get(&self.run_id)
-            .is_some_and(|tx| tx.receiver_count() <= 1)
+            .is_some_and(|tx| tx.receiver_count() == 0)
         {
             map.remove(&self.run_id);
         }
@@ -142,6 +148,22 @@ mod tests {
         topics.send(a, || unreachable!("nobody follows `a`: no message is made"));
         drop(other);
         assert_eq!(topics.len(), 0);
+    }
+
+    #[test]
+    fn followers_leaving_at_once_leave_no_channel_behind() {
+        let topics = Topics::default();
+        let runs: Vec<RunId> = (0..4).map(|_| RunId(uuid::Uuid::now_v7())).collect();
+        // The race this guards against is narrow: enough rounds to meet it.
+        for _ in 0..1000 {
+            let followers: Vec<Follower> = (0..16).map(|i| topics.follow(runs[i % 4])).collect();
+            std::thread::scope(|scope| {
+                for f in followers {
+                    scope.spawn(move || drop(f));
+                }
+            });
+            assert_eq!(topics.len(), 0);
+        }
     }
 
     #[tokio::test]
