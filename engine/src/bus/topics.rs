@@ -28,8 +28,8 @@ pub(crate) enum RunMessage {
 
 /// Messages a run's channel holds for a slow follower. One that falls further
 /// behind reads the database instead (events are numbered, so nothing is lost);
-/// a channel allocates its capacity up front, so it stays small: thousands of
-/// followed runs cost tens of KiB each, not MiB.
+/// a channel allocates its capacity up front (slots of a few dozen bytes), so it
+/// stays small.
 const RUN_CAPACITY: usize = 256;
 
 /// The followed runs' channels; a run's channel lives while someone follows it.
