@@ -37,7 +37,7 @@ const PURGE_DELAY_MS: std::ffi::c_long = 10;
 /// Freed memory goes back to the system after 10 ms instead of mimalloc's default
 /// second. With 10,000 runs in flight (`aiops bench --llm`, 30 s model call) the peak
 /// RSS was 1,020 MiB with the default, 971 MiB with 10 ms and 949 MiB with 0; 0 cost
-/// ~15 % of run starts per second in the engine bench, 10 ms nothing measurable
+/// ~18 % of run starts per second in the engine bench, 10 ms nothing measurable
 /// (BENCHMARKS.md). An operator's `MIMALLOC_PURGE_DELAY` wins; a bundled mimalloc
 /// whose option 15 does not hold the purge delay's default is left alone.
 fn return_freed_memory_soon() {
