@@ -107,23 +107,8 @@ impl EventBus {
     /// Publishes committed events here and, on Postgres, hints them to other processes.
     pub fn publish_events(&self, events: &[Event]) {
         let to_views = self.changes.receiver_count() > 0;
-        // An event is copied only when someone here reads it.
-        let shared: Vec<(RunId, Arc<Event>)> = events
-            .iter()
-            .filter(|e| to_views || self.topics.followed(e.run_id))
-            .map(|e| (e.run_id, Arc::new(e.clone())))
-            .collect();
-        if !shared.is_empty() {
-            self.topics.send_all(
-                shared
-                    .iter()
-                    .map(|(run, e)| (*run, RunMessage::Event(e.clone()))),
-            );
-            if to_views {
-                for (_, e) in shared {
-                    let _ = self.changes.send(Change::Event(e));
-                }
-            }
+        for e in self.topics.send_events(events, to_views) {
+            let _ = self.changes.send(Change::Event(e));
         }
         if let (Some(remote), Some(last)) = (&self.remote, events.last()) {
             let _ = remote.send(Remote::Hint(last.run_id, last.seq));

@@ -56,8 +56,8 @@ impl Topics {
         }
     }
 
-    /// Whether anyone follows `run_id` (to skip copying events nobody reads).
-    pub(crate) fn followed(&self, run_id: RunId) -> bool {
+    #[cfg(test)]
+    fn followed(&self, run_id: RunId) -> bool {
         self.map().contains_key(&run_id)
     }
 
@@ -68,14 +68,26 @@ impl Topics {
         }
     }
 
-    /// Sends messages of several runs under one lock.
-    pub(crate) fn send_all(&self, msgs: impl IntoIterator<Item = (RunId, RunMessage)>) {
+    /// Sends committed events to their runs' followers under one lock, copying an
+    /// event only when someone reads it; with `keep`, every event is copied and
+    /// returned (for readers of all runs).
+    pub(crate) fn send_events(&self, events: &[Event], keep: bool) -> Vec<Arc<Event>> {
         let map = self.map();
-        for (run_id, msg) in msgs {
-            if let Some(tx) = map.get(&run_id) {
-                let _ = tx.send(msg);
+        let mut kept = Vec::new();
+        for e in events {
+            let tx = map.get(&e.run_id);
+            if tx.is_none() && !keep {
+                continue;
+            }
+            let shared = Arc::new(e.clone());
+            if let Some(tx) = tx {
+                let _ = tx.send(RunMessage::Event(shared.clone()));
+            }
+            if keep {
+                kept.push(shared);
             }
         }
+        kept
     }
 
     /// Tells every follower to read the database.
@@ -137,7 +149,8 @@ mod tests {
         let mut other = topics.follow(b);
         assert_eq!(topics.len(), 2);
         topics.send(a, || RunMessage::Hint(3));
-        topics.send_all([(b, RunMessage::Hint(9)), (a, RunMessage::Hint(4))]);
+        topics.send(b, || RunMessage::Hint(9));
+        topics.send(a, || RunMessage::Hint(4));
         assert!(matches!(first.recv().await, Ok(RunMessage::Hint(3))));
         assert!(matches!(first.recv().await, Ok(RunMessage::Hint(4))));
         assert!(matches!(other.recv().await, Ok(RunMessage::Hint(9))));
