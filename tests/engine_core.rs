@@ -644,6 +644,74 @@ both_backends!(
     eager_start
 );
 
+/// A run started beside an idle worker costs its own writes and hardly anything
+/// else: its start, one checkpoint per step (the last one with the run's end) and,
+/// on Postgres, a hint to other processes. In particular the worker sends no
+/// claim query for a run handed to it (it used to send two per start, beside the
+/// run's first step). Background work only ever adds statements, so the cheapest of
+/// a few runs is a run's own cost.
+async fn eager_run_cost(backend: Backend) {
+    let config = EngineConfig {
+        // No polling or heartbeat during the measurement.
+        poll_interval: Duration::from_secs(60),
+        heartbeat_interval: Duration::from_secs(20),
+        lease_ttl: Duration::from_secs(60),
+        ..common::fast_config()
+    };
+    let Some(h) = Harness::with_config(backend, config).await else {
+        return;
+    };
+    let _worker = h.spawn_worker();
+    const STEPS: u64 = 5;
+    let steps = json!(
+        (0..STEPS)
+            .map(|_| json!({ "kind": "noop" }))
+            .collect::<Vec<_>>()
+    );
+    let mut changes = h.engine.changes();
+    let mut cheapest = u64::MAX;
+    let mut eager = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while eager < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{eager} runs started eagerly"
+        );
+        // Whatever the last run left to do (a spaced hint) is done by now.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let before = h.engine.stats().statements;
+        let run = h.engine.start_run(script(steps.clone())).await.unwrap();
+        loop {
+            let change = tokio::time::timeout(Duration::from_secs(10), changes.next())
+                .await
+                .expect("the run ends")
+                .expect("the feed goes on");
+            if let aiops_engine::Change::Event(e) = change
+                && e.run_id == run.id
+                && e.kind == EventKind::RunSucceeded
+            {
+                break;
+            }
+        }
+        let spent = h.engine.stats().statements - before;
+        if run.status == RunStatus::Running {
+            eager += 1;
+            cheapest = cheapest.min(spent);
+        }
+    }
+    // On SQLite the start shares the checkpoint writer's connection, which counts
+    // only its checkpoints; on Postgres it is a statement, and so is the hint.
+    let start_and_hint = if backend == Backend::Postgres { 2 } else { 0 };
+    assert!(
+        cheapest <= STEPS + start_and_hint,
+        "a run of {STEPS} steps sent at least {cheapest} statements"
+    );
+}
+both_backends!(
+    a_run_started_beside_an_idle_worker_costs_its_commits_and_little_else,
+    eager_run_cost
+);
+
 /// A step's result is held for the run's next commit: the next step makes it durable
 /// before it starts (each step its own commit, in order), the last step commits with
 /// the run's end (one commit: same `created_at`), and a result nothing follows for a

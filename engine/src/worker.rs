@@ -147,13 +147,24 @@ impl Worker {
                         // The queue ran dry: look beyond it at once.
                         idled = true;
                     } else if !full {
-                        tokio::select! {
-                            biased;
-                            Some((claim, permit)) = handed.recv() => {
-                                tasks.spawn(self.clone().execute(claim, permit));
-                            }
-                            _ = self.engine.wait_for_work(config.poll_interval, &shutdown) => {
-                                idled = true;
+                        // Nothing more to claim: wait to be woken. A run handed over
+                        // meanwhile starts at once and the wait goes on, without a
+                        // claim query: an eager start says nothing about the queue
+                        // (two such queries per start ran beside each run's first
+                        // step, on the same two vCPUs).
+                        let wait = self.engine.wait_for_work(config.poll_interval, &shutdown);
+                        tokio::pin!(wait);
+                        loop {
+                            tokio::select! {
+                                biased;
+                                Some((claim, permit)) = handed.recv() => {
+                                    while tasks.try_join_next().is_some() {}
+                                    tasks.spawn(self.clone().execute(claim, permit));
+                                }
+                                _ = &mut wait => {
+                                    idled = true;
+                                    break;
+                                }
                             }
                         }
                     }

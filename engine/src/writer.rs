@@ -1,17 +1,22 @@
 //! The checkpoint writer: one task per process that groups the checkpoints of all
 //! runs into batches, commits each batch at once, and publishes what committed.
+//!
+//! A checkpoint whose writer has nothing else to do commits in the task that waits
+//! for it ([`CheckpointWriter::commit`]): handing it to the writer's task and the
+//! answer back cost two task wake-ups, often on the other thread, for every step of
+//! a run that is alone.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::store::Db;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bus::EventBus;
-use std::sync::Arc;
-
 use crate::error::DbFailure;
 use crate::event::Event;
 use crate::stats::Stats;
+use crate::store::Db;
 use crate::store::checkpoint::{self, Checkpoint, Outcome};
 use crate::store::own_connection::{OwnConnection, SharedConnection};
 use crate::{Error, Result};
@@ -21,6 +26,15 @@ struct Pending {
     reply: oneshot::Sender<Result<Vec<Event>>>,
 }
 
+/// One writer task's queue and connection.
+struct Shard {
+    tx: mpsc::Sender<Pending>,
+    own: SharedConnection,
+    /// Checkpoints sent to this shard's task and not yet answered. While any is, a
+    /// commit in the caller's task could overtake it: those go through the queue.
+    queued: Arc<AtomicUsize>,
+}
+
 /// Cheap-to-clone handle to the writer tasks.
 ///
 /// Several writers commit concurrently on Postgres (the database then flushes many
@@ -28,9 +42,10 @@ struct Pending {
 /// its checkpoints in order. SQLite has one writer: it serialises writes anyway.
 #[derive(Clone)]
 pub struct CheckpointWriter {
-    shards: std::sync::Arc<[mpsc::Sender<Pending>]>,
-    /// The connection the first writer commits on (SQLite's only one).
-    first: SharedConnection,
+    shards: Arc<[Arc<Shard>]>,
+    db: Db,
+    bus: EventBus,
+    stats: Arc<Stats>,
 }
 
 impl CheckpointWriter {
@@ -42,39 +57,41 @@ impl CheckpointWriter {
         batch_max: usize,
         shards: usize,
     ) -> Self {
-        let first = SharedConnection::default();
         let shards: Vec<_> = (0..shards.max(1))
-            .map(|i| {
+            .map(|_| {
                 let (tx, rx) = mpsc::channel(4096);
-                let own = if i == 0 {
-                    first.clone()
-                } else {
-                    SharedConnection::default()
-                };
+                let shard = Arc::new(Shard {
+                    tx,
+                    own: SharedConnection::default(),
+                    queued: Arc::default(),
+                });
                 tokio::spawn(run(
                     db.clone(),
                     bus.clone(),
                     stats.clone(),
                     rx,
-                    own,
+                    shard.queued.clone(),
+                    shard.own.clone(),
                     batch_max.max(1),
                 ));
-                tx
+                shard
             })
             .collect();
         Self {
             shards: shards.into(),
-            first,
+            db,
+            bus,
+            stats,
         }
     }
 
     /// The connection SQLite's writer commits on, for other writes to share (see
     /// [`SharedConnection`]).
     pub(crate) fn sqlite_connection(&self) -> &SharedConnection {
-        &self.first
+        &self.shards[0].own
     }
 
-    fn shard(&self, run_id: crate::ids::RunId) -> &mpsc::Sender<Pending> {
+    fn shard(&self, run_id: crate::ids::RunId) -> &Shard {
         // UUIDv7: the low bits are random, so this spreads runs evenly.
         let idx = (run_id.0.as_u128() as usize) % self.shards.len();
         &self.shards[idx]
@@ -90,7 +107,9 @@ impl CheckpointWriter {
             return rx;
         }
         let shard = self.shard(checkpoint.fence.run_id);
-        if let Err(mpsc::error::SendError(p)) = shard.send(Pending { checkpoint, reply }).await {
+        shard.queued.fetch_add(1, Ordering::SeqCst);
+        if let Err(mpsc::error::SendError(p)) = shard.tx.send(Pending { checkpoint, reply }).await {
+            shard.queued.fetch_sub(1, Ordering::SeqCst);
             let _ = p
                 .reply
                 .send(Err(Error::Invalid("checkpoint writer has stopped".into())));
@@ -98,13 +117,59 @@ impl CheckpointWriter {
         rx
     }
 
-    /// Submits and waits until the checkpoint is durable.
+    /// Submits and waits until the checkpoint is durable. When its writer is idle
+    /// (nothing queued, its connection free) the checkpoint commits right here,
+    /// exactly as a batch of one would.
     pub async fn commit(&self, checkpoint: Checkpoint) -> Result<Vec<Event>> {
         let run_id = checkpoint.fence.run_id;
+        let shard = self.shard(run_id);
+        if let Ok(mut own) = shard.own.try_lock() {
+            // Under the connection's lock nothing can join the batch in flight; with
+            // nothing queued either, no earlier checkpoint is overtaken.
+            if shard.queued.load(Ordering::SeqCst) == 0 {
+                if let Err(message) = checkpoint.validate() {
+                    return Err(Error::Refused(message));
+                }
+                let mut guard = DiscardIfDropped(Some(&mut own));
+                let started = std::time::Instant::now();
+                let committed = commit_retrying(
+                    &self.db,
+                    guard.connection(),
+                    &self.stats,
+                    std::slice::from_ref(&checkpoint),
+                )
+                .await
+                .map(|mut o| o.pop().unwrap_or(Outcome::LeaseLost));
+                guard.0 = None;
+                tracing::trace!(
+                    micros = started.elapsed().as_micros() as u64,
+                    "checkpoint committed in place"
+                );
+                return settle(&self.bus, &self.stats, &checkpoint, committed);
+            }
+        }
         self.submit(checkpoint)
             .await
             .await
             .unwrap_or_else(|_| Err(Error::LeaseLost(run_id.to_string())))
+    }
+}
+
+/// A connection used in a caller's task: should the caller go away mid-statement,
+/// the connection is not used again (the pool finishes or closes it).
+struct DiscardIfDropped<'a>(Option<&'a mut OwnConnection>);
+
+impl DiscardIfDropped<'_> {
+    fn connection(&mut self) -> &mut OwnConnection {
+        self.0.as_deref_mut().expect("held until the commit ends")
+    }
+}
+
+impl Drop for DiscardIfDropped<'_> {
+    fn drop(&mut self) {
+        if let Some(own) = self.0.take() {
+            own.discard();
+        }
     }
 }
 
@@ -113,6 +178,7 @@ async fn run(
     bus: EventBus,
     stats: Arc<Stats>,
     mut rx: mpsc::Receiver<Pending>,
+    queued: Arc<AtomicUsize>,
     own: SharedConnection,
     batch_max: usize,
 ) {
@@ -152,7 +218,7 @@ async fn run(
         match committed {
             Ok(outcomes) => {
                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                    deliver(&bus, &stats, pending, Ok(outcome));
+                    deliver(&bus, &stats, &queued, pending, Ok(outcome));
                 }
             }
             // The database refused some checkpoint's data: commit each alone, so that
@@ -169,7 +235,7 @@ async fn run(
                     )
                     .await
                     .map(|mut o| o.pop().unwrap_or(Outcome::LeaseLost));
-                    deliver(&bus, &stats, pending, alone);
+                    deliver(&bus, &stats, &queued, pending, alone);
                 }
             }
             Err(e) => {
@@ -181,7 +247,7 @@ async fn run(
                     } else {
                         Error::Unavailable(message.clone())
                     };
-                    deliver(&bus, &stats, pending, Err(e));
+                    deliver(&bus, &stats, &queued, pending, Err(e));
                 }
             }
         }
@@ -215,25 +281,41 @@ async fn commit_retrying(
     }
 }
 
-/// Answers one checkpoint: committed events go to the bus; a refusal of its data is
-/// `Refused` (writing it again cannot help); anything else is `Unavailable`.
-fn deliver(bus: &EventBus, stats: &Stats, pending: Pending, result: Result<Outcome>) {
+/// Answers one checkpoint of a batch (see [`settle`]) and counts it off its shard.
+fn deliver(
+    bus: &EventBus,
+    stats: &Stats,
+    queued: &AtomicUsize,
+    pending: Pending,
+    result: Result<Outcome>,
+) {
+    let answer = settle(bus, stats, &pending.checkpoint, result);
+    queued.fetch_sub(1, Ordering::SeqCst);
+    let _ = pending.reply.send(answer);
+}
+
+/// What a checkpoint's commit comes to: committed events go to the bus; a refusal
+/// of its data is `Refused` (writing it again cannot help); anything else is
+/// `Unavailable`.
+fn settle(
+    bus: &EventBus,
+    stats: &Stats,
+    checkpoint: &Checkpoint,
+    result: Result<Outcome>,
+) -> Result<Vec<Event>> {
     if matches!(&result, Err(e) if matches!(e, Error::Refused(_)) || is_content_error(e)) {
         Stats::add(&stats.checkpoints_refused);
     }
-    let reply = match result {
+    match result {
         Ok(Outcome::Committed(events)) => {
             bus.publish_events(&events);
             Ok(events)
         }
-        Ok(Outcome::LeaseLost) => Err(Error::LeaseLost(
-            pending.checkpoint.fence.run_id.to_string(),
-        )),
+        Ok(Outcome::LeaseLost) => Err(Error::LeaseLost(checkpoint.fence.run_id.to_string())),
         Err(e @ (Error::Refused(_) | Error::Unavailable(_))) => Err(e),
         Err(e) if is_content_error(&e) => Err(Error::Refused(e.to_string())),
         Err(e) => Err(Error::Unavailable(e.to_string())),
-    };
-    let _ = pending.reply.send(reply);
+    }
 }
 
 #[cfg(test)]
@@ -324,5 +406,113 @@ mod tests {
             let recorded = store::steps::list(&db, claim.fence.run_id).await.unwrap();
             assert_eq!(recorded.len(), usize::from(i != 1), "run {i}");
         }
+    }
+
+    /// One claimed run and a writer of one shard for it.
+    async fn one_run(
+        backend: store::testing::Backend,
+    ) -> Option<(store::testing::TestDb, leases::Fence, CheckpointWriter)> {
+        let t = store::testing::TestDb::create(backend).await?;
+        let now = chrono::Utc::now();
+        runs::insert(&t.db, store::testing::new_run(), now)
+            .await
+            .unwrap();
+        let ttl = std::time::Duration::from_secs(30);
+        let claim = leases::claim(&t.db, "w", 1, ttl, now, leases::Pick::Runnable)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        let writer = CheckpointWriter::spawn(
+            t.db.clone(),
+            EventBus::new(),
+            Arc::new(Stats::default()),
+            128,
+            1,
+        );
+        Some((t, claim.fence, writer))
+    }
+
+    fn result_of(fence: &leases::Fence, key: &str) -> Checkpoint {
+        let mut cp = Checkpoint::new(fence.clone());
+        cp.steps.push(StepRecord {
+            key: key.into(),
+            status: StepStatus::Succeeded,
+            input: None,
+            output: Some(serde_json::json!(key)),
+            usage: None,
+            error: None,
+            attempts: 1,
+            started_at: Some(chrono::Utc::now()),
+            finished_at: Some(chrono::Utc::now()),
+            next_attempt_at: None,
+        });
+        cp.events.push(crate::event::NewEvent::new(
+            crate::event::EventKind::StepSucceeded,
+            serde_json::json!({ "step_key": key }),
+        ));
+        cp
+    }
+
+    /// A checkpoint committed in the task that waits for it never overtakes one of
+    /// its run queued before it: with the earlier one still in the writer's queue
+    /// (on this one thread the writer's task has not run yet), the later one queues
+    /// too, and the events are numbered in the order they were submitted.
+    async fn a_commit_never_overtakes_a_queued_checkpoint(backend: store::testing::Backend) {
+        let Some((_t, fence, writer)) = one_run(backend).await else {
+            return;
+        };
+        let first = writer.submit(result_of(&fence, "first")).await;
+        let second = writer.commit(result_of(&fence, "second")).await.unwrap();
+        let first = first.await.unwrap().unwrap();
+        assert!(first[0].seq < second[0].seq, "{first:?} {second:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_commit_never_overtakes_a_queued_checkpoint_sqlite() {
+        a_commit_never_overtakes_a_queued_checkpoint(store::testing::Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_commit_never_overtakes_a_queued_checkpoint_postgres() {
+        a_commit_never_overtakes_a_queued_checkpoint(store::testing::Backend::Postgres).await;
+    }
+
+    /// A commit whose waiting task goes away while its statement is in flight (the
+    /// commit runs in that task when the writer is idle) leaves the writer working
+    /// and the run's log whole: the abandoned checkpoint committed entirely or not at
+    /// all, and the next one is numbered right after whatever is stored.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_commit_abandoned_mid_statement_leaves_the_writer_working() {
+        let Some((t, fence, writer)) = one_run(store::testing::Backend::Postgres).await else {
+            return;
+        };
+        // The connection is open and its statement prepared: the next commit's first
+        // poll sends the statement and waits for the answer.
+        writer.commit(result_of(&fence, "a")).await.unwrap();
+        let mut abandoned = Box::pin(writer.commit(result_of(&fence, "b")));
+        assert!(futures::poll!(abandoned.as_mut()).is_pending());
+        drop(abandoned);
+        let next = writer.commit(result_of(&fence, "c")).await.unwrap();
+        let stored = store::events::list_after(&t.db, fence.run_id, 0, 100)
+            .await
+            .unwrap();
+        let seqs: Vec<i64> = stored.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=stored.len() as i64).collect::<Vec<_>>(),
+            "gap-free"
+        );
+        assert_eq!(stored.last().unwrap().seq, next[0].seq);
+        let keys: Vec<String> = store::steps::list(&t.db, fence.run_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.key)
+            .collect();
+        assert!(
+            keys == ["a", "b", "c"] || keys == ["a", "c"],
+            "the abandoned step is whole or absent: {keys:?}"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Announcing this process's commits to other processes (Postgres `NOTIFY`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::ControlSignal;
 use crate::context::LiveEvent;
@@ -30,20 +32,49 @@ pub(super) fn is_origin(mark: &str) -> bool {
     mark.len() == 36 && uuid::Uuid::parse_str(mark).is_ok()
 }
 
-/// Coalesces hints and wake-ups and sends them with `pg_notify`, as fast as they
-/// come, and live events in batches (a JSON array per notification). A hint or
-/// wake-up lost to a crash between commit and notify is covered by subscribers' and
-/// workers' fallback polling; live events are best effort by nature.
+/// At most one notification of event hints per this much time. Each costs a
+/// transaction, a signal to every listening session and a wake-up in every
+/// process; a run alone commits a step every ~0.4 ms, and a hint per step took
+/// ~0.4 ms off a 10-step run's 4–5 ms on two vCPUs (BENCHMARKS.md, issue 12). A
+/// hint after a quiet spell still goes out at once; those within the spacing wait
+/// for it, merged (a follower reads everything up to the hint's `seq` either way).
+const HINT_SPACING: Duration = Duration::from_millis(5);
+
+/// Coalesces hints and wake-ups and sends them with `pg_notify`: hints at most once
+/// per [`HINT_SPACING`], wake-ups and control signals as they come, live events in
+/// batches (a JSON array per notification). A hint or wake-up lost to a crash
+/// between commit and notify is covered by subscribers' and workers' fallback
+/// polling; live events are best effort by nature.
 pub(super) async fn notifier(
     db: Db,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Remote>,
     origin: Arc<str>,
 ) {
-    let mut latest = std::collections::HashMap::new();
+    let mut latest = HashMap::new();
     let mut live = Vec::new();
     let mut wake = false;
     let mut controls = Vec::new();
-    while let Some(first) = rx.recv().await {
+    let mut hints_sent: Option<Instant> = None;
+    loop {
+        let hints_due = (!latest.is_empty())
+            .then(|| hints_sent.map(|at| at + HINT_SPACING))
+            .flatten();
+        let first = match hints_due {
+            Some(due) => tokio::select! {
+                m = rx.recv() => m,
+                _ = tokio::time::sleep_until(due.into()) => {
+                    send_hints(&db, &origin, &mut latest).await;
+                    hints_sent = Some(Instant::now());
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some(first) = first else {
+            // Every sender is gone: what is still held goes out.
+            send_hints(&db, &origin, &mut latest).await;
+            return;
+        };
         let mut take = |m: Remote| match m {
             Remote::Wake => wake = true,
             Remote::Control(run, signal) => {
@@ -59,20 +90,9 @@ pub(super) async fn notifier(
         while let Ok(m) = rx.try_recv() {
             take(m);
         }
-        let mut payload = String::new();
-        for (run, seq) in latest.drain() {
-            let hint = store::events::event_hint(run, seq);
-            if !payload.is_empty() && payload.len() + hint.len() + 1 > MAX_NOTIFY_PAYLOAD {
-                send(&db, &origin, store::events::EVENTS_CHANNEL, &payload).await;
-                payload.clear();
-            }
-            if !payload.is_empty() {
-                payload.push(',');
-            }
-            payload.push_str(&hint);
-        }
-        if !payload.is_empty() {
-            send(&db, &origin, store::events::EVENTS_CHANNEL, &payload).await;
+        if hints_sent.is_none_or(|at| at.elapsed() >= HINT_SPACING) && !latest.is_empty() {
+            send_hints(&db, &origin, &mut latest).await;
+            hints_sent = Some(Instant::now());
         }
         for control in controls.drain(..) {
             send(&db, &origin, store::events::CONTROL_CHANNEL, &control).await;
@@ -83,6 +103,26 @@ pub(super) async fn notifier(
         for batch in live_batches(std::mem::take(&mut live)) {
             send(&db, &origin, store::events::LIVE_CHANNEL, &batch).await;
         }
+    }
+}
+
+/// Sends the held hints (the latest `seq` of each run), as few notifications as
+/// fit them.
+async fn send_hints(db: &Db, origin: &str, latest: &mut HashMap<RunId, i64>) {
+    let mut payload = String::new();
+    for (run, seq) in latest.drain() {
+        let hint = store::events::event_hint(run, seq);
+        if !payload.is_empty() && payload.len() + hint.len() + 1 > MAX_NOTIFY_PAYLOAD {
+            send(db, origin, store::events::EVENTS_CHANNEL, &payload).await;
+            payload.clear();
+        }
+        if !payload.is_empty() {
+            payload.push(',');
+        }
+        payload.push_str(&hint);
+    }
+    if !payload.is_empty() {
+        send(db, origin, store::events::EVENTS_CHANNEL, &payload).await;
     }
 }
 

@@ -385,12 +385,7 @@ impl StepContext {
         // A commit under way is work in flight: the run must not be released (and
         // this future dropped) while its outcome is unknown.
         let _in_flight = InFlight::new(&self.shared);
-        let committed = match self.shared.submit(cp).await.await {
-            Ok(result) => result,
-            // The writer dropped the reply: it is gone, so is our footing.
-            Err(_) => Err(Error::LeaseLost(self.shared.fence.run_id.to_string())),
-        };
-        match committed {
+        match self.shared.commit(cp).await {
             Ok(_) => Ok(()),
             Err(Error::Refused(message)) => Err(message),
             Err(e) => {

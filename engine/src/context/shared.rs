@@ -193,6 +193,16 @@ impl RunShared {
         self.writer.commit(cp).await.map(drop)
     }
 
+    /// Commits `cp` behind whatever is held, in the run's order, and returns once it
+    /// is durable.
+    pub(super) async fn commit(&self, mut cp: Checkpoint) -> crate::Result<Vec<crate::Event>> {
+        let _order = self.submitting.lock().await;
+        if let Some(held) = self.take_held() {
+            cp.absorb_earlier(held);
+        }
+        self.writer.commit(cp).await
+    }
+
     /// Submits `cp` behind whatever is held, in the run's order; the receiver
     /// resolves once it is durable.
     pub(super) async fn submit(

@@ -11,15 +11,14 @@
 //! in it. Both run on the writer's own connection (`own_connection`). A batch holds
 //! at most one checkpoint per run, which keeps each run's writes in submission order.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, TransactionSession, TransactionTrait, Value};
-use serde_json::{Value as Json, json};
-use uuid::Uuid;
+use serde_json::Value as Json;
 
 use super::leases::Fence;
 use super::own_connection::OwnConnection;
-use super::sqlite_batch;
 use super::{events, is_postgres, stmt};
+use super::{postgres_batch, sqlite_batch};
 use crate::Result;
 use crate::event::{Event, NewEvent};
 use crate::ids::{ApprovalId, QuestionId};
@@ -353,7 +352,7 @@ pub(crate) async fn commit_on(
         return Ok(Vec::new());
     }
     if is_postgres(db) {
-        return commit_postgres(db.get_postgres_connection_pool(), own, batch, now).await;
+        return postgres_batch::commit(db.get_postgres_connection_pool(), own, batch, now).await;
     }
     if let Some(script) = sqlite_batch::Script::build(batch, now) {
         let pool = db.get_sqlite_connection_pool();
@@ -367,12 +366,6 @@ pub(crate) async fn commit_on(
     }
     txn.commit().await?;
     Ok(out)
-}
-
-fn ts(t: Option<DateTime<Utc>>) -> Json {
-    t.map_or(Json::Null, |t| {
-        Json::String(t.to_rfc3339_opts(SecondsFormat::Micros, true))
-    })
 }
 
 /// What one checkpoint does to its run's row, as both backends' batch statements take
@@ -410,203 +403,6 @@ impl<'a> RowUpdate<'a> {
             need_pause: change.is_some_and(|c| c.only_if_pause_requested),
         }
     }
-}
-
-// `{FENCE}` is replaced by the lease fence (`leases::fence`).
-const PG_BATCH: &str = "\
-WITH ops AS (
-  SELECT * FROM jsonb_to_recordset($1::jsonb) AS o(
-    run_id uuid, owner text, attempt bigint, n_events bigint, status text,
-    has_output boolean, output jsonb, error text, set_wake boolean, wake_at timestamptz,
-    release boolean, park boolean, remaining_ms bigint, finished boolean, need_pause boolean)
-),
--- Row locks in one order (by id) in every multi-row statement on runs: the
--- heartbeat locks its runs the same way, so the two can never deadlock.
-locked AS MATERIALIZED (
-  SELECT id FROM runs WHERE id = ANY(ARRAY(SELECT run_id FROM ops)) ORDER BY id FOR UPDATE
-),
-fenced AS (
-  UPDATE runs r SET
-    last_seq = r.last_seq + o.n_events,
-    updated_at = $2,
-    status = COALESCE(o.status, r.status),
-    output = CASE WHEN o.has_output THEN o.output ELSE r.output END,
-    error = COALESCE(o.error, r.error),
-    wake_at = CASE WHEN o.set_wake THEN o.wake_at ELSE r.wake_at END,
-    lease_owner = CASE WHEN o.release THEN NULL ELSE r.lease_owner END,
-    lease_expires_at = CASE WHEN o.release THEN NULL ELSE r.lease_expires_at END,
-    remaining_ms = CASE WHEN o.park THEN o.remaining_ms ELSE r.remaining_ms END,
-    deadline_at = CASE WHEN o.park THEN NULL ELSE r.deadline_at END,
-    pause_requested = CASE WHEN o.status = 'PAUSED' THEN false ELSE r.pause_requested END,
-    finished_at = CASE WHEN o.finished THEN $2 ELSE r.finished_at END
-  FROM ops o
-  -- The ANY() keeps the lookup on the primary key whatever the table's size: plans
-  -- are generic and cached per connection, so they must not depend on statistics.
-  WHERE r.id = ANY(ARRAY(SELECT id FROM locked))
-    AND r.id = o.run_id AND {FENCE}
-    AND (NOT o.need_pause OR r.pause_requested)
-  RETURNING r.id, r.last_seq
-),
-step_rows AS (
-  INSERT INTO steps (id, run_id, step_key, status, input, output, usage, error, attempts,
-                     started_at, finished_at, next_attempt_at, created_at, updated_at)
-  SELECT s.id, s.run_id, s.step_key, s.status, s.input, s.output, s.usage, s.error, s.attempts,
-         s.started_at, s.finished_at, s.next_attempt_at, $2, $2
-  FROM jsonb_to_recordset($3::jsonb) AS s(
-    id uuid, run_id uuid, step_key text, status text, input jsonb, output jsonb, usage jsonb, error text,
-    attempts int, started_at timestamptz, finished_at timestamptz, next_attempt_at timestamptz)
-  JOIN fenced f ON f.id = s.run_id
-  ON CONFLICT (run_id, step_key) DO UPDATE SET
-    status = EXCLUDED.status,
-    input = COALESCE(EXCLUDED.input, steps.input),
-    output = EXCLUDED.output,
-    usage = COALESCE(EXCLUDED.usage, steps.usage),
-    error = EXCLUDED.error,
-    attempts = EXCLUDED.attempts,
-    started_at = COALESCE(steps.started_at, EXCLUDED.started_at),
-    finished_at = EXCLUDED.finished_at,
-    next_attempt_at = EXCLUDED.next_attempt_at,
-    updated_at = EXCLUDED.updated_at
-  RETURNING 1
-),
-event_rows AS (
-  INSERT INTO events (id, run_id, seq, kind, payload, created_at)
-  SELECT e.id, e.run_id, f.last_seq - e.rev, e.kind, e.payload, $2
-  FROM jsonb_to_recordset($4::jsonb) AS e(id uuid, run_id uuid, rev bigint, kind text, payload jsonb)
-  JOIN fenced f ON f.id = e.run_id
-  RETURNING 1
-),
-approval_rows AS (
-  INSERT INTO approvals (id, run_id, step_key, tool, args, risk_note, status, requested_at, expires_at,
-                         decided_by, decided_at, comment, created_at, updated_at)
-  -- jsonb_to_recordset reads a JSON null as SQL NULL; args is NOT NULL and may be JSON null.
-  SELECT a.id, a.run_id, a.step_key, a.tool, COALESCE(a.args, 'null'::jsonb), a.risk_note,
-         COALESCE(a.status, 'PENDING'), $2, a.expires_at,
-         a.decided_by, CASE WHEN a.status IS NULL THEN NULL ELSE $2 END, a.comment, $2, $2
-  FROM jsonb_to_recordset($5::jsonb) AS a(id uuid, run_id uuid, step_key text, tool text, args jsonb,
-                                          risk_note text, expires_at timestamptz, status text,
-                                          decided_by text, comment text)
-  JOIN fenced f ON f.id = a.run_id
-  RETURNING 1
-),
-question_rows AS (
-  INSERT INTO questions (id, run_id, step_key, question, status, expires_at, created_at, updated_at)
-  SELECT q.id, q.run_id, q.step_key, q.question, 'PENDING', q.expires_at, $2, $2
-  FROM jsonb_to_recordset($6::jsonb) AS q(id uuid, run_id uuid, step_key text, question text,
-                                          expires_at timestamptz)
-  JOIN fenced f ON f.id = q.run_id
-  RETURNING 1
-)
-SELECT f.id, f.last_seq FROM fenced f";
-
-/// `PG_BATCH` with its fence.
-static BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    PG_BATCH.replace(
-        "{FENCE}",
-        &super::leases::fence("r.", "o.attempt", "o.owner", "$2"),
-    )
-});
-
-async fn commit_postgres(
-    pool: &sea_orm::sqlx::PgPool,
-    own: &mut OwnConnection,
-    batch: &[Checkpoint],
-    now: DateTime<Utc>,
-) -> Result<Vec<Outcome>> {
-    let mut ops = Vec::with_capacity(batch.len());
-    let mut steps = Vec::new();
-    let mut evs = Vec::new();
-    let mut approvals = Vec::new();
-    let mut questions = Vec::new();
-    for cp in batch {
-        let run_id = cp.fence.run_id.0;
-        let u = RowUpdate::of(cp);
-        ops.push(json!({
-            "run_id": run_id,
-            "owner": cp.fence.owner,
-            "attempt": cp.fence.attempt,
-            "n_events": u.n_events,
-            "status": u.status,
-            "has_output": u.has_output,
-            "output": u.output,
-            "error": u.error,
-            "set_wake": u.set_wake,
-            "wake_at": ts(u.wake_at),
-            "release": u.release,
-            "park": u.park,
-            "remaining_ms": u.remaining_ms,
-            "finished": u.finished,
-            "need_pause": u.need_pause,
-        }));
-        for s in &cp.steps {
-            steps.push(json!({
-                "id": Uuid::now_v7(),
-                "run_id": run_id,
-                "step_key": s.key,
-                "status": s.status.as_str(),
-                "input": s.input,
-                "output": s.output,
-                "usage": s.usage,
-                "error": s.error,
-                "attempts": s.attempts,
-                "started_at": ts(s.started_at),
-                "finished_at": ts(s.finished_at),
-                "next_attempt_at": ts(s.next_attempt_at),
-            }));
-        }
-        let n = cp.events.len();
-        for (i, e) in cp.events.iter().enumerate() {
-            evs.push(json!({
-                "id": Uuid::now_v7(),
-                "run_id": run_id,
-                "rev": n - 1 - i,
-                "kind": e.kind.as_str(),
-                "payload": e.payload,
-            }));
-        }
-        for a in &cp.approvals {
-            approvals.push(json!({
-                "id": a.id.0, "run_id": run_id, "step_key": a.step_key, "tool": a.tool,
-                "args": a.args, "risk_note": a.risk_note, "expires_at": ts(Some(a.expires_at)),
-                "status": a.decided.as_ref().map(|d| d.status.as_str()),
-                "decided_by": a.decided.as_ref().map(|d| &d.by),
-                "comment": a.decided.as_ref().map(|d| &d.comment),
-            }));
-        }
-        for q in &cp.questions {
-            questions.push(json!({
-                "id": q.id.0, "run_id": run_id, "step_key": q.step_key, "question": q.question,
-                "expires_at": ts(Some(q.expires_at)),
-            }));
-        }
-    }
-    let values: Vec<Value> = vec![
-        Json::Array(ops).into(),
-        now.into(),
-        Json::Array(steps).into(),
-        Json::Array(evs).into(),
-        Json::Array(approvals).into(),
-        Json::Array(questions).into(),
-    ];
-    let rows = own.fetch_postgres(pool, &BATCH, values).await?;
-    let mut committed = std::collections::HashMap::with_capacity(rows.len());
-    for row in rows {
-        use sea_orm::sqlx::Row;
-        let id: Uuid = row
-            .try_get(0)
-            .map_err(super::own_connection::database_error)?;
-        let last_seq: i64 = row
-            .try_get(1)
-            .map_err(super::own_connection::database_error)?;
-        committed.insert(id, last_seq);
-    }
-    Ok(batch
-        .iter()
-        .map(|cp| match committed.get(&cp.fence.run_id.0) {
-            Some(last_seq) => Outcome::Committed(numbered(cp, *last_seq, now)),
-            None => Outcome::LeaseLost,
-        })
-        .collect())
 }
 
 /// `cp`'s events as committed, the last of them numbered `last_seq`.
@@ -725,28 +521,4 @@ async fn commit_one(
     Ok(Outcome::Committed(
         events::insert(db, cp.fence.run_id, first, &cp.events, now).await?,
     ))
-}
-
-#[cfg(test)]
-mod plan_tests {
-    use crate::store::testing::{Backend, TestDb};
-
-    /// On a new database (empty, never analysed) the checkpoint statement's cached
-    /// generic plan finds runs by their primary key: a sequential scan planned now
-    /// would stay cached while the table grows (`PG_SESSION` in `store/connect.rs`).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_checkpoint_plan_uses_the_primary_key_on_a_new_database() {
-        let Some(t) = TestDb::create(Backend::Postgres).await else {
-            return;
-        };
-        let plan = t
-            .generic_plan(
-                "jsonb, timestamptz, jsonb, jsonb, jsonb, jsonb",
-                &super::BATCH,
-                "'[]', now(), '[]', '[]', '[]', '[]'",
-            )
-            .await;
-        assert!(!plan.contains("Seq Scan on runs"), "{plan}");
-        assert!(plan.contains("runs_pkey"), "{plan}");
-    }
 }

@@ -17,8 +17,22 @@ use crate::status::RunStatus;
 /// written once: `row` is the table's prefix in the statement (`""` or `"r."`), the
 /// others are the SQL expressions of the presented attempt, owner and the time now.
 pub(crate) fn fence(row: &str, attempt: &str, owner: &str, now: &str) -> String {
+    fence_with(row, attempt, &format!("= {owner}"), now)
+}
+
+/// [`fence`] for a statement that finds its one run by `id = $n` with the owner a
+/// parameter: there `lease_owner = $m` is as selective as the primary key to a
+/// planner without statistics (a new database), and a generic plan cached then scans
+/// the lease-owner index (every run the worker holds) on each write. `IS NOT
+/// DISTINCT FROM` is the same test for an owner that is never NULL, and no index
+/// serves it, so the primary key is the plan.
+pub(crate) fn fence_by_id(row: &str, attempt: &str, owner: &str, now: &str) -> String {
+    fence_with(row, attempt, &format!("IS NOT DISTINCT FROM {owner}"), now)
+}
+
+fn fence_with(row: &str, attempt: &str, owner_test: &str, now: &str) -> String {
     format!(
-        "{row}attempt = {attempt} AND {row}lease_owner = {owner} AND {row}lease_expires_at > {now}"
+        "{row}attempt = {attempt} AND {row}lease_owner {owner_test} AND {row}lease_expires_at > {now}"
     )
 }
 

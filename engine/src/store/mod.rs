@@ -20,6 +20,7 @@ pub(crate) mod llm_credentials;
 pub(crate) mod llm_models;
 pub(crate) mod llm_providers;
 pub(crate) mod own_connection;
+mod postgres_batch;
 pub mod questions;
 pub mod runs;
 pub(crate) mod schedules;

@@ -28,6 +28,14 @@ pub struct OwnConnection {
 }
 
 impl OwnConnection {
+    /// Lets go of the connections without using them again: a statement may be
+    /// in flight on them (the task using them went away). The pool finishes or
+    /// closes a Postgres connection it gets back; SQLite's is closed.
+    pub(crate) fn discard(&mut self) {
+        self.sqlite = None;
+        self.postgres = None;
+    }
+
     /// Runs `statements` in one transaction on the database of `pool`; their rows.
     /// Either all of them commit or none does.
     pub(super) async fn sqlite_transaction(
