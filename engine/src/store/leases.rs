@@ -482,14 +482,17 @@ pub async fn heartbeat(
     Ok(renewed)
 }
 
+/// The owner compared as in [`fence_by_id`], so that the run is found by its key.
+const RELEASE: &str = "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
+                       WHERE id = $2 AND attempt = $3 AND lease_owner IS NOT DISTINCT FROM $4";
+
 /// Gives a held run back without changing its state, so any worker can claim it at
 /// once (graceful shutdown, or a worker giving up after a database error).
 pub async fn release(db: &impl ConnectionTrait, fence: &Fence, now: DateTime<Utc>) -> Result<bool> {
     let res = db
         .execute_raw(stmt(
             db,
-            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 \
-             WHERE id = $2 AND attempt = $3 AND lease_owner = $4",
+            RELEASE,
             vec![
                 now.into(),
                 fence.run_id.0.into(),
@@ -693,6 +696,25 @@ mod tests {
                 .await;
             assert!(!plan.contains("Seq Scan on runs"), "{plan}");
             assert!(plan.contains("ix_runs_status_created"), "{plan}");
+        }
+        // Statements that find one run by id, with the owner a parameter.
+        let release = t
+            .generic_plan(
+                "timestamptz, uuid, bigint, text",
+                super::RELEASE,
+                "now(), gen_random_uuid(), 1, 'w'",
+            )
+            .await;
+        let raise = t
+            .generic_plan(
+                "uuid, bigint, text, timestamptz, bigint",
+                &crate::store::runs::RAISE_LAST_SEQ_FENCED,
+                "gen_random_uuid(), 1, 'w', now(), 1",
+            )
+            .await;
+        for plan in [release, raise] {
+            assert!(plan.contains("runs_pkey"), "{plan}");
+            assert!(!plan.contains("ix_runs_lease_owner"), "{plan}");
         }
     }
 

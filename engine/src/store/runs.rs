@@ -295,6 +295,15 @@ pub async fn get(db: &impl ConnectionTrait, id: RunId) -> Result<Option<Run>> {
         .transpose()
 }
 
+pub(super) static RAISE_LAST_SEQ_FENCED: std::sync::LazyLock<String> = std::sync::LazyLock::new(
+    || {
+        format!(
+            "UPDATE runs SET last_seq = last_seq + $5, updated_at = $4 WHERE id = $1 AND {} RETURNING last_seq",
+            super::leases::fence_by_id("", "$2", "$3", "$4")
+        )
+    },
+);
+
 /// Raises `last_seq` by `n` for the lease holder of `fence` (the fenced write that
 /// reserves event numbers); `None` when the lease is lost. Returns the new `last_seq`.
 pub async fn raise_last_seq_fenced(
@@ -303,14 +312,10 @@ pub async fn raise_last_seq_fenced(
     n: i64,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>> {
-    let sql = format!(
-        "UPDATE runs SET last_seq = last_seq + $5, updated_at = $4 WHERE id = $1 AND {} RETURNING last_seq",
-        super::leases::fence("", "$2", "$3", "$4")
-    );
     let row = db
         .query_one_raw(stmt(
             db,
-            &sql,
+            &RAISE_LAST_SEQ_FENCED,
             vec![
                 fence.run_id.0.into(),
                 fence.attempt.into(),

@@ -42,6 +42,8 @@ impl TestDb {
             ))
             .await
             .unwrap();
+        // A prepared statement outlives the transaction, on a pooled connection.
+        txn.execute_unprepared("DEALLOCATE planned").await.unwrap();
         txn.rollback().await.unwrap();
         rows.iter()
             .map(|r| r.try_get_by_index::<String>(0).unwrap())
