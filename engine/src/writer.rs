@@ -147,6 +147,9 @@ impl CheckpointWriter {
                     micros = started.elapsed().as_micros() as u64,
                     "checkpoint committed in place"
                 );
+                if let Err(e) = &committed {
+                    tracing::warn!(error = %e, "checkpoint commit failed");
+                }
                 return settle(&self.bus, &self.stats, &checkpoint, committed);
             }
         }

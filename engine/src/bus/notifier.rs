@@ -34,8 +34,8 @@ pub(super) fn is_origin(mark: &str) -> bool {
 
 /// At most one notification of event hints per this much time. Each costs a
 /// transaction, a signal to every listening session and a wake-up in every
-/// process; a run alone commits a step every ~0.4 ms, and a hint per step took
-/// ~0.4 ms off a 10-step run's 4–5 ms on two vCPUs (BENCHMARKS.md, issue 12). A
+/// process; a run alone commits a step every ~0.4 ms, and a hint per step added
+/// ~0.4 ms to a 10-step run's 4–5 ms on two vCPUs (BENCHMARKS.md, issue 12). A
 /// hint after a quiet spell still goes out at once; those within the spacing wait
 /// for it, merged (a follower reads everything up to the hint's `seq` either way).
 const HINT_SPACING: Duration = Duration::from_millis(5);
