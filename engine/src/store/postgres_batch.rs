@@ -33,7 +33,8 @@ pub(super) async fn commit(
     }
 }
 
-// `{FENCE}` is replaced by the lease fence (`leases::fence`).
+// `{FENCE}` is replaced by the lease fence (`leases::fence`), `{STEP_UPSERT}` by
+// `steps::ON_CONFLICT`.
 const PG_BATCH: &str = "\
 WITH ops AS (
   SELECT * FROM jsonb_to_recordset($1::jsonb) AS o(
@@ -77,17 +78,7 @@ step_rows AS (
     id uuid, run_id uuid, step_key text, status text, input jsonb, output jsonb, usage jsonb, error text,
     attempts int, started_at timestamptz, finished_at timestamptz, next_attempt_at timestamptz)
   JOIN fenced f ON f.id = s.run_id
-  ON CONFLICT (run_id, step_key) DO UPDATE SET
-    status = EXCLUDED.status,
-    input = COALESCE(EXCLUDED.input, steps.input),
-    output = EXCLUDED.output,
-    usage = COALESCE(EXCLUDED.usage, steps.usage),
-    error = EXCLUDED.error,
-    attempts = EXCLUDED.attempts,
-    started_at = COALESCE(steps.started_at, EXCLUDED.started_at),
-    finished_at = EXCLUDED.finished_at,
-    next_attempt_at = EXCLUDED.next_attempt_at,
-    updated_at = EXCLUDED.updated_at
+  {STEP_UPSERT}
   RETURNING 1
 ),
 event_rows AS (
@@ -122,10 +113,12 @@ SELECT f.id, f.last_seq FROM fenced f";
 
 /// `PG_BATCH` with its fence.
 static BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    PG_BATCH.replace(
-        "{FENCE}",
-        &super::leases::fence("r.", "o.attempt", "o.owner", "$2"),
-    )
+    PG_BATCH
+        .replace(
+            "{FENCE}",
+            &super::leases::fence("r.", "o.attempt", "o.owner", "$2"),
+        )
+        .replace("{STEP_UPSERT}", super::steps::ON_CONFLICT)
 });
 
 async fn commit_many(
@@ -240,7 +233,7 @@ fn fits_one_statement(cp: &Checkpoint) -> bool {
 
 /// Parameters of [`one_checkpoint`] before its steps' and events' own.
 const RUN_PARAMS: usize = 16;
-const STEP_PARAMS: usize = 11;
+const STEP_PARAMS: usize = 12;
 const EVENT_PARAMS: usize = 4;
 
 /// The statement committing one checkpoint of `steps` step rows and `events` events,
@@ -284,24 +277,15 @@ fn one_checkpoint(steps: usize, events: usize) -> String {
 step_rows AS (
   INSERT INTO steps (id, run_id, step_key, status, input, output, usage, error, attempts,
                      started_at, finished_at, next_attempt_at, created_at, updated_at)
-  SELECT s.id, $1, s.step_key, s.status, s.input, s.output, s.usage, s.error, s.attempts,
+  SELECT s.id, s.run_id, s.step_key, s.status, s.input, s.output, s.usage, s.error, s.attempts,
          s.started_at, s.finished_at, s.next_attempt_at, $2, $2
-  FROM fenced, (VALUES {}) AS s(id, step_key, status, input, output, usage, error, attempts,
-                                started_at, finished_at, next_attempt_at)
-  ON CONFLICT (run_id, step_key) DO UPDATE SET
-    status = EXCLUDED.status,
-    input = COALESCE(EXCLUDED.input, steps.input),
-    output = EXCLUDED.output,
-    usage = COALESCE(EXCLUDED.usage, steps.usage),
-    error = EXCLUDED.error,
-    attempts = EXCLUDED.attempts,
-    started_at = COALESCE(steps.started_at, EXCLUDED.started_at),
-    finished_at = EXCLUDED.finished_at,
-    next_attempt_at = EXCLUDED.next_attempt_at,
-    updated_at = EXCLUDED.updated_at
+  FROM fenced, (VALUES {}) AS s(id, run_id, step_key, status, input, output, usage, error,
+                                attempts, started_at, finished_at, next_attempt_at)
+  {}
   RETURNING 1
 )",
-            rows(steps, RUN_PARAMS, STEP_PARAMS)
+            rows(steps, RUN_PARAMS, STEP_PARAMS),
+            super::steps::ON_CONFLICT
         );
     }
     if events > 0 {
@@ -359,19 +343,7 @@ async fn commit_one(
         u.need_pause.into(),
     ]);
     for s in &cp.steps {
-        values.extend([
-            Uuid::now_v7().into(),
-            s.key.clone().into(),
-            s.status.as_str().into(),
-            s.input.clone().into(),
-            s.output.clone().into(),
-            s.usage.clone().into(),
-            s.error.clone().into(),
-            s.attempts.into(),
-            s.started_at.into(),
-            s.finished_at.into(),
-            s.next_attempt_at.into(),
-        ]);
+        values.extend(super::steps::row_values(cp.fence.run_id, s));
     }
     let n = cp.events.len();
     for (i, e) in cp.events.iter().enumerate() {
@@ -435,14 +407,14 @@ mod tests {
         let types = [
             "uuid, timestamptz, text, bigint, bigint, text, boolean, jsonb, text, boolean",
             "timestamptz, boolean, boolean, bigint, boolean, boolean",
-            "uuid, text, text, jsonb, jsonb, jsonb, text, int, timestamptz, timestamptz, timestamptz",
+            "uuid, uuid, text, text, jsonb, jsonb, jsonb, text, int, timestamptz, timestamptz, timestamptz",
             "uuid, bigint, text, jsonb, uuid, bigint, text, jsonb",
         ]
         .join(", ");
         let args = [
             "gen_random_uuid(), now(), 'w', 1, 2, NULL, false, NULL, NULL, false",
             "NULL, false, false, NULL, false, false",
-            "gen_random_uuid(), 's', 'SUCCEEDED', NULL, '1', NULL, NULL, 1, now(), now(), NULL",
+            "gen_random_uuid(), gen_random_uuid(), 's', 'SUCCEEDED', NULL, '1', NULL, NULL, 1, now(), now(), NULL",
             "gen_random_uuid(), 1, 'STEP_STARTED', '{}', gen_random_uuid(), 0, 'STEP_SUCCEEDED', '{}'",
         ]
         .join(", ");

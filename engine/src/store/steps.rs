@@ -175,6 +175,16 @@ pub(crate) fn row_values(run_id: RunId, s: &StepRecord) -> Vec<Value> {
     ]
 }
 
+/// A step row written again (same run and key) takes the new values but keeps its
+/// first input, usage and start where the new ones have none.
+pub(super) const ON_CONFLICT: &str = "ON CONFLICT (run_id, step_key) DO UPDATE SET \
+    status = excluded.status, input = COALESCE(excluded.input, steps.input), \
+    output = excluded.output, usage = COALESCE(excluded.usage, steps.usage), \
+    error = excluded.error, attempts = excluded.attempts, \
+    started_at = COALESCE(steps.started_at, excluded.started_at), \
+    finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at, \
+    updated_at = excluded.updated_at";
+
 /// Inserts or updates step records (keyed by run and step key), as many per
 /// statement as fit.
 pub(crate) async fn upsert(
@@ -198,13 +208,7 @@ pub(crate) async fn upsert(
         let sql = format!(
             "INSERT INTO steps (id, run_id, step_key, status, input, output, usage, error, attempts, \
                                 started_at, finished_at, next_attempt_at, created_at, updated_at) \
-             VALUES {} \
-             ON CONFLICT (run_id, step_key) DO UPDATE SET status = excluded.status, \
-               input = COALESCE(excluded.input, steps.input), output = excluded.output, \
-               usage = COALESCE(excluded.usage, steps.usage), error = excluded.error, \
-               attempts = excluded.attempts, started_at = COALESCE(steps.started_at, excluded.started_at), \
-               finished_at = excluded.finished_at, next_attempt_at = excluded.next_attempt_at, \
-               updated_at = excluded.updated_at",
+             VALUES {} {ON_CONFLICT}",
             rows.join(", ")
         );
         db.execute_raw(stmt(db, &sql, values)).await?;
