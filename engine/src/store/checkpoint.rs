@@ -403,6 +403,25 @@ impl<'a> RowUpdate<'a> {
             need_pause: change.is_some_and(|c| c.only_if_pause_requested),
         }
     }
+
+    /// The row's new values as parameters, in the order both backends' statements
+    /// take them: `n_events, status, has_output, output, error, set_wake, wake_at,
+    /// release, park, remaining_ms, finished`.
+    pub(super) fn values(&self) -> [Value; 11] {
+        [
+            self.n_events.into(),
+            self.status.map(str::to_owned).into(),
+            self.has_output.into(),
+            self.output.cloned().into(),
+            self.error.map(str::to_owned).into(),
+            self.set_wake.into(),
+            self.wake_at.into(),
+            self.release.into(),
+            self.park.into(),
+            self.remaining_ms.into(),
+            self.finished.into(),
+        ]
+    }
 }
 
 /// `cp`'s events as committed, the last of them numbered `last_seq`.

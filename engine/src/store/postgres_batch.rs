@@ -329,19 +329,9 @@ async fn commit_one(
         now.into(),
         cp.fence.owner.clone().into(),
         cp.fence.attempt.into(),
-        u.n_events.into(),
-        u.status.map(str::to_owned).into(),
-        u.has_output.into(),
-        u.output.cloned().into(),
-        u.error.map(str::to_owned).into(),
-        u.set_wake.into(),
-        u.wake_at.into(),
-        u.release.into(),
-        u.park.into(),
-        u.remaining_ms.into(),
-        u.finished.into(),
-        u.need_pause.into(),
     ]);
+    values.extend(u.values());
+    values.push(u.need_pause.into());
     for s in &cp.steps {
         values.extend(super::steps::row_values(cp.fence.run_id, s));
     }

@@ -238,21 +238,9 @@ impl Script {
         let rows = rows(
             &mut values,
             batch.iter().map(|cp| {
-                let u = RowUpdate::of(cp);
-                vec![
-                    cp.fence.run_id.0.into(),
-                    u.n_events.into(),
-                    u.status.into(),
-                    u.has_output.into(),
-                    u.output.cloned().into(),
-                    u.error.map(str::to_owned).into(),
-                    u.set_wake.into(),
-                    u.wake_at.into(),
-                    u.release.into(),
-                    u.park.into(),
-                    u.remaining_ms.into(),
-                    u.finished.into(),
-                ]
+                let mut row = vec![cp.fence.run_id.0.into()];
+                row.extend(RowUpdate::of(cp).values());
+                row
             }),
         );
         let statement = format!(
