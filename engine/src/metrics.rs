@@ -330,6 +330,11 @@ impl Collector for RareEvents {
                 "Statements this process sent to the database.",
                 s.statements,
             ),
+            (
+                "database_notifications",
+                "Notifications (NOTIFY) this process sent to other processes: event hints, wake-ups, live events, control signals.",
+                s.notifications,
+            ),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value);

@@ -13,6 +13,8 @@ pub(crate) struct Stats {
     pub leases_lost: AtomicU64,
     /// Statements sent to the database by this process.
     pub statements: std::sync::Arc<AtomicU64>,
+    /// Notifications sent to other processes (each also a statement).
+    pub notifications: std::sync::Arc<AtomicU64>,
 }
 
 impl Stats {
@@ -29,6 +31,7 @@ impl Stats {
             heartbeat_failures: get(&self.heartbeat_failures),
             leases_lost: get(&self.leases_lost),
             statements: get(&self.statements),
+            notifications: get(&self.notifications),
         }
     }
 }
@@ -49,4 +52,7 @@ pub struct EngineStats {
     pub leases_lost: u64,
     /// Statements sent to the database by this process.
     pub statements: u64,
+    /// Notifications (`NOTIFY`: event hints, wake-ups, live events, control
+    /// signals) sent to other processes; each is also one of `statements`.
+    pub notifications: u64,
 }

@@ -14,6 +14,7 @@ mod notifier;
 mod topics;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use tokio::sync::broadcast;
 
@@ -83,13 +84,13 @@ impl EventBus {
     /// `NOTIFY aiops_events`. Notifying happens after the commit and outside it: a
     /// NOTIFY inside the transaction would hold Postgres's global notify lock through
     /// the commit's WAL flush and serialise every checkpoint commit.
-    pub fn with_postgres_notifier(db: Db) -> Self {
+    pub fn with_postgres_notifier(db: Db, sent: Arc<AtomicU64>) -> Self {
         let (remote, rx) = tokio::sync::mpsc::unbounded_channel();
         let bus = Self {
             remote: Some(remote),
             ..Self::new()
         };
-        tokio::spawn(notifier::notifier(db, rx, bus.origin.clone()));
+        tokio::spawn(notifier::notifier(db, rx, bus.origin.clone(), sent));
         bus
     }
 

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::ControlSignal;
@@ -49,7 +50,9 @@ pub(super) async fn notifier(
     db: Db,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Remote>,
     origin: Arc<str>,
+    sent: Arc<AtomicU64>,
 ) {
+    let out = Outbox { db, origin, sent };
     let mut latest = HashMap::new();
     let mut live = Vec::new();
     let mut wake = false;
@@ -63,7 +66,7 @@ pub(super) async fn notifier(
             Some(due) => tokio::select! {
                 m = rx.recv() => m,
                 _ = tokio::time::sleep_until(due.into()) => {
-                    send_hints(&db, &origin, &mut latest).await;
+                    send_hints(&out, &mut latest).await;
                     hints_sent = Some(Instant::now());
                     continue;
                 }
@@ -72,7 +75,7 @@ pub(super) async fn notifier(
         };
         let Some(first) = first else {
             // Every sender is gone: what is still held goes out.
-            send_hints(&db, &origin, &mut latest).await;
+            send_hints(&out, &mut latest).await;
             return;
         };
         let mut take = |m: Remote| match m {
@@ -91,29 +94,29 @@ pub(super) async fn notifier(
             take(m);
         }
         if hints_sent.is_none_or(|at| at.elapsed() >= HINT_SPACING) && !latest.is_empty() {
-            send_hints(&db, &origin, &mut latest).await;
+            send_hints(&out, &mut latest).await;
             hints_sent = Some(Instant::now());
         }
         for control in controls.drain(..) {
-            send(&db, &origin, store::events::CONTROL_CHANNEL, &control).await;
+            out.send(store::events::CONTROL_CHANNEL, &control).await;
         }
         if std::mem::take(&mut wake) {
-            send(&db, &origin, store::events::WAKE_CHANNEL, "").await;
+            out.send(store::events::WAKE_CHANNEL, "").await;
         }
         for batch in live_batches(std::mem::take(&mut live)) {
-            send(&db, &origin, store::events::LIVE_CHANNEL, &batch).await;
+            out.send(store::events::LIVE_CHANNEL, &batch).await;
         }
     }
 }
 
 /// Sends the held hints (the latest `seq` of each run), as few notifications as
 /// fit them.
-async fn send_hints(db: &Db, origin: &str, latest: &mut HashMap<RunId, i64>) {
+async fn send_hints(out: &Outbox, latest: &mut HashMap<RunId, i64>) {
     let mut payload = String::new();
     for (run, seq) in latest.drain() {
         let hint = store::events::event_hint(run, seq);
         if !payload.is_empty() && payload.len() + hint.len() + 1 > MAX_NOTIFY_PAYLOAD {
-            send(db, origin, store::events::EVENTS_CHANNEL, &payload).await;
+            out.send(store::events::EVENTS_CHANNEL, &payload).await;
             payload.clear();
         }
         if !payload.is_empty() {
@@ -122,7 +125,7 @@ async fn send_hints(db: &Db, origin: &str, latest: &mut HashMap<RunId, i64>) {
         payload.push_str(&hint);
     }
     if !payload.is_empty() {
-        send(db, origin, store::events::EVENTS_CHANNEL, &payload).await;
+        out.send(store::events::EVENTS_CHANNEL, &payload).await;
     }
 }
 
@@ -153,9 +156,20 @@ fn live_batches(events: Vec<LiveEvent>) -> Vec<String> {
     batches
 }
 
-async fn send(db: &Db, origin: &str, channel: &str, payload: &str) {
-    let payload = format!("{origin}|{payload}");
-    if let Err(e) = store::events::notify_now(db, channel, &payload).await {
-        tracing::warn!(error = %e, channel, "could not notify other processes");
+/// Where notifications go out: this process's connection, its mark, and the
+/// count of notifications sent (`EngineStats::notifications`).
+struct Outbox {
+    db: Db,
+    origin: Arc<str>,
+    sent: Arc<AtomicU64>,
+}
+
+impl Outbox {
+    async fn send(&self, channel: &str, payload: &str) {
+        let payload = format!("{}|{payload}", self.origin);
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = store::events::notify_now(&self.db, channel, &payload).await {
+            tracing::warn!(error = %e, channel, "could not notify other processes");
+        }
     }
 }

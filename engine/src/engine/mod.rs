@@ -119,7 +119,7 @@ impl Engine {
         let stats = Arc::new(crate::stats::Stats::default());
         store::count_statements(&mut db, stats.statements.clone());
         let bus = if is_postgres(&db) {
-            EventBus::with_postgres_notifier(db.clone())
+            EventBus::with_postgres_notifier(db.clone(), stats.notifications.clone())
         } else {
             EventBus::new()
         };
