@@ -703,10 +703,10 @@ async fn eager_run_cost(backend: Backend) {
         // Notifications here are the run's event hints (an eager start wakes no
         // other worker).
         let hints = after.notifications - before.notifications;
+        let elapsed = window.elapsed();
         assert!(
-            hints <= 1 + window.elapsed().as_millis() as u64 / 5,
-            "{hints} notifications in {:?}: more than one per 5 ms",
-            window.elapsed()
+            hints <= 1 + elapsed.as_millis() as u64 / 5,
+            "{hints} notifications in {elapsed:?}: more than one per 5 ms"
         );
         // On SQLite the start shares the checkpoint writer's connection, which
         // counts only its checkpoints, and there are no hints; on Postgres the
