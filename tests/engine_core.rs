@@ -728,54 +728,6 @@ both_backends!(
     eager_run_cost
 );
 
-/// A backlog is claimed a batch at a time: a claimed run's `RUN_STARTED` (stamped when
-/// its claim statement begins) waits for the whole statement, so a worker with many
-/// free slots claims at most 16 runs per statement and claims again at once, rather
-/// than taking 40 queued runs in one long statement.
-async fn backlog_claimed_in_batches(backend: Backend) {
-    const QUEUED: usize = 40;
-    let config = EngineConfig {
-        max_concurrent_runs: 64,
-        ..common::fast_config()
-    };
-    let Some(h) = Harness::with_config(backend, config).await else {
-        return;
-    };
-    // Queued while no worker runs: nothing is started eagerly.
-    let mut runs = Vec::new();
-    for _ in 0..QUEUED {
-        let run = h
-            .engine
-            .start_run(script(json!([{ "kind": "noop" }])))
-            .await
-            .unwrap();
-        runs.push(run.id);
-    }
-    let _worker = h.spawn_worker();
-    let mut claims: std::collections::BTreeMap<_, usize> = Default::default();
-    for id in runs {
-        h.wait_for_status(id, &[RunStatus::Succeeded], Duration::from_secs(30))
-            .await;
-        let events = assert_gap_free(&h.engine, id).await;
-        let started: Vec<_> = events
-            .iter()
-            .filter(|e| e.kind == EventKind::RunStarted)
-            .collect();
-        assert_eq!(started.len(), 1, "{events:#?}");
-        // One claim statement stamps all its runs' RUN_STARTED with one time.
-        *claims.entry(started[0].created_at).or_default() += 1;
-    }
-    assert!(
-        claims.values().all(|&n| n <= 16) && claims.len() >= QUEUED.div_ceil(16),
-        "{QUEUED} queued runs, 64 free slots: claims of {:?} runs",
-        claims.values().collect::<Vec<_>>()
-    );
-}
-both_backends!(
-    a_backlog_is_claimed_sixteen_runs_at_a_time,
-    backlog_claimed_in_batches
-);
-
 /// A step's result is held for the run's next commit: the next step makes it durable
 /// before it starts (each step its own commit, in order), the last step commits with
 /// the run's end (one commit: same `created_at`), and a result nothing follows for a

@@ -36,12 +36,6 @@ pub struct Worker {
     active: Arc<Mutex<HashMap<RunId, Arc<RunShared>>>>,
 }
 
-/// Most runs one claim statement takes. Every claimed run's `RUN_STARTED` waits for
-/// the whole statement: with a burst of 64 queued runs claimed at once the statement
-/// took 5–10 ms and every run's start was that late; a worker with more free slots
-/// claims again at once, so a backlog still fills them in a few statements.
-const CLAIM_BATCH: usize = 16;
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -115,9 +109,7 @@ impl Worker {
             // Every free slot is held before claiming: a run started here meanwhile
             // (eager start) cannot take a slot a claimed run needs.
             let mut permits = vec![permit];
-            while permits.len() < CLAIM_BATCH
-                && let Ok(p) = slots.clone().try_acquire_owned()
-            {
+            while let Ok(p) = slots.clone().try_acquire_owned() {
                 permits.push(p);
             }
             let free = permits.len();
