@@ -20,8 +20,6 @@ async fn the_idle_count_never_wraps_under_churn() {
     const MAX: u32 = 4;
     let pool = sea_orm::sqlx::postgres::PgPoolOptions::new()
         .max_connections(MAX)
-        .min_connections(0)
-        .acquire_timeout(Duration::from_secs(30))
         .connect(&db.url)
         .await
         .expect("pool");
