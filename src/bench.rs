@@ -113,12 +113,15 @@ pub(crate) fn summary(mut xs: Vec<f64>) -> (f64, f64) {
     (percentile(&xs, 0.5), percentile(&xs, 0.99))
 }
 
-/// Event latencies by where in its run the event falls: the start (RUN_STARTED and
-/// the first STEP_STARTED: every run is claimed at once, so these queue behind each
-/// other), the steps after it, and RUN_SUCCEEDED. Where the tail comes from.
+/// Event latencies by where in its run the event falls: RUN_STARTED (every run is
+/// claimed at once, so these wait for one claim), the first step event (queued behind
+/// every run's start), the steps after it, and RUN_SUCCEEDED. Where the tail comes from.
 #[derive(Default)]
 struct RunLags {
+    /// RUN_STARTED: stamped when the claim began, seen after it committed.
     start: Vec<f64>,
+    /// The first step event: what the run did first once claimed.
+    first_step: Vec<f64>,
     steps: Vec<f64>,
     end: Vec<f64>,
     /// Whether this run's first step event was seen (one run per value, then merged).
@@ -132,7 +135,7 @@ impl RunLags {
             "RUN_SUCCEEDED" => self.end.push(lag_ms),
             _ if !self.stepped => {
                 self.stepped = true;
-                self.start.push(lag_ms)
+                self.first_step.push(lag_ms)
             }
             _ => self.steps.push(lag_ms),
         }
@@ -140,12 +143,13 @@ impl RunLags {
 
     fn merge(&mut self, run: RunLags) {
         self.start.extend(run.start);
+        self.first_step.extend(run.first_step);
         self.steps.extend(run.steps);
         self.end.extend(run.end);
     }
 
     fn all(&self) -> Vec<f64> {
-        [&self.start, &self.steps, &self.end]
+        [&self.start, &self.first_step, &self.steps, &self.end]
             .into_iter()
             .flatten()
             .copied()
@@ -158,8 +162,9 @@ impl RunLags {
             format!("{name} {p50:.2}/{p99:.2} ms ({})", xs.len())
         };
         format!(
-            "{}, {}, {}",
+            "{}, {}, {}, {}",
             part("start", &self.start),
+            part("first step", &self.first_step),
             part("steps", &self.steps),
             part("end", &self.end)
         )

@@ -120,8 +120,10 @@ impl Worker {
                 leases::Pick::Queued
             };
             idled = false;
+            let claiming = std::time::Instant::now();
             match leases::claim(
                 self.engine.db(),
+                self.engine.writer().sqlite_connection(),
                 &self.id,
                 free,
                 config.lease_ttl,
@@ -131,6 +133,9 @@ impl Worker {
             .await
             {
                 Ok(claims) => {
+                    if !claims.is_empty() {
+                        tracing::debug!(worker = %self.id, claimed = claims.len(), ?pick, elapsed_us = claiming.elapsed().as_micros() as u64, "claimed");
+                    }
                     backoff = Duration::from_millis(100);
                     let full = claims.len() == free;
                     for claim in claims {

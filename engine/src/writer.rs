@@ -348,6 +348,7 @@ mod tests {
         }
         let claims = leases::claim(
             &db,
+            &Default::default(),
             "w",
             3,
             std::time::Duration::from_secs(30),
@@ -423,11 +424,19 @@ mod tests {
             .await
             .unwrap();
         let ttl = std::time::Duration::from_secs(30);
-        let claim = leases::claim(&t.db, "w", 1, ttl, now, leases::Pick::Runnable)
-            .await
-            .unwrap()
-            .pop()
-            .unwrap();
+        let claim = leases::claim(
+            &t.db,
+            &Default::default(),
+            "w",
+            1,
+            ttl,
+            now,
+            leases::Pick::Runnable,
+        )
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
         let writer = CheckpointWriter::spawn(
             t.db.clone(),
             EventBus::new(),

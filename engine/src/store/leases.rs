@@ -4,10 +4,11 @@
 //! every later write of the claimant must present (see `checkpoint`).
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use sea_orm::{ConnectionTrait, QueryResult, TransactionSession, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, QueryResult, Value};
 use serde_json::{Value as Json, json};
 
-use super::{events, is_postgres, placeholders, stmt};
+use super::own_connection::SharedConnection;
+use super::{Db, events, is_postgres, placeholders, sqlite_direct, stmt};
 use crate::Result;
 use crate::event::{Event, EventKind, NewEvent};
 use crate::ids::RunId;
@@ -130,9 +131,11 @@ pub enum Pick {
     Runnable,
 }
 
-/// Claims up to `limit` runs, oldest first.
+/// Claims up to `limit` runs, oldest first. On SQLite the claim writes on `sqlite`,
+/// the checkpoint writer's connection (see [`SharedConnection`]).
 pub async fn claim(
-    db: &(impl ConnectionTrait + TransactionTrait),
+    db: &Db,
+    sqlite: &SharedConnection,
     owner: &str,
     limit: usize,
     lease_ttl: std::time::Duration,
@@ -144,7 +147,7 @@ pub async fn claim(
     if is_postgres(db) {
         claim_postgres(db, owner, limit, lease_until, now, pick).await
     } else {
-        claim_sqlite(db, owner, limit, lease_until, now, pick).await
+        claim_sqlite(db, sqlite, owner, limit, lease_until, now, pick).await
     }
 }
 
@@ -207,7 +210,7 @@ static PG_CLAIM_QUEUED: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| PG_CLAIM.replace("{DUE}", "false"));
 
 async fn claim_postgres(
-    db: &(impl ConnectionTrait + TransactionTrait),
+    db: &Db,
     owner: &str,
     limit: usize,
     lease_until: DateTime<Utc>,
@@ -284,13 +287,17 @@ fn claim_from_row(row: &QueryResult, owner: &str) -> Result<(Claim, i64)> {
     ))
 }
 
-// SQLite has no SKIP LOCKED; the candidates are taken with one update guarded, row
-// by row, by the attempt and status each was read with, so two processes never both
-// win a run. Two statements in the write transaction whatever the number of runs:
-// one update and one insert of their events (an update and an insert per run made a
-// claim of 64 queued runs 129 statements on the one writer).
+// SQLite has no SKIP LOCKED. The candidates are read through the pool, outside any
+// transaction (a poll that finds nothing takes no write lock), and taken with one
+// update guarded, row by row, by the attempt and status each was read with, so two
+// processes never both win a run. The update and the insert of the runs' events are
+// one transaction on the checkpoint writer's connection, called inline: through the
+// pool they were an update and an insert per run (129 statements for 64 runs, each
+// two thread hand-offs in sqlx), and a write on another connection makes the
+// writer's connection drop its page cache.
 async fn claim_sqlite(
-    db: &(impl ConnectionTrait + TransactionTrait),
+    db: &Db,
+    sqlite: &SharedConnection,
     owner: &str,
     limit: usize,
     lease_until: DateTime<Utc>,
@@ -302,12 +309,17 @@ async fn claim_sqlite(
         // `$1` stays bound (unused) so that both forms take the same parameters.
         Pick::Queued => "status = 'QUEUED' AND $1 IS NOT NULL",
     };
+    // The first columns are those `claim_from_row` reads (the deadline among them is
+    // replaced below); what a run was created with never changes, so the
+    // candidate's values are the claim's.
     let rows = db
         .query_all_raw(stmt(
             db,
             &format!(
-                "SELECT id, status, attempt, deadline_at, remaining_ms, timeout_ms, started_at, lease_owner FROM runs WHERE {which} \
-                 ORDER BY created_at LIMIT $2"
+                "SELECT id, status, workflow, input, attempt, last_seq, created_at AS no_deadline, pause_requested, \
+                        trigger, team_id, team_version_id, created_at, trigger_id, approval_mode, \
+                        deadline_at, remaining_ms, timeout_ms, started_at, lease_owner \
+                 FROM runs WHERE {which} ORDER BY created_at LIMIT $2"
             ),
             vec![now.into(), (limit as i64).into()],
         ))
@@ -316,128 +328,132 @@ async fn claim_sqlite(
         return Ok(Vec::new());
     }
     let mut candidates = Vec::with_capacity(rows.len());
-    for row in rows {
-        let remaining: Option<i64> = row.try_get_by_index(4)?;
-        let timeout: i64 = row.try_get_by_index(5)?;
-        let deadline: Option<DateTime<Utc>> = row.try_get_by_index(3)?;
-        let prev: String = row.try_get_by_index(1)?;
-        candidates.push(Candidate {
-            taking: Taking {
-                id: row.try_get_by_index(0)?,
-                attempt: row.try_get_by_index(2)?,
-                status: prev.parse()?,
-                deadline: deadline
-                    .unwrap_or(now + ChronoDuration::milliseconds(remaining.unwrap_or(timeout))),
-            },
-            fresh: row.try_get_by_index::<Option<DateTime<Utc>>>(6)?.is_none(),
-            held: row.try_get_by_index::<Option<String>>(7)?.is_some(),
-        });
+    for row in &rows {
+        let (mut claim, _) = claim_from_row(row, owner)?;
+        let previous: RunStatus = row.try_get::<String>("", "status")?.parse()?;
+        let remaining: Option<i64> = row.try_get("", "remaining_ms")?;
+        let timeout: i64 = row.try_get("", "timeout_ms")?;
+        let deadline: Option<DateTime<Utc>> = row.try_get("", "deadline_at")?;
+        claim.previous = previous;
+        claim.deadline_at =
+            deadline.unwrap_or(now + ChronoDuration::milliseconds(remaining.unwrap_or(timeout)));
+        // Only a claim sets `started_at`, and the update is guarded by the attempt
+        // read here, so this is its value before the claim.
+        claim.fresh = row
+            .try_get::<Option<DateTime<Utc>>>("", "started_at")?
+            .is_none();
+        let held = row.try_get::<Option<String>>("", "lease_owner")?.is_some();
+        candidates.push((claim, held));
     }
-    // One transaction for all of them: SQLite commits one writer at a time anyway,
-    // and every run's RUN_STARTED is published together as soon as it commits.
-    let txn = crate::store::begin_write(db).await?;
-    let mut taken = std::collections::HashMap::with_capacity(candidates.len());
-    for chunk in candidates.chunks(TAKEN_PER_UPDATE) {
-        for row in take(&txn, chunk, owner, lease_until, now).await? {
-            taken.insert(row.try_get_by_index::<uuid::Uuid>(0)?, row);
-        }
-    }
-    // Oldest first, as they were picked; a candidate someone else changed first is
-    // not among the rows taken.
-    let mut claims = Vec::with_capacity(taken.len());
-    let mut announced = Vec::with_capacity(taken.len());
-    for cand in &candidates {
-        let Some(row) = taken.remove(&cand.taking.id) else {
-            continue;
-        };
-        let (mut claim, last_seq) = claim_from_row(&row, owner)?;
-        claim.previous = cand.taking.status;
-        // The update is guarded by the attempt read with the candidate, and only a
-        // claim sets `started_at`, so the candidate's value is the one before the claim.
-        claim.fresh = cand.fresh;
-        announced.push((
-            claim.fence.run_id,
-            last_seq,
-            [claim_event(
-                cand.taking.status,
-                claim.fence.attempt,
-                owner,
-                cand.held,
-            )],
-        ));
-        claims.push(claim);
-    }
-    let runs: Vec<(RunId, i64, &[NewEvent])> = announced
-        .iter()
-        .map(|(run, seq, e)| (*run, *seq, &e[..]))
-        .collect();
-    let written = events::insert_runs(&txn, &runs, now).await?;
-    for (claim, events) in claims.iter_mut().zip(written) {
-        claim.events = events;
-    }
-    txn.commit().await?;
-    Ok(claims)
+    let update = take_sql(&candidates, owner, lease_until, now);
+    let mut taken: Vec<Claim> = Vec::with_capacity(candidates.len());
+    sqlite
+        .lock()
+        .await
+        .sqlite_transaction_then(db.get_sqlite_connection_pool(), update, |rows| {
+            // The runs taken, each with its `last_seq` and pause flag after the update.
+            let mut after = std::collections::HashMap::with_capacity(rows.len());
+            for row in rows {
+                after.insert(
+                    uuid_of(&row[0])?,
+                    (integer_of(&row[1])?, integer_of(&row[2])?),
+                );
+            }
+            for (claim, held) in &candidates {
+                let Some(&(last_seq, pause)) = after.get(&claim.fence.run_id.0) else {
+                    continue;
+                };
+                let mut claim = claim.clone();
+                claim.fence.attempt += 1;
+                claim.pause_requested = pause != 0;
+                let e = claim_event(claim.previous, claim.fence.attempt, owner, *held);
+                claim.events = events::numbered(claim.fence.run_id, last_seq, &[e], now);
+                taken.push(claim);
+            }
+            let rows: Vec<&Event> = taken.iter().flat_map(|c| &c.events).collect();
+            Ok(rows
+                .chunks(TAKEN_PER_UPDATE)
+                .map(|chunk| {
+                    let (sql, values) = events::insert_sql(chunk, 1);
+                    sqlite_direct::Statement {
+                        sql: super::runs::anonymous_placeholders(&sql),
+                        values,
+                    }
+                })
+                .collect())
+        })
+        .await?;
+    Ok(taken)
 }
 
 /// Runs per update of a SQLite claim: four values each stay far below SQLite's limit
 /// of bound values (32,766) however many slots a worker frees at once.
 const TAKEN_PER_UPDATE: usize = 1000;
 
-/// A run about to be taken, as it was read: the update only wins if it still is.
-struct Taking {
-    id: uuid::Uuid,
-    attempt: i64,
-    status: RunStatus,
-    deadline: DateTime<Utc>,
-}
-
-/// A candidate of a SQLite claim: the run as read, and what its claim reports of it.
-struct Candidate {
-    taking: Taking,
-    fresh: bool,
-    held: bool,
-}
-
-/// Takes the leases of `candidates` in one update, each guarded by the attempt and
-/// status it was read with; the rows of those taken (in no particular order), without
-/// those someone else changed first.
-async fn take(
-    db: &impl ConnectionTrait,
-    candidates: &[Candidate],
+/// The updates that take the leases of `candidates` (claims as read, and whether
+/// each run was held), each row guarded by the attempt and status it was read with;
+/// they return `id, last_seq, pause_requested` of the runs taken, in no particular
+/// order, without those someone else changed first.
+fn take_sql(
+    candidates: &[(Claim, bool)],
     owner: &str,
     lease_until: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<Vec<QueryResult>> {
+) -> Vec<sqlite_direct::Statement> {
     const FIXED: usize = 3;
     const PER_ROW: usize = 4;
-    let mut values: Vec<Value> = Vec::with_capacity(FIXED + candidates.len() * PER_ROW);
-    values.extend([owner.into(), lease_until.into(), now.into()]);
-    let mut rows = Vec::with_capacity(candidates.len());
-    for (i, c) in candidates.iter().enumerate() {
-        rows.push(format!(
-            "({})",
-            placeholders(FIXED + 1 + i * PER_ROW, PER_ROW)
-        ));
-        let t = &c.taking;
-        values.extend([
-            t.id.into(),
-            t.attempt.into(),
-            t.status.as_str().into(),
-            t.deadline.into(),
-        ]);
+    candidates
+        .chunks(TAKEN_PER_UPDATE)
+        .map(|chunk| {
+            let mut values: Vec<Value> = Vec::with_capacity(FIXED + chunk.len() * PER_ROW);
+            values.extend([owner.into(), lease_until.into(), now.into()]);
+            let mut rows = Vec::with_capacity(chunk.len());
+            for (i, (c, _)) in chunk.iter().enumerate() {
+                rows.push(format!("({})", placeholders(FIXED + 1 + i * PER_ROW, PER_ROW)));
+                values.extend([
+                    c.fence.run_id.0.into(),
+                    c.fence.attempt.into(),
+                    c.previous.as_str().into(),
+                    c.deadline_at.into(),
+                ]);
+            }
+            // SQLite names a VALUES list's columns column1, column2, …; `?N` binds
+            // the Nth value wherever it appears.
+            let sql = format!(
+                "UPDATE runs SET status = 'RUNNING', attempt = runs.attempt + 1, lease_owner = $1, lease_expires_at = $2, \
+                     started_at = COALESCE(runs.started_at, $3), deadline_at = v.column4, remaining_ms = NULL, wake_at = NULL, \
+                     last_seq = runs.last_seq + 1, updated_at = $3 \
+                 FROM (VALUES {}) AS v \
+                 WHERE runs.id = v.column1 AND runs.attempt = v.column2 AND runs.status = v.column3 \
+                 RETURNING id, last_seq, pause_requested",
+                rows.join(", ")
+            );
+            sqlite_direct::Statement {
+                sql: sql.replace('$', "?"),
+                values,
+            }
+        })
+        .collect()
+}
+
+/// A run id as SQLite stores it (sqlx's encoding: 16 bytes).
+fn uuid_of(value: &rusqlite::types::Value) -> Result<uuid::Uuid> {
+    match value {
+        rusqlite::types::Value::Blob(b) => uuid::Uuid::from_slice(b)
+            .map_err(|e| crate::Error::Invalid(format!("a run id in the database: {e}"))),
+        _ => Err(crate::Error::Invalid(
+            "a run id in the database is not 16 bytes".into(),
+        )),
     }
-    // SQLite names a VALUES list's columns column1, column2, …
-    let sql = format!(
-        "UPDATE runs SET status = 'RUNNING', attempt = runs.attempt + 1, lease_owner = $1, lease_expires_at = $2, \
-             started_at = COALESCE(runs.started_at, $3), deadline_at = v.column4, remaining_ms = NULL, wake_at = NULL, \
-             last_seq = runs.last_seq + 1, updated_at = $3 \
-         FROM (VALUES {}) AS v \
-         WHERE runs.id = v.column1 AND runs.attempt = v.column2 AND runs.status = v.column3 \
-         RETURNING id, status, workflow, input, attempt, last_seq, deadline_at, pause_requested, \
-                   trigger, team_id, team_version_id, created_at, trigger_id, approval_mode",
-        rows.join(", ")
-    );
-    Ok(db.query_all_raw(stmt(db, &sql, values)).await?)
+}
+
+fn integer_of(value: &rusqlite::types::Value) -> Result<i64> {
+    match value {
+        rusqlite::types::Value::Integer(i) => Ok(*i),
+        _ => Err(crate::Error::Invalid(
+            "an integer column returned no integer".into(),
+        )),
+    }
 }
 
 /// RUN_STARTED of a run claimed at its start (eager start) by `owner`.
@@ -577,10 +593,18 @@ mod tests {
         let db = &t.db;
         let (run, _, _) = runs::insert(db, new_run(), Utc::now()).await.unwrap();
         let ttl = Duration::from_millis(300);
-        let a = leases::claim(db, "worker-a", 1, ttl, Utc::now(), leases::Pick::Runnable)
-            .await
-            .unwrap()
-            .remove(0);
+        let a = leases::claim(
+            db,
+            &Default::default(),
+            "worker-a",
+            1,
+            ttl,
+            Utc::now(),
+            leases::Pick::Runnable,
+        )
+        .await
+        .unwrap()
+        .remove(0);
         assert_eq!(a.fence.run_id, run.id);
         let result_of = |fence: &leases::Fence, key: &str| {
             let mut cp = Checkpoint::new(fence.clone());
@@ -640,6 +664,7 @@ mod tests {
         // Taken over: the new holder's fence works, the old one still does not.
         let b = leases::claim(
             db,
+            &Default::default(),
             "worker-b",
             1,
             Duration::from_secs(30),
@@ -699,7 +724,7 @@ mod tests {
         };
         let ttl = Duration::from_secs(30);
         let claim = |owner: &'static str, limit, pick, ttl| async move {
-            leases::claim(db, owner, limit, ttl, Utc::now(), pick)
+            leases::claim(db, &Default::default(), owner, limit, ttl, Utc::now(), pick)
                 .await
                 .unwrap()
                 .into_iter()
@@ -747,9 +772,17 @@ mod tests {
             queued.push(runs::insert(db, new_run(), at).await.unwrap().0.id);
         }
         let ttl = Duration::from_secs(30);
-        let claims = leases::claim(db, "w", n + 5, ttl, Utc::now(), leases::Pick::Queued)
-            .await
-            .unwrap();
+        let claims = leases::claim(
+            db,
+            &Default::default(),
+            "w",
+            n + 5,
+            ttl,
+            Utc::now(),
+            leases::Pick::Queued,
+        )
+        .await
+        .unwrap();
         let taken: Vec<_> = claims.iter().map(|c| c.fence.run_id).collect();
         assert_eq!(taken, queued, "every run, oldest first");
         for c in &claims {
@@ -762,10 +795,18 @@ mod tests {
         let kinds: Vec<_> = stored.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventKind::RunQueued, EventKind::RunStarted]);
         assert!(
-            leases::claim(db, "w", 5, ttl, Utc::now(), leases::Pick::Runnable)
-                .await
-                .unwrap()
-                .is_empty()
+            leases::claim(
+                db,
+                &Default::default(),
+                "w",
+                5,
+                ttl,
+                Utc::now(),
+                leases::Pick::Runnable
+            )
+            .await
+            .unwrap()
+            .is_empty()
         );
     }
 
@@ -791,34 +832,43 @@ mod tests {
         let mut candidates = Vec::new();
         for _ in 0..3 {
             let (run, _, _) = runs::insert(db, new_run(), now).await.unwrap();
-            candidates.push(super::Candidate {
-                taking: super::Taking {
-                    id: run.id.0,
-                    attempt: run.attempt,
-                    status: run.status,
-                    deadline: now,
-                },
-                fresh: true,
-                held: false,
-            });
+            candidates.push((super::claim_of_new(&run, "w", Vec::new()), false));
         }
         // Someone else claims the second one after it was read.
-        candidates[1].taking.attempt -= 1;
+        candidates[1].0.fence.attempt -= 1;
         let until = now + chrono::Duration::seconds(30);
-        let rows = super::take(db, &candidates, "w", until, now).await.unwrap();
+        let update = super::take_sql(&candidates, "w", until, now);
+        let shared = crate::store::own_connection::SharedConnection::default();
+        let rows = shared
+            .lock()
+            .await
+            .sqlite_transaction(db.get_sqlite_connection_pool(), update)
+            .await
+            .unwrap();
         let mut ids: Vec<uuid::Uuid> = rows
             .iter()
-            .map(|r| r.try_get_by_index(0).unwrap())
+            .map(|r| super::uuid_of(&r[0]).unwrap())
             .collect();
         ids.sort();
-        let mut expected = vec![candidates[0].taking.id, candidates[2].taking.id];
+        let mut expected = vec![
+            candidates[0].0.fence.run_id.0,
+            candidates[2].0.fence.run_id.0,
+        ];
         expected.sort();
         assert_eq!(ids, expected);
-        let left = runs::get(db, crate::ids::RunId(candidates[1].taking.id))
+        let left = runs::get(db, candidates[1].0.fence.run_id)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(left.status, crate::status::RunStatus::Queued);
+        let taken = runs::get(db, candidates[0].0.fence.run_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (taken.status, taken.attempt),
+            (crate::status::RunStatus::Running, 1)
+        );
     }
 
     /// On a new database both claims walk an index of `runs`, never the whole table.

@@ -43,15 +43,39 @@ impl OwnConnection {
         pool: &sqlx::SqlitePool,
         statements: Vec<Statement>,
     ) -> Result<Vec<Row>> {
-        let conn = match &mut self.sqlite {
+        let conn = self.direct(pool)?;
+        let done = conn.transaction(statements).await;
+        self.keep_if_usable();
+        done
+    }
+
+    /// [`sqlite_transaction`](Self::sqlite_transaction) in two parts, the second
+    /// made from the first part's rows (see [`DirectConnection::transaction_then`]).
+    pub(super) async fn sqlite_transaction_then(
+        &mut self,
+        pool: &sqlx::SqlitePool,
+        first: Vec<Statement>,
+        then: impl FnOnce(&[Row]) -> Result<Vec<Statement>>,
+    ) -> Result<Vec<Row>> {
+        let conn = self.direct(pool)?;
+        let done = conn.transaction_then(first, then).await;
+        self.keep_if_usable();
+        done
+    }
+
+    /// The SQLite connection, opened on the database of `pool` if there is none.
+    fn direct(&mut self, pool: &sqlx::SqlitePool) -> Result<&mut DirectConnection> {
+        Ok(match &mut self.sqlite {
             Some(conn) => conn,
             empty => empty.insert(DirectConnection::open(&pool.connect_options())?),
-        };
-        let done = conn.transaction(statements).await;
-        if !conn.usable() {
+        })
+    }
+
+    /// Closes the SQLite connection if a failed transaction left it unusable.
+    fn keep_if_usable(&mut self) {
+        if self.sqlite.as_ref().is_some_and(|conn| !conn.usable()) {
             self.sqlite = None;
         }
-        done
     }
 
     /// Runs one Postgres statement (its own transaction); its rows. After a failure

@@ -590,6 +590,7 @@ mod tests {
         }
         let claims = leases::claim(
             db,
+            &Default::default(),
             "w",
             2,
             Duration::from_secs(60),

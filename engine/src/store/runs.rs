@@ -249,7 +249,7 @@ fn new_row(new: &NewRun, eager: Option<&EagerClaim<'_>>, now: DateTime<Utc>) -> 
 
 /// `$n` placeholders as SQLite's anonymous `?`, bound in order (the values are
 /// appended in the order the placeholders appear).
-fn anonymous_placeholders(sql: &str) -> String {
+pub(super) fn anonymous_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut chars = sql.chars().peekable();
     while let Some(c) = chars.next() {

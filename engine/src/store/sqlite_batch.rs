@@ -334,9 +334,17 @@ mod tests {
             runs::insert(db, new_run(), Utc::now()).await.unwrap();
         }
         let ttl = Duration::from_secs(60);
-        let claims = leases::claim(db, "w", n, ttl, Utc::now(), leases::Pick::Runnable)
-            .await
-            .unwrap();
+        let claims = leases::claim(
+            db,
+            &Default::default(),
+            "w",
+            n,
+            ttl,
+            Utc::now(),
+            leases::Pick::Runnable,
+        )
+        .await
+        .unwrap();
         assert_eq!(claims.len(), n);
         claims.into_iter().map(|c| c.fence).collect()
     }

@@ -68,10 +68,22 @@ impl DirectConnection {
     /// Runs `statements` in one `BEGIN IMMEDIATE` transaction; the rows they
     /// returned, in order. Either all of them commit or none does.
     pub(crate) async fn transaction(&mut self, statements: Vec<Statement>) -> Result<Vec<Row>> {
+        self.transaction_then(statements, |_| Ok(Vec::new())).await
+    }
+
+    /// [`transaction`](Self::transaction) in two parts: `then` makes the second
+    /// part's statements from the rows the first part returned (nothing awaits in
+    /// between); the first part's rows. Either all of them commit or none does.
+    pub(crate) async fn transaction_then(
+        &mut self,
+        first: Vec<Statement>,
+        then: impl FnOnce(&[Row]) -> Result<Vec<Statement>>,
+    ) -> Result<Vec<Row>> {
         self.begin().await?;
-        let done = self
-            .run(statements)
-            .and_then(|rows| self.simple("COMMIT").map(|()| rows));
+        let done = self.run(first).and_then(|rows| {
+            self.run(then(&rows)?)?;
+            self.simple("COMMIT").map(|()| rows)
+        });
         if done.is_err() && !self.conn.is_autocommit() {
             // Failing, the connection is closed by its holder (see `usable`).
             let _ = self.simple("ROLLBACK");
