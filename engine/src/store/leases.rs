@@ -329,12 +329,11 @@ async fn claim_sqlite(
     }
     let mut candidates = Vec::with_capacity(rows.len());
     for row in &rows {
+        // `previous` is the status read (column 1).
         let (mut claim, _) = claim_from_row(row, owner)?;
-        let previous: RunStatus = row.try_get::<String>("", "status")?.parse()?;
         let remaining: Option<i64> = row.try_get("", "remaining_ms")?;
         let timeout: i64 = row.try_get("", "timeout_ms")?;
         let deadline: Option<DateTime<Utc>> = row.try_get("", "deadline_at")?;
-        claim.previous = previous;
         claim.deadline_at =
             deadline.unwrap_or(now + ChronoDuration::milliseconds(remaining.unwrap_or(timeout)));
         // Only a claim sets `started_at`, and the update is guarded by the attempt
