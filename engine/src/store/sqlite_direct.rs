@@ -310,6 +310,54 @@ mod tests {
         assert_eq!(count().await, 1);
     }
 
+    /// A second part made from the first part's rows commits with it, and when the
+    /// second part fails (or cannot be made) the first part's writes are rolled back.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_transaction_in_two_parts_commits_or_rolls_back_as_one() {
+        let t = with_table("CREATE TABLE u (k TEXT PRIMARY KEY)").await;
+        let pool = t.db.get_sqlite_connection_pool();
+        let insert = |k: &str| Statement {
+            sql: "INSERT INTO u VALUES (?) RETURNING k".into(),
+            values: vec![k.into()],
+        };
+        let count = || async {
+            sqlx::query("SELECT count(*) FROM u")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+                .get::<i64, _>(0)
+        };
+        let mut direct = DirectConnection::open(&pool.connect_options()).unwrap();
+        // The second part fails: a key the first part wrote.
+        let e = direct
+            .transaction_then(vec![insert("a")], |rows| match &rows[0][0] {
+                rusqlite::types::Value::Text(k) => Ok(vec![insert(k)]),
+                other => panic!("{other:?}"),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, crate::Error::Database(d) if d.is_unique_violation()),
+            "{e:?}"
+        );
+        assert!(direct.usable());
+        assert_eq!(count().await, 0);
+        // The second part cannot be made.
+        direct
+            .transaction_then(vec![insert("a")], |_| {
+                Err(crate::Error::Invalid("no second part".into()))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(count().await, 0);
+        let rows = direct
+            .transaction_then(vec![insert("a")], |_| Ok(vec![insert("b")]))
+            .await
+            .unwrap();
+        assert_eq!(rows, [vec![rusqlite::types::Value::Text("a".into())]]);
+        assert_eq!(count().await, 2);
+    }
+
     /// While another connection holds the write lock the transaction waits without
     /// blocking the runtime's thread, and commits once the lock is free.
     #[tokio::test(flavor = "current_thread")]
