@@ -39,7 +39,7 @@ pub async fn insert(
 }
 
 /// Rows per INSERT: six values each stay far below SQLite's limit of bound values.
-const ROWS_PER_INSERT: usize = 1000;
+pub(super) const ROWS_PER_INSERT: usize = 1000;
 
 /// [`insert`] for several runs at once, in as few statements as the rows need; the
 /// events written, per run, in the order given.

@@ -4,6 +4,7 @@
 //! every later write of the claimant must present (see `checkpoint`).
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use rusqlite::types::Value as SqlValue;
 use sea_orm::{ConnectionTrait, QueryResult, Value};
 use serde_json::{Value as Json, json};
 
@@ -353,10 +354,19 @@ async fn claim_sqlite(
             // The runs taken, each with its `last_seq` and pause flag after the update.
             let mut after = std::collections::HashMap::with_capacity(rows.len());
             for row in rows {
-                after.insert(
-                    uuid_of(&row[0])?,
-                    (integer_of(&row[1])?, integer_of(&row[2])?),
-                );
+                let (
+                    Some(SqlValue::Blob(id)),
+                    Some(SqlValue::Integer(last_seq)),
+                    Some(SqlValue::Integer(pause)),
+                ) = (row.first(), row.get(1), row.get(2))
+                else {
+                    return Err(crate::Error::Invalid(format!(
+                        "unexpected claim row {row:?}"
+                    )));
+                };
+                let id =
+                    uuid::Uuid::from_slice(id).map_err(|e| crate::Error::Invalid(e.to_string()))?;
+                after.insert(id, (*last_seq, *pause));
             }
             for (claim, held) in &candidates {
                 let Some(&(last_seq, pause)) = after.get(&claim.fence.run_id.0) else {
@@ -371,7 +381,7 @@ async fn claim_sqlite(
             }
             let rows: Vec<&Event> = taken.iter().flat_map(|c| &c.events).collect();
             Ok(rows
-                .chunks(TAKEN_PER_UPDATE)
+                .chunks(events::ROWS_PER_INSERT)
                 .map(|chunk| {
                     let (sql, values) = events::insert_sql(chunk, 1);
                     sqlite_direct::Statement {
@@ -433,26 +443,6 @@ fn take_sql(
             }
         })
         .collect()
-}
-
-/// A run id as SQLite stores it (sqlx's encoding: 16 bytes).
-fn uuid_of(value: &rusqlite::types::Value) -> Result<uuid::Uuid> {
-    match value {
-        rusqlite::types::Value::Blob(b) => uuid::Uuid::from_slice(b)
-            .map_err(|e| crate::Error::Invalid(format!("a run id in the database: {e}"))),
-        _ => Err(crate::Error::Invalid(
-            "a run id in the database is not 16 bytes".into(),
-        )),
-    }
-}
-
-fn integer_of(value: &rusqlite::types::Value) -> Result<i64> {
-    match value {
-        rusqlite::types::Value::Integer(i) => Ok(*i),
-        _ => Err(crate::Error::Invalid(
-            "an integer column returned no integer".into(),
-        )),
-    }
 }
 
 /// RUN_STARTED of a run claimed at its start (eager start) by `owner`.
@@ -846,7 +836,10 @@ mod tests {
             .unwrap();
         let mut ids: Vec<uuid::Uuid> = rows
             .iter()
-            .map(|r| super::uuid_of(&r[0]).unwrap())
+            .map(|r| match &r[0] {
+                super::SqlValue::Blob(b) => uuid::Uuid::from_slice(b).unwrap(),
+                other => panic!("{other:?}"),
+            })
             .collect();
         ids.sort();
         let mut expected = vec![

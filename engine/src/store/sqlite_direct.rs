@@ -278,6 +278,15 @@ mod tests {
         assert_eq!(by_direct, by_sqlx);
     }
 
+    /// Rows in the table `u`, read through the pool.
+    async fn count_u(pool: &sqlx::SqlitePool) -> i64 {
+        sqlx::query("SELECT count(*) FROM u")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+    }
+
     /// A statement failing part-way rolls back what the transaction wrote before it,
     /// and the same connection commits the next transaction.
     #[tokio::test]
@@ -298,16 +307,9 @@ mod tests {
             "{e:?}"
         );
         assert!(direct.usable());
-        let count = || async {
-            sqlx::query("SELECT count(*) FROM u")
-                .fetch_one(pool)
-                .await
-                .unwrap()
-                .get::<i64, _>(0)
-        };
-        assert_eq!(count().await, 0);
+        assert_eq!(count_u(pool).await, 0);
         direct.transaction(vec![insert("c")]).await.unwrap();
-        assert_eq!(count().await, 1);
+        assert_eq!(count_u(pool).await, 1);
     }
 
     /// A second part made from the first part's rows commits with it, and when the
@@ -319,13 +321,6 @@ mod tests {
         let insert = |k: &str| Statement {
             sql: "INSERT INTO u VALUES (?) RETURNING k".into(),
             values: vec![k.into()],
-        };
-        let count = || async {
-            sqlx::query("SELECT count(*) FROM u")
-                .fetch_one(pool)
-                .await
-                .unwrap()
-                .get::<i64, _>(0)
         };
         let mut direct = DirectConnection::open(&pool.connect_options()).unwrap();
         // The second part fails: a key the first part wrote.
@@ -341,7 +336,7 @@ mod tests {
             "{e:?}"
         );
         assert!(direct.usable());
-        assert_eq!(count().await, 0);
+        assert_eq!(count_u(pool).await, 0);
         // The second part cannot be made.
         direct
             .transaction_then(vec![insert("a")], |_| {
@@ -349,13 +344,13 @@ mod tests {
             })
             .await
             .unwrap_err();
-        assert_eq!(count().await, 0);
+        assert_eq!(count_u(pool).await, 0);
         let rows = direct
             .transaction_then(vec![insert("a")], |_| Ok(vec![insert("b")]))
             .await
             .unwrap();
         assert_eq!(rows, [vec![rusqlite::types::Value::Text("a".into())]]);
-        assert_eq!(count().await, 2);
+        assert_eq!(count_u(pool).await, 2);
     }
 
     /// While another connection holds the write lock the transaction waits without
