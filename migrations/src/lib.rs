@@ -13,6 +13,7 @@ mod m20261203_090000_create_llm_providers;
 mod m20261204_000000_add_run_trigger_id;
 mod m20261204_010000_create_schedules;
 mod m20261204_020000_create_alertmanager_intake;
+mod m20261205_000000_cascade_run_history_by_trigger;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000000_add_run_trigger_id::Migration),
             Box::new(m20261204_010000_create_schedules::Migration),
             Box::new(m20261204_020000_create_alertmanager_intake::Migration),
+            Box::new(m20261205_000000_cascade_run_history_by_trigger::Migration),
         ]
     }
 }

@@ -770,4 +770,191 @@ mod tests {
         let counts = crate::store::runs::count_by_status(db).await.unwrap();
         assert_eq!(counts, [(RunStatus::Queued, 6)]);
     }
+
+    /// Steps and events that name no run, on either table.
+    async fn orphans(db: &Db) -> i64 {
+        use sea_orm::ConnectionTrait;
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                "SELECT (SELECT COUNT(*) FROM steps s WHERE NOT EXISTS \
+                         (SELECT 1 FROM runs r WHERE r.id = s.run_id)) \
+                      + (SELECT COUNT(*) FROM events e WHERE NOT EXISTS \
+                         (SELECT 1 FROM runs r WHERE r.id = e.run_id))",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    }
+
+    fn step_result(fence: &leases::Fence, key: &str) -> crate::store::checkpoint::Checkpoint {
+        let mut cp = crate::store::checkpoint::Checkpoint::new(fence.clone());
+        cp.steps.push(crate::store::checkpoint::StepRecord {
+            key: key.into(),
+            status: crate::status::StepStatus::Succeeded,
+            input: None,
+            output: Some(serde_json::json!(key)),
+            usage: None,
+            error: None,
+            attempts: 1,
+            started_at: Some(Utc::now()),
+            finished_at: Some(Utc::now()),
+            next_attempt_at: None,
+        });
+        cp.events.push(crate::event::NewEvent::new(
+            EventKind::StepSucceeded,
+            serde_json::json!({ "step_key": key }),
+        ));
+        cp
+    }
+
+    /// A run's steps and events go with it (by foreign key on SQLite, by trigger on
+    /// Postgres), and a checkpoint of a deleted run writes nothing.
+    #[tokio::test]
+    async fn a_deleted_run_takes_its_history_and_a_late_checkpoint_writes_nothing() {
+        use crate::store::checkpoint::{Outcome, commit};
+        each_backend(async |db| {
+            let (run, _, claim) = new_one(
+                start(db, new_run(), eager(), Utc::now(), &shared())
+                    .await
+                    .unwrap(),
+            );
+            let fence = claim.unwrap().fence;
+            let done = commit(db, &[step_result(&fence, "a")], Utc::now())
+                .await
+                .unwrap();
+            assert!(matches!(done[..], [Outcome::Committed(_)]), "{done:?}");
+            let deleted = sea_orm::ConnectionTrait::execute_raw(
+                db,
+                crate::store::stmt(db, "DELETE FROM runs WHERE id = $1", vec![run.id.0.into()]),
+            )
+            .await
+            .unwrap();
+            assert_eq!(deleted.rows_affected(), 1);
+            assert!(
+                events::list_after(db, run.id, 0, 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            assert!(
+                crate::store::steps::list(db, run.id)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            let late = commit(db, &[step_result(&fence, "b")], Utc::now())
+                .await
+                .unwrap();
+            assert!(matches!(late[..], [Outcome::LeaseLost]), "{late:?}");
+            assert_eq!(orphans(db).await, 0);
+        })
+        .await;
+    }
+
+    /// A delete that waits on a run's row lock while a transaction appends to the
+    /// run's history deletes what that transaction committed: the trigger reads
+    /// after the lock, not the delete statement's snapshot. (Every step and event is
+    /// written in a transaction that has updated its run's row first.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delete_racing_an_append_leaves_no_orphans() {
+        use sea_orm::{ConnectionTrait, TransactionTrait};
+        let Some(t) = TestDb::create(Backend::Postgres).await else {
+            return;
+        };
+        let db = &t.db;
+        let (run, _, _) = new_one(
+            start(db, new_run(), None, Utc::now(), &shared())
+                .await
+                .unwrap(),
+        );
+        let id = run.id.0;
+        let txn = db.begin().await.unwrap();
+        let row = txn
+            .query_one_raw(crate::store::stmt(
+                db,
+                "UPDATE runs SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+                vec![id.into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let seq: i64 = row.try_get_by_index(0).unwrap();
+        let note = crate::event::NewEvent::new(EventKind::StepSucceeded, serde_json::json!({}));
+        events::insert(&txn, run.id, seq, &[note], Utc::now())
+            .await
+            .unwrap();
+        txn.execute_raw(crate::store::stmt(
+            db,
+            "INSERT INTO steps (id, run_id, step_key, status, attempts, created_at, updated_at) \
+             VALUES ($1, $2, 'a', 'SUCCEEDED', 1, now(), now())",
+            vec![uuid::Uuid::now_v7().into(), id.into()],
+        ))
+        .await
+        .unwrap();
+        let delete = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.execute_raw(crate::store::stmt(
+                    &db,
+                    "DELETE FROM runs WHERE id = $1",
+                    vec![id.into()],
+                ))
+                .await
+                .unwrap()
+                .rows_affected()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !delete.is_finished(),
+            "the delete did not wait for the row lock"
+        );
+        txn.commit().await.unwrap();
+        assert_eq!(delete.await.unwrap(), 1);
+        assert_eq!(orphans(db).await, 0);
+    }
+
+    /// The migration that replaced the foreign keys by the trigger goes down (orphans
+    /// deleted, foreign keys back) and up again.
+    #[tokio::test]
+    async fn the_history_trigger_migration_goes_down_and_up() {
+        use aiops_migrations::MigratorTrait;
+        use sea_orm::ConnectionTrait;
+        let Some(t) = TestDb::create(Backend::Postgres).await else {
+            return;
+        };
+        let db = &t.db;
+        let count = async |sql: &str| -> i64 {
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    db.get_database_backend(),
+                    sql,
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get_by_index(0).unwrap()
+        };
+        let fks = "SELECT COUNT(*) FROM pg_constraint \
+                   WHERE conname IN ('fk_steps_run', 'fk_events_run')";
+        let triggers = "SELECT COUNT(*) FROM pg_trigger WHERE tgname = 'runs_delete_history'";
+        assert_eq!((count(fks).await, count(triggers).await), (0, 1));
+        // Without the foreign key an orphan can exist; going down deletes it.
+        db.execute_unprepared(&format!(
+            "INSERT INTO events (id, run_id, seq, kind, payload, created_at) \
+             VALUES ('{}', '{}', 1, 'RUN_QUEUED', '{{}}', now())",
+            uuid::Uuid::now_v7(),
+            uuid::Uuid::now_v7()
+        ))
+        .await
+        .unwrap();
+        assert_eq!(orphans(db).await, 1);
+        aiops_migrations::Migrator::down(db, Some(1)).await.unwrap();
+        assert_eq!((count(fks).await, count(triggers).await), (2, 0));
+        assert_eq!(orphans(db).await, 0);
+        aiops_migrations::Migrator::up(db, None).await.unwrap();
+        assert_eq!((count(fks).await, count(triggers).await), (0, 1));
+    }
 }
