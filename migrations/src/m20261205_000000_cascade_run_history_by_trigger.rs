@@ -3,7 +3,7 @@
 //! query on the run's row per step and per event, three per durable step); every
 //! such insert already happens in a transaction that has updated its run's row (the
 //! fenced checkpoint, the claim, the seq of an appended event), so the check only
-//! cost CPU: without it the engine made 10–12 % more steps/s (BENCHMARKS.md, issue
+//! cost CPU: without it the engine made 11–13 % more steps/s (BENCHMARKS.md, issue
 //! 12). What the foreign keys also did, deleting a run's history with the run, the
 //! trigger does for any `DELETE` on `runs`, in the same transaction.
 //!

@@ -516,8 +516,9 @@ pub async fn apply_patch(
 }
 
 /// Deletes up to `limit` finished runs whose `finished_at` is before `cutoff`, the
-/// oldest first: a batch of the retention job. Returns how many were deleted (steps,
-/// events, approvals, questions and alert instances go with them by cascade).
+/// oldest first: a batch of the retention job. Returns how many were deleted (steps
+/// and events go with them by the `runs_delete_history` trigger on Postgres, by
+/// cascade on SQLite; approvals, questions and alert instances by cascade).
 pub async fn delete_finished_before(
     db: &impl ConnectionTrait,
     cutoff: DateTime<Utc>,
