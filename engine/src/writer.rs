@@ -329,6 +329,7 @@ mod tests {
     use crate::ids::ApprovalId;
     use crate::status::StepStatus;
     use crate::store::checkpoint::{NewApproval, StepRecord};
+    use crate::store::testing::step_result;
     use crate::store::{self, leases, runs};
 
     /// The database refuses one checkpoint of a batch (here: two approvals with one
@@ -447,27 +448,6 @@ mod tests {
         Some((t, claim.fence, writer))
     }
 
-    fn result_of(fence: &leases::Fence, key: &str) -> Checkpoint {
-        let mut cp = Checkpoint::new(fence.clone());
-        cp.steps.push(StepRecord {
-            key: key.into(),
-            status: StepStatus::Succeeded,
-            input: None,
-            output: Some(serde_json::json!(key)),
-            usage: None,
-            error: None,
-            attempts: 1,
-            started_at: Some(chrono::Utc::now()),
-            finished_at: Some(chrono::Utc::now()),
-            next_attempt_at: None,
-        });
-        cp.events.push(crate::event::NewEvent::new(
-            crate::event::EventKind::StepSucceeded,
-            serde_json::json!({ "step_key": key }),
-        ));
-        cp
-    }
-
     /// A checkpoint committed in the task that waits for it never overtakes one of
     /// its run queued before it: with the earlier one still in the writer's queue
     /// (on this one thread the writer's task has not run yet), the later one queues
@@ -476,8 +456,8 @@ mod tests {
         let Some((_t, fence, writer)) = one_run(backend).await else {
             return;
         };
-        let first = writer.submit(result_of(&fence, "first")).await;
-        let second = writer.commit(result_of(&fence, "second")).await.unwrap();
+        let first = writer.submit(step_result(&fence, "first")).await;
+        let second = writer.commit(step_result(&fence, "second")).await.unwrap();
         let first = first.await.unwrap().unwrap();
         assert!(first[0].seq < second[0].seq, "{first:?} {second:?}");
     }
@@ -505,12 +485,12 @@ mod tests {
         // poll sends the statement and waits for the answer. On a loaded machine the
         // thread can be preempted between the send and the read, and the answer is
         // already there: that commit is whole, and the next one is tried instead.
-        writer.commit(result_of(&fence, "a")).await.unwrap();
+        writer.commit(step_result(&fence, "a")).await.unwrap();
         let mut expected = vec!["a".to_string()];
         let mut abandoned = None;
         for attempt in 0..20 {
             let key = format!("b{attempt}");
-            let mut commit = Box::pin(writer.commit(result_of(&fence, &key)));
+            let mut commit = Box::pin(writer.commit(step_result(&fence, &key)));
             match futures::poll!(commit.as_mut()) {
                 std::task::Poll::Pending => {
                     abandoned = Some(key);
@@ -523,7 +503,7 @@ mod tests {
             }
         }
         let abandoned = abandoned.expect("a commit still in flight after its first poll");
-        let next = writer.commit(result_of(&fence, "c")).await.unwrap();
+        let next = writer.commit(step_result(&fence, "c")).await.unwrap();
         let stored = store::events::list_after(&t.db, fence.run_id, 0, 100)
             .await
             .unwrap();
@@ -533,7 +513,7 @@ mod tests {
             (1..=stored.len() as i64).collect::<Vec<_>>(),
             "gap-free"
         );
-        assert_eq!(stored.last().unwrap().seq, next[0].seq);
+        assert_eq!(stored.last().unwrap().seq, next.last().unwrap().seq);
         let keys: Vec<String> = store::steps::list(&t.db, fence.run_id)
             .await
             .unwrap()
@@ -557,7 +537,7 @@ mod tests {
         let Some((_t, fence, writer)) = one_run(store::testing::Backend::Sqlite).await else {
             return;
         };
-        let commit = writer.commit(result_of(&fence, "a"));
+        let commit = writer.commit(step_result(&fence, "a"));
         // 1,400 bytes in a debug build; 5,304 with the statement's future inline.
         let size = std::mem::size_of_val(&commit);
         assert!(size <= 2048, "{size} bytes");

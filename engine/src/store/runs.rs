@@ -565,7 +565,7 @@ mod tests {
     use super::{EagerClaim, Started, get, start};
     use crate::event::EventKind;
     use crate::status::RunStatus;
-    use crate::store::testing::{Backend, TestDb, new_run};
+    use crate::store::testing::{Backend, TestDb, new_run, step_result};
     use crate::store::{Db, events, leases};
 
     async fn each_backend(test: impl AsyncFn(&Db)) {
@@ -787,27 +787,6 @@ mod tests {
             .unwrap()
             .unwrap();
         row.try_get_by_index::<i64>(0).unwrap()
-    }
-
-    fn step_result(fence: &leases::Fence, key: &str) -> crate::store::checkpoint::Checkpoint {
-        let mut cp = crate::store::checkpoint::Checkpoint::new(fence.clone());
-        cp.steps.push(crate::store::checkpoint::StepRecord {
-            key: key.into(),
-            status: crate::status::StepStatus::Succeeded,
-            input: None,
-            output: Some(serde_json::json!(key)),
-            usage: None,
-            error: None,
-            attempts: 1,
-            started_at: Some(Utc::now()),
-            finished_at: Some(Utc::now()),
-            next_attempt_at: None,
-        });
-        cp.events.push(crate::event::NewEvent::new(
-            EventKind::StepSucceeded,
-            serde_json::json!({ "step_key": key }),
-        ));
-        cp
     }
 
     /// A run's steps and events go with it (by foreign key on SQLite, by trigger on

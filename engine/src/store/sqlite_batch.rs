@@ -320,12 +320,10 @@ mod tests {
 
     use crate::event::{EventKind, NewEvent};
     use crate::ids::{ApprovalId, QuestionId};
-    use crate::status::{RunStatus, StepStatus};
-    use crate::store::checkpoint::{
-        self, Checkpoint, NewApproval, NewQuestion, Outcome, RunChange, StepRecord,
-    };
+    use crate::status::RunStatus;
+    use crate::store::checkpoint::{self, NewApproval, NewQuestion, Outcome, RunChange};
     use crate::store::own_connection::OwnConnection;
-    use crate::store::testing::{Backend, TestDb, new_run};
+    use crate::store::testing::{Backend, TestDb, new_run, step_result};
     use crate::store::{Db, DbFailure, approvals, events, leases, questions, runs, steps};
 
     /// `n` runs, claimed by "w".
@@ -347,27 +345,6 @@ mod tests {
         .unwrap();
         assert_eq!(claims.len(), n);
         claims.into_iter().map(|c| c.fence).collect()
-    }
-
-    fn step_result(fence: &leases::Fence, key: &str) -> Checkpoint {
-        let mut cp = Checkpoint::new(fence.clone());
-        cp.steps.push(StepRecord {
-            key: key.into(),
-            status: StepStatus::Succeeded,
-            input: Some(json!({ "in": key })),
-            output: Some(json!({ "out": key })),
-            usage: None,
-            error: None,
-            attempts: 1,
-            started_at: Some(Utc::now()),
-            finished_at: Some(Utc::now()),
-            next_attempt_at: None,
-        });
-        for kind in [EventKind::StepStarted, EventKind::StepSucceeded] {
-            cp.events
-                .push(NewEvent::new(kind, json!({ "step_key": key })));
-        }
-        cp
     }
 
     async fn last_seq(db: &Db, fence: &leases::Fence) -> i64 {

@@ -125,3 +125,31 @@ pub(crate) fn new_run() -> crate::store::runs::NewRun {
         timeout_ms: 60_000,
     }
 }
+
+/// A checkpoint of one succeeded step `key` of the run `fence` holds, with its
+/// STEP_STARTED and STEP_SUCCEEDED events.
+pub(crate) fn step_result(
+    fence: &crate::store::leases::Fence,
+    key: &str,
+) -> crate::store::checkpoint::Checkpoint {
+    use crate::event::{EventKind, NewEvent};
+    use serde_json::json;
+    let mut cp = crate::store::checkpoint::Checkpoint::new(fence.clone());
+    cp.steps.push(crate::store::checkpoint::StepRecord {
+        key: key.into(),
+        status: crate::status::StepStatus::Succeeded,
+        input: Some(json!({ "in": key })),
+        output: Some(json!({ "out": key })),
+        usage: None,
+        error: None,
+        attempts: 1,
+        started_at: Some(chrono::Utc::now()),
+        finished_at: Some(chrono::Utc::now()),
+        next_attempt_at: None,
+    });
+    for kind in [EventKind::StepStarted, EventKind::StepSucceeded] {
+        cp.events
+            .push(NewEvent::new(kind, json!({ "step_key": key })));
+    }
+    cp
+}
