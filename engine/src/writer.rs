@@ -481,7 +481,6 @@ mod tests {
     /// the checkpoint it writes then gives the lease up, which fences a late one out.
     #[tokio::test(flavor = "current_thread")]
     async fn a_commit_abandoned_mid_statement_leaves_the_writer_working() {
-        use sea_orm::{ConnectionTrait, TransactionTrait};
         let Some((t, fence, writer)) = one_run(store::testing::Backend::Postgres).await else {
             return;
         };
@@ -490,19 +489,11 @@ mod tests {
         // Postgres and waits there, so its first poll is pending however loaded the
         // machine is (without it, a thread preempted between the send and the read
         // found the answer already there).
-        let holder = t.db.begin().await.unwrap();
-        holder
-            .execute_raw(store::stmt(
-                &t.db,
-                "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE",
-                vec![fence.run_id.0.into()],
-            ))
-            .await
-            .unwrap();
+        let held = store::testing::RunRowHeld::take(&t.db, fence.run_id).await;
         let mut abandoned = Box::pin(writer.commit(step_result(&fence, "b")));
         assert!(futures::poll!(abandoned.as_mut()).is_pending());
         drop(abandoned);
-        holder.rollback().await.unwrap();
+        held.release().await;
         let next = writer.commit(step_result(&fence, "c")).await.unwrap();
         let stored = store::events::list_after(&t.db, fence.run_id, 0, 100)
             .await

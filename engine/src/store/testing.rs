@@ -153,3 +153,26 @@ pub(crate) fn step_result(
     }
     cp
 }
+
+/// Another transaction holding a run's row (`SELECT … FOR UPDATE`), until released:
+/// a statement that updates the run waits for it inside the database.
+pub(crate) struct RunRowHeld(sea_orm::DatabaseTransaction);
+
+impl RunRowHeld {
+    pub(crate) async fn take(db: &Db, run: crate::ids::RunId) -> RunRowHeld {
+        use sea_orm::TransactionTrait;
+        let txn = db.begin().await.unwrap();
+        txn.execute_raw(super::stmt(
+            db,
+            "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE",
+            vec![run.0.into()],
+        ))
+        .await
+        .unwrap();
+        RunRowHeld(txn)
+    }
+
+    pub(crate) async fn release(self) {
+        self.0.rollback().await.unwrap();
+    }
+}
