@@ -772,21 +772,30 @@ mod tests {
         assert_eq!(counts, [(RunStatus::Queued, 6)]);
     }
 
-    /// Steps and events that name no run, on either table.
-    async fn orphans(db: &Db) -> i64 {
+    /// The one number `sql` selects.
+    async fn count(db: &Db, sql: &str) -> i64 {
         use sea_orm::ConnectionTrait;
         let row = db
             .query_one_raw(sea_orm::Statement::from_string(
                 db.get_database_backend(),
-                "SELECT (SELECT COUNT(*) FROM steps s WHERE NOT EXISTS \
-                         (SELECT 1 FROM runs r WHERE r.id = s.run_id)) \
-                      + (SELECT COUNT(*) FROM events e WHERE NOT EXISTS \
-                         (SELECT 1 FROM runs r WHERE r.id = e.run_id))",
+                sql,
             ))
             .await
             .unwrap()
             .unwrap();
         row.try_get_by_index::<i64>(0).unwrap()
+    }
+
+    /// Steps and events that name no run, on either table.
+    async fn orphans(db: &Db) -> i64 {
+        count(
+            db,
+            "SELECT (SELECT COUNT(*) FROM steps s WHERE NOT EXISTS \
+                     (SELECT 1 FROM runs r WHERE r.id = s.run_id)) \
+                  + (SELECT COUNT(*) FROM events e WHERE NOT EXISTS \
+                     (SELECT 1 FROM runs r WHERE r.id = e.run_id))",
+        )
+        .await
     }
 
     /// A run's steps and events go with it (by foreign key on SQLite, by trigger on
@@ -906,21 +915,10 @@ mod tests {
             return;
         };
         let db = &t.db;
-        let count = async |sql: &str| -> i64 {
-            let row = db
-                .query_one_raw(sea_orm::Statement::from_string(
-                    db.get_database_backend(),
-                    sql,
-                ))
-                .await
-                .unwrap()
-                .unwrap();
-            row.try_get_by_index(0).unwrap()
-        };
         let fks = "SELECT COUNT(*) FROM pg_constraint \
                    WHERE conname IN ('fk_steps_run', 'fk_events_run')";
         let triggers = "SELECT COUNT(*) FROM pg_trigger WHERE tgname = 'runs_delete_history'";
-        assert_eq!((count(fks).await, count(triggers).await), (0, 1));
+        assert_eq!((count(db, fks).await, count(db, triggers).await), (0, 1));
         // Without the foreign key an orphan can exist; going down deletes it.
         db.execute_unprepared(&format!(
             "INSERT INTO events (id, run_id, seq, kind, payload, created_at) \
@@ -932,9 +930,9 @@ mod tests {
         .unwrap();
         assert_eq!(orphans(db).await, 1);
         aiops_migrations::Migrator::down(db, Some(1)).await.unwrap();
-        assert_eq!((count(fks).await, count(triggers).await), (2, 0));
+        assert_eq!((count(db, fks).await, count(db, triggers).await), (2, 0));
         assert_eq!(orphans(db).await, 0);
         aiops_migrations::Migrator::up(db, None).await.unwrap();
-        assert_eq!((count(fks).await, count(triggers).await), (0, 1));
+        assert_eq!((count(db, fks).await, count(db, triggers).await), (0, 1));
     }
 }
