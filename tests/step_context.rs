@@ -58,32 +58,42 @@ impl Workflow for ChargedRetry {
     }
 }
 
-/// Usage is recorded per attempt (a failed attempt costs too), per step, and summed
-/// by `ctx.usage()` and `Engine::usage`.
-async fn usage_per_attempt(backend: Backend) {
-    let Some(h) = Harness::with_workflows(backend, common::fast_config(), |w| {
-        w.with("charged", ChargedRetry)
-    })
-    .await
-    else {
-        return;
-    };
-    let _w = h.spawn_worker();
+/// Starts `workflow` once, registered as `name` on a new harness with a worker, and
+/// waits for it to succeed (`None`: the database is not available here).
+async fn succeeded_alone(
+    backend: Backend,
+    name: &'static str,
+    workflow: impl Workflow + 'static,
+) -> Option<(Harness, aiops_engine::model::Run)> {
+    let h =
+        Harness::with_workflows(backend, common::fast_config(), |w| w.with(name, workflow)).await?;
+    let worker = h.spawn_worker();
     let run = h
         .engine
-        .start_run(StartRun::new("charged", json!({})))
+        .start_run(StartRun::new(name, json!({})))
         .await
         .unwrap();
     let done = h
         .wait_for_status(run.id, &[RunStatus::Succeeded], LIMIT)
         .await;
+    worker.abort();
+    Some((h, done))
+}
+
+/// Usage is recorded per attempt (a failed attempt costs too), per step, and summed
+/// by `ctx.usage()` and `Engine::usage`.
+async fn usage_per_attempt(backend: Backend) {
+    let Some((h, done)) = succeeded_alone(backend, "charged", ChargedRetry).await else {
+        return;
+    };
     let total = usage(201, 41, 0.02);
-    let from_ctx: Usage = serde_json::from_value(done.output.unwrap()["usage"].clone()).unwrap();
+    let from_ctx: Usage =
+        serde_json::from_value(done.output.clone().unwrap()["usage"].clone()).unwrap();
     assert_eq!(from_ctx.input_tokens, total.input_tokens);
     assert_eq!(from_ctx.output_tokens, total.output_tokens);
     assert!((from_ctx.cost_usd - total.cost_usd).abs() < 1e-9);
-    assert_eq!(h.engine.usage(run.id).await.unwrap().input_tokens, 201);
-    let steps = h.engine.steps(run.id).await.unwrap();
+    assert_eq!(h.engine.usage(done.id).await.unwrap().input_tokens, 201);
+    let steps = h.engine.steps(done.id).await.unwrap();
     let llm = steps.iter().find(|s| s.key == "llm").unwrap();
     assert_eq!(
         (llm.attempts, llm.usage.input_tokens),
@@ -279,6 +289,80 @@ async fn key_segments(backend: Backend) {
     assert_eq!(key_segment("a/b%c"), "a%2Fb%25c");
 }
 both_backends!(key_segments_from_outside_cannot_collide, key_segments);
+
+/// A test workflow whose first step's body makes durable calls of its own.
+struct NestedCalls;
+
+impl Workflow for NestedCalls {
+    fn run(&self, ctx: StepContext) -> aiops_engine::workflow::WorkflowFuture {
+        async move {
+            let refused = ctx
+                .step("outer", |_| {
+                    let ctx = ctx.clone();
+                    async move {
+                        let step = ctx
+                            .step("inner", |_| async { Ok("ran inside".to_string()) })
+                            .await;
+                        let sleep = ctx.sleep("nap", Duration::from_millis(1)).await;
+                        Ok(json!({
+                            "step": step.as_ref().map_err(|e| e.to_string()).err(),
+                            "sleep": sleep.map_err(|e| e.to_string()).err(),
+                            "step_refused": matches!(
+                                step,
+                                Err(aiops_engine::StepError::Nested { ref key, ref outer })
+                                    if key == "inner" && outer == "outer"
+                            ),
+                        }))
+                    }
+                })
+                .await?;
+            // The refused call did not use its key up.
+            let after: String = ctx
+                .step("inner", |_| async { Ok("ran outside".to_string()) })
+                .await?;
+            Ok(json!({ "refused": refused, "after": after }))
+        }
+        .boxed()
+    }
+}
+
+/// A durable call inside a step's body is refused with an error that names both
+/// steps, records nothing, and leaves its key free for orchestration code.
+async fn nested_calls(backend: Backend) {
+    let Some((h, done)) = succeeded_alone(backend, "nested", NestedCalls).await else {
+        return;
+    };
+    let output = done.output.clone().unwrap();
+    let refused = &output["refused"];
+    assert_eq!(refused["step_refused"], true, "{output}");
+    for (call, key) in [("step", "inner"), ("sleep", "nap")] {
+        let message = refused[call].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!(
+                "step {key} was called inside the body of step outer"
+            )),
+            "{call}: {output}"
+        );
+    }
+    assert_eq!(output["after"], "ran outside");
+    let mut steps: Vec<(String, Value)> = h
+        .engine
+        .steps(done.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.key, s.output.unwrap_or_default()))
+        .collect();
+    steps.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        steps.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+        ["inner", "outer"],
+        "nothing was recorded for the refused calls"
+    );
+    assert_eq!(steps[0].1, "ran outside");
+    assert_gap_free(&h.engine, done.id).await;
+}
+both_backends!(a_durable_call_inside_a_step_body_is_refused, nested_calls);
 
 /// `run_info` tells the workflow its trigger, pinned team version and attempt.
 async fn run_info(backend: Backend) {

@@ -38,6 +38,12 @@ use shared::{InFlight, lock};
 /// Longest step key accepted, in bytes.
 const MAX_KEY_LEN: usize = 512;
 
+tokio::task_local! {
+    /// The key of the step whose body is being polled: durable calls refuse to run
+    /// there (see [`StepError::Nested`]).
+    static STEP_BODY: String;
+}
+
 /// Why a step did not produce a value.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum StepError {
@@ -67,6 +73,14 @@ pub enum StepError {
     /// The recorded output no longer deserializes into the type asked for.
     #[error("recorded output of step {key} does not match the expected type: {message}")]
     OutputMismatch { key: String, message: String },
+    /// A durable call (step, sleep, wait) made from inside another step's body. Its
+    /// record would not belong to the outer step's attempts, and the outer step's
+    /// timeout could abandon its commit halfway, so it is refused and nothing runs.
+    #[error(
+        "step {key} was called inside the body of step {outer}; durable calls belong \
+         in orchestration code, not in a step's body"
+    )]
+    Nested { key: String, outer: String },
 }
 
 /// Per-step settings; the defaults come from the engine configuration.
@@ -339,6 +353,9 @@ impl StepContext {
 
     fn claim_key(&self, key: impl Display) -> Result<String, StepError> {
         let key = format!("{}{}", self.prefix, key);
+        if let Ok(outer) = STEP_BODY.try_with(String::clone) {
+            return Err(StepError::Nested { key, outer });
+        }
         let reason = if key.is_empty() || key.ends_with('/') {
             Some("empty")
         } else if key.len() > MAX_KEY_LEN {

@@ -162,7 +162,8 @@ impl StepContext {
                 EventKind::StepStarted,
                 json!({ "step_key": key, "attempt": attempts }),
             );
-            let running = AssertUnwindSafe(f(attempt).instrument(span.clone())).catch_unwind();
+            let body = super::STEP_BODY.scope(key.clone(), f(attempt));
+            let running = AssertUnwindSafe(body.instrument(span.clone())).catch_unwind();
             let timed = async {
                 match opts.timeout {
                     Some(limit) => match tokio::time::timeout(limit, running).await {
